@@ -1,0 +1,41 @@
+# The commands a user types. Each target first makes sure the environment exists;
+# the second time, nothing is installed (a stamp file records the last install).
+PYTHON_BIN ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: setup run train test test-fast bench ui visdom clean-venv
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt constraints.txt core/visdom_assets.py
+	@test -x $(PY) || $(PYTHON_BIN) -m venv $(VENV)
+	PIP_CONSTRAINT=$(CURDIR)/constraints.txt $(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PY) -m core.visdom_assets install
+	@touch $(STAMP)
+
+run: setup
+	$(PY) -m core run
+
+train: setup
+	$(PY) -m core train
+
+test: setup
+	$(PY) -m pytest -m "not gpu" $(PYTEST_ARGS)
+
+test-fast: setup
+	$(PY) -m pytest -m "not slow and not browser and not postgres and not gpu" $(PYTEST_ARGS)
+
+bench: setup
+	$(PY) -m benchmarks
+
+ui: setup
+	$(PY) -m core ui
+
+visdom: setup
+	$(PY) -m core visdom
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,63 @@
+"""`python -m core <verb>`: argument parsing and exit codes only.
+
+Each verb lives in core/commands/<verb>.py with `HELP`, `add_arguments(parser)`
+and `main(args) -> int`. A `UserError` becomes one line on stderr and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from core.errors import UserError
+
+VERBS = ["run", "train", "study", "compare", "reproduce", "evaluate", "visdom", "ui", "keys"]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but usage errors are one line and exit 2 like every other bad input."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sys.stderr.write(f"error: {message} (see python -m core {self.prog.split()[-1]} --help)\n")
+        raise SystemExit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m core", description="Experiment-tracking research scaffold.")
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
+    verbs.required = True
+    for verb in VERBS:
+        module = _command(verb)
+        if module is None:
+            continue
+        sub = verbs.add_parser(verb, help=module.HELP, description=module.HELP)
+        module.add_arguments(sub)
+        sub.set_defaults(command=module)
+    return parser
+
+
+def _command(verb: str):
+    try:
+        return importlib.import_module(f"core.commands.{verb}")
+    except ModuleNotFoundError as error:
+        if error.name == f"core.commands.{verb}":
+            return None  # verb not built yet
+        raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("alembic", "mlflow", "urllib3", "visdom", "optuna", "matplotlib", "PIL"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.command.main(args) or 0)
+    except UserError as error:
+        sys.stderr.write(f"error: {error}\n")
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,43 @@
+"""`python -m core train [SPEC] [key=value ...]`: train once and record one MLflow run."""
+
+from __future__ import annotations
+
+import argparse
+
+from core.config import load_config
+from core.tracked import tracked_fit
+from core.tracking import mlflow_store
+
+HELP = "train one model and record it as one MLflow run"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("items", nargs="*", metavar="[SPEC] key=value",
+                        help="an optional YAML spec, then config overrides such as optim.lr=0.01")
+
+
+def split_spec(items: list[str]) -> tuple[str | None, list[str]]:
+    """A first item without '=' is the spec file; the rest are overrides."""
+    if items and "=" not in items[0]:
+        return items[0], items[1:]
+    return None, items
+
+
+def main(args: argparse.Namespace) -> int:
+    spec, overrides = split_spec(args.items)
+    config = load_config(spec, overrides)
+    mlflow_store.install_signal_handlers()
+    from core.train import prepare
+
+    prepared = prepare(config)  # bad data or model: an error before anything is written
+    mlflow_store.client()
+    mlflow_store.fail_stale_runs()
+    tracked = tracked_fit(config, progress=True, prepared=prepared)
+    result, metrics = tracked.result, tracked.result.metrics
+    print(f"run {tracked.run_id} ({result.stop_reason} after {result.epochs_run} epochs, {result.seconds:.1f} s)")
+    if metrics:
+        print(f"  validation accuracy {metrics['final_val_acc']:.4f}   test accuracy {metrics['test_acc']:.4f}")
+    if result.detail:
+        print(f"  {result.detail}")
+    print(f"  store: {mlflow_store.tracking_uri()}")
+    return 0

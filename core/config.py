@@ -1,0 +1,359 @@
+"""One dataclass tree for everything a run needs.
+
+A config comes from defaults, then a YAML spec, then `key=value` overrides.
+`to_flat()` gives dotted keys (logged as MLflow params) and `from_flat()` is its
+exact inverse, also when every value arrives as a string (as MLflow returns
+params). Unknown keys and wrong types raise `ConfigError` naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from core.errors import ConfigError
+
+
+@dataclass
+class DataConfig:
+    name: str = "digits"  # digits | mnist | fashion_mnist | cifar10 | synthetic
+    root: str = "data"  # where mnist / fashion_mnist / cifar10 files live
+    train_size: int = 0  # use only this many training samples; 0 = all
+    resize: int = 0  # resize images to resize x resize; 0 = native size
+    test_fraction: float = 0.2  # digits and synthetic only: size of their fixed test part
+    shape: list[int] = field(default_factory=lambda: [1, 8, 8])  # synthetic: one sample's shape
+    num_classes: int = 10  # synthetic only
+    samples: int = 1000  # synthetic only: train + test samples
+
+
+@dataclass
+class SplitConfig:
+    kind: str = "holdout"  # holdout | kfold | stratified_kfold
+    val_fraction: float = 0.2  # holdout only
+    stratify: bool = True  # holdout only
+    k: int = 5  # kfold kinds only
+    fold: int = 0  # which of the k folds is the validation part
+
+
+@dataclass
+class ModelConfig:
+    name: str = "mlp"
+    hidden: list[int] = field(default_factory=list)  # fully connected widths; [] = the model's own
+    channels: list[int] = field(default_factory=list)  # conv widths; [] = the model's own
+    dropout: float = 0.0
+    batchnorm: bool = False
+
+
+@dataclass
+class OptimConfig:
+    name: str = "sgd"  # sgd | adam | adamw
+    lr: float = 0.05
+    momentum: float = 0.9  # sgd only
+    weight_decay: float = 0.0  # L2, on weights only (not biases or norm parameters)
+
+
+@dataclass
+class SchedConfig:
+    name: str = "none"  # none | step | plateau | cosine
+    step_size: int = 10  # step: epochs between decays
+    gamma: float = 0.1  # step and plateau: decay factor
+    patience: int = 3  # plateau: epochs without improvement before a decay
+
+
+@dataclass
+class RegConfig:
+    l1: float = 0.0  # lambda of the L1 penalty on weights
+
+
+@dataclass
+class EarlyStopConfig:
+    patience: int = 0  # epochs without val-loss improvement before stopping; 0 = off
+    min_delta: float = 0.0  # smallest decrease of val loss that counts as improvement
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 20
+    batch_size: int = 64
+    deterministic: bool = False  # torch.use_deterministic_algorithms
+    augment: str = "none"  # none | shift (random shifts on the device)
+    shift: int = 2  # augment=shift: largest shift in pixels
+    compile: bool = False  # torch.compile the model (CUDA)
+    checkpoint: bool = False  # save a checkpoint after every epoch (to the run's artifacts)
+
+
+@dataclass
+class TrackConfig:
+    experiment: str = "train"  # MLflow experiment name
+    run_name: str = ""  # "" = made from the config
+    visdom: str = "auto"  # auto (when a server answers) | on | off
+    visdom_url: str = "http://127.0.0.1:8097"
+    flush_every: int = 50  # steps between sends of per-step values
+    log_model: bool = True
+
+
+@dataclass
+class Config:
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    data: DataConfig = field(default_factory=DataConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    sched: SchedConfig = field(default_factory=SchedConfig)
+    reg: RegConfig = field(default_factory=RegConfig)
+    early_stop: EarlyStopConfig = field(default_factory=EarlyStopConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    track: TrackConfig = field(default_factory=TrackConfig)
+
+    # ---- flat form -------------------------------------------------------
+    def to_flat(self) -> dict[str, Any]:
+        """Every leaf as a dotted key, e.g. {"optim.lr": 0.01, ...}."""
+        return _flatten(self, "")
+
+    @classmethod
+    def from_flat(cls, flat: dict[str, Any]) -> Config:
+        """The exact inverse of `to_flat`; values may be strings (MLflow params)."""
+        config = cls()
+        for key, value in flat.items():
+            config.set(key, value)
+        config.validate()
+        return config
+
+    # ---- edits -----------------------------------------------------------
+    def set(self, key: str, value: Any) -> None:
+        """Set one dotted key, converting `value` to the field's type."""
+        owner, name, kind = _resolve(self, key)
+        setattr(owner, name, _convert(key, kind, value))
+
+    def apply(self, values: dict[str, Any]) -> Config:
+        """Set several dotted keys (nested dicts are flattened first)."""
+        for key, value in _flatten_mapping(values, "").items():
+            self.set(key, value)
+        return self
+
+    def copy(self) -> Config:
+        return Config.from_flat(self.to_flat())
+
+    # ---- checks ----------------------------------------------------------
+    def validate(self) -> Config:
+        """Range and choice checks that types alone cannot express."""
+        from core.data import DATASETS
+        from core.models import MODELS
+
+        _choice("device", self.device, ("auto", "cpu", "cuda"))
+        _choice("data.name", self.data.name, sorted(DATASETS))
+        _choice("model.name", self.model.name, sorted(MODELS))
+        _choice("split.kind", self.split.kind, ("holdout", "kfold", "stratified_kfold"))
+        _choice("optim.name", self.optim.name, ("sgd", "adam", "adamw"))
+        _choice("sched.name", self.sched.name, ("none", "step", "plateau", "cosine"))
+        _choice("train.augment", self.train.augment, ("none", "shift"))
+        _choice("track.visdom", self.track.visdom, ("auto", "on", "off"))
+        _at_least("data.train_size", self.data.train_size, 0)
+        _at_least("data.resize", self.data.resize, 0)
+        _at_least("data.num_classes", self.data.num_classes, 2)
+        _at_least("data.samples", self.data.samples, 4)
+        _open_unit("data.test_fraction", self.data.test_fraction)
+        if not 1 <= len(self.data.shape) <= 3 or min(self.data.shape) < 1:
+            raise ConfigError(f"data.shape={self.data.shape}: give 1 to 3 positive sizes, e.g. [1, 8, 8]")
+        _open_unit("split.val_fraction", self.split.val_fraction)
+        _at_least("split.k", self.split.k, 2)
+        if not 0 <= self.split.fold < self.split.k:
+            raise ConfigError(f"split.fold={self.split.fold}: must be in 0..{self.split.k - 1} (split.k={self.split.k})")
+        for key in ("model.hidden", "model.channels"):
+            widths = self.get(key)
+            if any(width < 1 for width in widths):
+                raise ConfigError(f"{key}={widths}: every width must be at least 1")
+        if not 0.0 <= self.model.dropout < 1.0:
+            raise ConfigError(f"model.dropout={self.model.dropout}: must be in [0, 1)")
+        _positive("optim.lr", self.optim.lr)
+        _at_least("optim.momentum", self.optim.momentum, 0.0)
+        _at_least("optim.weight_decay", self.optim.weight_decay, 0.0)
+        _at_least("sched.step_size", self.sched.step_size, 1)
+        _open_unit("sched.gamma", self.sched.gamma)
+        _at_least("sched.patience", self.sched.patience, 0)
+        _at_least("reg.l1", self.reg.l1, 0.0)
+        _at_least("early_stop.patience", self.early_stop.patience, 0)
+        _at_least("early_stop.min_delta", self.early_stop.min_delta, 0.0)
+        _at_least("train.epochs", self.train.epochs, 1)
+        _at_least("train.batch_size", self.train.batch_size, 1)
+        _at_least("train.shift", self.train.shift, 0)
+        _at_least("track.flush_every", self.track.flush_every, 1)
+        return self
+
+    def get(self, key: str) -> Any:
+        owner, name, _ = _resolve(self, key)
+        return getattr(owner, name)
+
+
+def valid_keys() -> list[str]:
+    return list(Config().to_flat())
+
+
+def load_config(spec: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Defaults, then the spec file (the whole file, or its `config:` section), then overrides."""
+    config = Config()
+    if spec is not None:
+        document = read_yaml(spec)
+        config.apply(document.get("config", document))
+    config.apply(parse_overrides(overrides))
+    return config.validate()
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """A YAML file that must hold a mapping; any problem is one ConfigError line."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"spec file not found: {path}")
+    try:
+        document = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or "not valid YAML"
+        raise ConfigError(f"{path}: malformed YAML{where}: {problem}") from None
+    if document is None:
+        return {}
+    if not isinstance(document, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys to values, got {type(document).__name__}")
+    return document
+
+
+def parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict[str, str]:
+    """`["optim.lr=0.1", "model.hidden=[64,64]"]` -> {"optim.lr": "0.1", ...} (converted on set)."""
+    parsed: dict[str, str] = {}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"override {item!r}: expected key=value, e.g. optim.lr=0.01")
+        parsed[key] = value.strip()
+    return parsed
+
+
+# ---- internals -------------------------------------------------------------
+
+def _flatten(node: Any, prefix: str) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for item in dataclasses.fields(node):
+        value = getattr(node, item.name)
+        if dataclasses.is_dataclass(value):
+            flat.update(_flatten(value, f"{prefix}{item.name}."))
+        else:
+            flat[f"{prefix}{item.name}"] = list(value) if isinstance(value, list) else value
+    return flat
+
+
+def _flatten_mapping(values: dict[str, Any], prefix: str) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(_flatten_mapping(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _resolve(config: Config, key: str) -> tuple[Any, str, Any]:
+    """The object holding `key`, the field's name and its declared type."""
+    node: Any = config
+    parts = str(key).split(".")
+    for depth, part in enumerate(parts):
+        hints = typing.get_type_hints(type(node))
+        if part not in hints:
+            raise ConfigError(f"unknown config key {key!r}{_suggestion(key)}")
+        if depth == len(parts) - 1:
+            if dataclasses.is_dataclass(hints[part]):
+                raise ConfigError(f"config key {key!r} is a section; set one of its keys, e.g. {key}.{dataclasses.fields(hints[part])[0].name}")
+            return node, part, hints[part]
+        node = getattr(node, part)
+        if not dataclasses.is_dataclass(node):
+            raise ConfigError(f"unknown config key {key!r}{_suggestion(key)}")
+    raise ConfigError(f"unknown config key {key!r}")
+
+
+def _suggestion(key: str) -> str:
+    close = difflib.get_close_matches(str(key), valid_keys(), n=1, cutoff=0.5)
+    return f" (did you mean {close[0]!r}?)" if close else " (run `python -m core keys` for the list)"
+
+
+_TRUE = {"true", "yes", "on", "1"}
+_FALSE = {"false", "no", "off", "0"}
+
+
+def _convert(key: str, kind: Any, value: Any) -> Any:
+    """`value` as the field's type; strings are parsed (CLI overrides, MLflow params)."""
+    if kind is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key}: expected text, got {value!r}")
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+            return value.strip().lower() in _TRUE
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value.strip())
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected a whole number, got {value!r}")
+    if kind is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            number = float(value)
+        elif isinstance(value, str):
+            try:
+                number = float(value.strip())
+            except ValueError:
+                raise ConfigError(f"{key}: expected a number, got {value!r}") from None
+        else:
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if not math.isfinite(number):
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+        return number
+    if typing.get_origin(kind) is list:
+        if isinstance(value, str):
+            try:
+                value = yaml.safe_load(value) if value.strip() else []
+            except yaml.YAMLError:
+                raise ConfigError(f"{key}: expected a list of whole numbers like [64, 64], got {value!r}") from None
+            if isinstance(value, int):
+                value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list of whole numbers like [64, 64], got {value!r}")
+        (item_kind,) = typing.get_args(kind)
+        return [_convert(key, item_kind, item) for item in value]
+    raise ConfigError(f"{key}: unsupported field type {kind}")
+
+
+def _choice(key: str, value: str, choices: typing.Sequence[str]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key}={value!r} is not one of: {', '.join(choices)}")
+
+
+def _at_least(key: str, value: float, low: float) -> None:
+    if value < low:
+        raise ConfigError(f"{key}={value}: must be at least {low}")
+
+
+def _positive(key: str, value: float) -> None:
+    if value <= 0:
+        raise ConfigError(f"{key}={value}: must be greater than 0")
+
+
+def _open_unit(key: str, value: float) -> None:
+    if not 0.0 < value < 1.0:
+        raise ConfigError(f"{key}={value}: must be between 0 and 1 (exclusive)")

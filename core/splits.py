@@ -1,0 +1,56 @@
+"""Train/validation splits of the training part, as index arrays.
+
+Pure functions of (labels, seed, k): the same inputs give the same indices in
+every process. The test part of a data set is never split.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
+
+from core.config import SplitConfig
+from core.errors import ConfigError
+
+Split = tuple[np.ndarray, np.ndarray]  # (train indices, validation indices), sorted
+
+
+def holdout(labels: np.ndarray, val_fraction: float, seed: int, stratify: bool = True) -> Split:
+    labels = np.asarray(labels)
+    n_val = int(round(len(labels) * val_fraction))
+    if n_val < 1 or n_val >= len(labels):
+        raise ConfigError(f"split.val_fraction={val_fraction} leaves no training or validation sample "
+                          f"out of {len(labels)}")
+    stratify_on = labels if stratify and _can_stratify(labels, n_val) else None
+    train, val = train_test_split(np.arange(len(labels)), test_size=n_val, random_state=seed, stratify=stratify_on)
+    return np.sort(train), np.sort(val)
+
+
+def kfold(labels: np.ndarray, k: int, seed: int, stratified: bool = False) -> list[Split]:
+    """All k folds; fold i's validation part is the i-th k-th of the data."""
+    labels = np.asarray(labels)
+    if k > len(labels):
+        raise ConfigError(f"split.k={k} is more than the {len(labels)} training samples")
+    if stratified:
+        present = np.bincount(labels)
+        smallest = present[present > 0].min()
+        if k > smallest:
+            raise ConfigError(f"split.k={k} is more than the {smallest} samples of the rarest class; "
+                              f"use a smaller k or split.kind=kfold")
+        splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+    else:
+        splitter = KFold(n_splits=k, shuffle=True, random_state=seed)
+    return [(np.sort(train), np.sort(val)) for train, val in splitter.split(np.zeros(len(labels)), labels)]
+
+
+def make_split(labels: np.ndarray, config: SplitConfig, seed: int) -> Split:
+    """The (train, validation) indices `config` asks for."""
+    if config.kind == "holdout":
+        return holdout(labels, config.val_fraction, seed, config.stratify)
+    return kfold(labels, config.k, seed, stratified=config.kind == "stratified_kfold")[config.fold]
+
+
+def _can_stratify(labels: np.ndarray, n_val: int) -> bool:
+    counts = np.bincount(labels)
+    counts = counts[counts > 0]
+    return counts.min() >= 2 and n_val >= len(counts) and len(labels) - n_val >= len(counts)

@@ -1,0 +1,90 @@
+"""A bounded queue drained by one daemon thread, so sending never blocks training.
+
+Items are handed to `send(batch)` in arrival order, many at a time. When the
+queue is full the oldest item is dropped and counted. If `send` raises, the
+error is logged once and later items are dropped (the run goes on untracked).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from typing import Any, Callable
+
+log = logging.getLogger(__name__)
+
+
+class BackgroundSender:
+    def __init__(self, send: Callable[[list[Any]], None], name: str, max_items: int = 100_000,
+                 min_interval: float = 0.0):
+        self._send = send
+        self._name = name
+        self._items: collections.deque[Any] = collections.deque()
+        self._max_items = max_items
+        self._min_interval = min_interval  # seconds between sends: batches more, asks less of a server
+        self._lock = threading.Condition()
+        self._closed = False
+        self._busy = False
+        self.dropped = 0
+        self.failed: BaseException | None = None
+        self._thread = threading.Thread(target=self._loop, name=f"send-{name}", daemon=True)
+        self._thread.start()
+
+    def put(self, *items: Any) -> None:
+        with self._lock:
+            if self._closed or self.failed is not None:
+                self.dropped += len(items)
+                return
+            for item in items:
+                if len(self._items) >= self._max_items:
+                    self._items.popleft()
+                    self.dropped += 1
+                self._items.append(item)
+            self._lock.notify()
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Wait until everything queued so far is sent; False on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            self._lock.notify()
+            while self._items or self._busy:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self._thread.is_alive():
+                    return False
+                self._lock.wait(remaining)
+        return True
+
+    def close(self, timeout: float = 30.0) -> bool:
+        done = self.flush(timeout)
+        with self._lock:
+            self._closed = True
+            self._lock.notify()
+        if self.dropped:
+            log.warning("%s: %d items were not sent (queue full or sender failed)", self._name, self.dropped)
+        return done
+
+    def _loop(self) -> None:
+        while True:
+            with self._lock:
+                while not self._items and not self._closed:
+                    self._lock.wait()
+                if not self._items and self._closed:
+                    return
+                batch = list(self._items)
+                self._items.clear()
+                self._busy = True
+            try:
+                if self.failed is None:
+                    self._send(batch)
+            except Exception as error:  # a tracking server must never break training
+                self.failed = error
+                self.dropped += len(batch)
+                log.warning("%s: sending failed, later values are dropped: %s", self._name, error)
+            finally:
+                with self._lock:
+                    self._busy = False
+                    self._lock.notify_all()
+            if self._min_interval:
+                time.sleep(self._min_interval)

@@ -1,0 +1,98 @@
+"""`MLflowTracker`: the durable record of one run.
+
+Metrics go through a background thread in `log_batch` calls of up to 1000
+values, never one call per step. Params, tags and artifacts are written at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from core.tracking import mlflow_store
+from core.tracking.background import BackgroundSender
+
+MAX_METRICS_PER_BATCH = 1000  # MLflow's limit for one log_batch
+MAX_PARAMS_PER_BATCH = 100
+
+# Pickle is MLflow's fast format; our own `model/state_dict.pt` is the safe one (weights only).
+logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
+
+
+class MLflowTracker:
+    def __init__(self, run_id: str, experiment: str):
+        from mlflow.entities import Metric, Param, RunTag
+
+        self._Metric, self._Param, self._RunTag = Metric, Param, RunTag
+        self.run_id = run_id
+        self.experiment = experiment
+        self.client = mlflow_store.client()
+        self._sender = BackgroundSender(self._send_metrics, name=f"mlflow run {run_id[:8]}")
+
+    # ---- metrics: queued ------------------------------------------------------
+    def log_steps(self, key: str, values: Sequence[float], first_step: int) -> None:
+        now = int(time.time() * 1000)
+        self._sender.put(*(self._Metric(key, float(v), now, first_step + i) for i, v in enumerate(values)))
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        now = int(time.time() * 1000)
+        self._sender.put(*(self._Metric(k, float(v), now, step) for k, v in metrics.items()))
+
+    def _send_metrics(self, metrics: list[Any]) -> None:
+        for start in range(0, len(metrics), MAX_METRICS_PER_BATCH):
+            self.client.log_batch(self.run_id, metrics=metrics[start:start + MAX_METRICS_PER_BATCH])
+
+    # ---- everything else: at once -------------------------------------------
+    def log_params(self, params: dict[str, Any]) -> None:
+        items = [self._Param(k, str(v)) for k, v in params.items()]
+        for start in range(0, len(items), MAX_PARAMS_PER_BATCH):
+            self.client.log_batch(self.run_id, params=items[start:start + MAX_PARAMS_PER_BATCH])
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        self.client.log_batch(self.run_id, tags=[self._RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_file(self, path: Path, folder: str = "") -> None:
+        self.client.log_artifact(self.run_id, str(path), artifact_path=folder or None)
+
+    def log_figure(self, figure: Any, filename: str) -> None:
+        from matplotlib import pyplot as plt
+
+        self.client.log_figure(self.run_id, figure, filename)
+        plt.close(figure)
+
+    def log_text(self, text: str, filename: str) -> None:
+        self.client.log_text(self.run_id, text, filename)
+
+    def log_model(self, model: torch.nn.Module, input_example: torch.Tensor) -> None:
+        """The model for MLflow (with signature and input example) and its weights for safe reloading."""
+        import mlflow
+        from mlflow.models import infer_signature
+
+        model = _cpu_copy(model)
+        example = input_example.detach().cpu().float().numpy()
+        with torch.no_grad():
+            output = model(torch.from_numpy(example)).numpy()
+        mlflow.set_experiment(experiment_id=mlflow_store.experiment_id(self.experiment))  # where the model is filed
+        mlflow.pytorch.log_model(model, name="model", run_id=self.run_id, signature=infer_signature(example, output),
+                                 input_example=example, serialization_format="pickle",
+                                 pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "state_dict.pt"
+            torch.save(model.state_dict(), path)
+            self.client.log_artifact(self.run_id, str(path), artifact_path="weights")
+
+    def close(self) -> None:
+        self._sender.close()
+
+
+def _cpu_copy(model: torch.nn.Module) -> torch.nn.Module:
+    import copy
+
+    model = getattr(model, "_orig_mod", model)  # unwrap torch.compile
+    copied = copy.deepcopy(model).cpu().float().eval()
+    return copied.to(memory_format=torch.contiguous_format)

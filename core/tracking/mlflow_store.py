@@ -1,0 +1,210 @@
+"""The MLflow store: where it is, experiments, and runs whose end state is true.
+
+The store is `MLFLOW_TRACKING_URI`, or `sqlite:///mlruns/mlflow.db` with
+artifacts under `mlruns/artifacts/`. Every run we open is tagged with the host
+and process that own it, ends FINISHED, FAILED or KILLED (`open_run`), and a
+run left RUNNING by a process that is gone is marked FAILED (`fail_stale_runs`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+import re
+import signal
+import socket
+import time
+import traceback
+from pathlib import Path
+from typing import Iterator
+from urllib.parse import urlparse
+
+from core.errors import UserError
+
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no bars in logs and tests
+
+log = logging.getLogger(__name__)
+
+STORE_DIR = Path("mlruns")
+PARENT_TAG = "mlflow.parentRunId"
+NOTE_TAG = "mlflow.note.content"
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that every open run ends KILLED."""
+
+
+def install_signal_handlers() -> None:
+    """Turn SIGTERM into `Terminated` (the CLI calls this; library code does not)."""
+    def on_term(signum, frame):
+        raise Terminated(f"signal {signum}")
+    signal.signal(signal.SIGTERM, on_term)
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(STORE_DIR / 'mlflow.db').resolve()}"
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a sqlite:/// URI, else None."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri[len("sqlite:///"):])
+
+
+def artifact_root(uri: str) -> str | None:
+    """Artifacts of a SQLite store live beside its database; a server decides for itself."""
+    path = sqlite_path(uri)
+    if path is not None:
+        return (path.parent / "artifacts").resolve().as_uri()
+    if uri.startswith(("postgresql", "mysql")):
+        return (STORE_DIR / "artifacts").resolve().as_uri()
+    return None
+
+
+def check_uri(uri: str) -> None:
+    """Refuse a tracking URI we cannot use, with one line, before anything is written."""
+    scheme = urlparse(uri).scheme
+    if scheme == "sqlite":
+        path = sqlite_path(uri)
+        if path is None or not path.name:
+            raise UserError(f"tracking URI {uri!r}: use sqlite:///path/to/mlflow.db")
+        parent = path.parent
+        while not parent.exists():
+            parent = parent.parent
+        if not os.access(parent, os.W_OK):
+            raise UserError(f"tracking URI {uri!r}: cannot write under {parent}")
+        return
+    if scheme in ("http", "https"):
+        import urllib.request
+        try:
+            urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5).read()
+        except Exception as error:
+            raise UserError(f"tracking server {uri} does not answer ({error}); start it or fix MLFLOW_TRACKING_URI") from None
+        return
+    if scheme.startswith(("postgresql", "mysql")):
+        return
+    raise UserError(f"tracking URI {uri!r} is not supported: use sqlite:///..., http(s)://... or postgresql://...")
+
+
+@functools.lru_cache(maxsize=8)
+def _client_for(uri: str):
+    import mlflow
+
+    path = sqlite_path(uri)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    client = mlflow.MlflowClient(uri)
+    try:
+        client.search_experiments(max_results=1)  # creates the schema once, and proves the store works
+    except Exception as error:
+        raise UserError(f"tracking store {uri} cannot be used: {str(error).splitlines()[0]}") from None
+    return client
+
+
+def client():
+    """The MLflow client of the current store (opened and checked once per process)."""
+    uri = tracking_uri()
+    check_uri(uri)
+    return _client_for(uri)
+
+
+def experiment_id(name: str) -> str:
+    """The id of experiment `name`, created (with artifacts beside the store) if missing."""
+    mlflow_client = client()
+    experiment = mlflow_client.get_experiment_by_name(name)
+    if experiment is not None:
+        if experiment.lifecycle_stage == "deleted":
+            mlflow_client.restore_experiment(experiment.experiment_id)
+        return experiment.experiment_id
+    root = artifact_root(tracking_uri())
+    location = f"{root}/{safe_name(name)}" if root else None
+    try:
+        return mlflow_client.create_experiment(name, artifact_location=location)
+    except Exception:
+        # Another worker created it at the same moment.
+        experiment = mlflow_client.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return experiment.experiment_id
+
+
+def safe_name(name: str) -> str:
+    """A user-given name as one safe path component (never `..`, never a slash)."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "unnamed"
+    return cleaned[:100]
+
+
+def owner_tags() -> dict[str, str]:
+    return {"host": socket.gethostname(), "pid": str(os.getpid())}
+
+
+def start_run(experiment: str, name: str, tags: dict[str, str] | None = None,
+              parent_run_id: str | None = None) -> str:
+    all_tags = {**owner_tags(), **(tags or {})}
+    if parent_run_id:
+        all_tags[PARENT_TAG] = parent_run_id
+    run = client().create_run(experiment_id(experiment), run_name=name, tags=all_tags)
+    return run.info.run_id
+
+
+def end_run(run_id: str, status: str) -> None:
+    client().set_terminated(run_id, status=status)
+
+
+@contextlib.contextmanager
+def open_run(experiment: str, name: str, tags: dict[str, str] | None = None,
+             parent_run_id: str | None = None) -> Iterator[str]:
+    """A run that ends FINISHED, FAILED (error kept as a tag) or KILLED (Ctrl-C, SIGTERM)."""
+    run_id = start_run(experiment, name, tags, parent_run_id)
+    try:
+        yield run_id
+    except KeyboardInterrupt:
+        end_run(run_id, "KILLED")
+        raise
+    except BaseException as error:
+        client().set_tag(run_id, "error", f"{type(error).__name__}: {error}"[:5000])
+        client().set_tag(run_id, "traceback", traceback.format_exc()[-5000:])
+        end_run(run_id, "FAILED")
+        raise
+    else:
+        end_run(run_id, "FINISHED")
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def fail_stale_runs(experiment_ids: list[str] | None = None) -> list[str]:
+    """Mark FAILED the runs left RUNNING by dead processes of this host; returns their ids.
+
+    Runs of other hosts and of live processes are left alone.
+    """
+    mlflow_client = client()
+    if experiment_ids is None:
+        experiment_ids = [e.experiment_id for e in mlflow_client.search_experiments()]
+    if not experiment_ids:
+        return []
+    host = socket.gethostname()
+    stale = []
+    for run in mlflow_client.search_runs(experiment_ids, filter_string="attributes.status = 'RUNNING'",
+                                         max_results=5000):
+        tags = run.data.tags
+        pid = tags.get("pid", "")
+        if tags.get("host") != host or not pid.isdigit() or process_alive(int(pid)):
+            continue
+        mlflow_client.set_tag(run.info.run_id, "error", f"process {pid} died while the run was RUNNING")
+        mlflow_client.set_terminated(run.info.run_id, status="FAILED", end_time=int(time.time() * 1000))
+        stale.append(run.info.run_id)
+    if stale:
+        log.warning("marked %d run(s) FAILED that were left RUNNING by dead processes", len(stale))
+    return stale

@@ -1,0 +1,347 @@
+"""The trainer: `train_one_epoch`, `evaluate` and `fit(config, tracker)`.
+
+The whole data set sits on the training device; a batch is an index slice of a
+permutation made on the device. Per-step losses stay on the device and reach
+the host once per `track.flush_every` steps, so there is no `.item()` per step.
+Training never imports mlflow, optuna or visdom: it logs through a `Tracker`
+and asks a `should_stop` callback (pruning) once per epoch.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from core import checkpoint, provenance, report
+from core.config import Config
+from core.data import Dataset, channel_stats, load_dataset
+from core.errors import ConfigError
+from core.models import build_model, count_parameters
+from core.regularizers import EarlyStopping, L1Penalty, parameter_groups
+from core.splits import make_split
+from core.tracking.base import NullTracker, Tracker
+
+ShouldStop = Callable[[int, dict[str, float]], bool]
+
+
+@dataclass
+class FitResult:
+    history: list[dict[str, float]]  # one dict of metrics per epoch run
+    best_epoch: int  # epoch (from 0) with the lowest validation loss
+    stop_reason: str  # completed | early_stopping | pruned | non_finite
+    detail: str  # e.g. where a loss went non-finite
+    metrics: dict[str, float]  # final: best-epoch validation, train (eval mode) and test metrics
+    model: nn.Module
+    seconds: float
+    steps: int
+    extra: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def epochs_run(self) -> int:
+        return len(self.history)
+
+
+class Normalizer:
+    """Turns a batch of stored samples (uint8 images or float signals) into normalised floats."""
+
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor, is_image: bool, channels_last: bool):
+        self.mean, self.std, self.is_image, self.channels_last = mean, std, is_image, channels_last
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.float()
+        if self.is_image:
+            x = x / 255.0
+        x = (x - self.mean) / self.std
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+
+def select_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device=cuda but no CUDA device is available; use device=auto or device=cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # needed by deterministic cuBLAS
+    torch.use_deterministic_algorithms(deterministic)
+    torch.backends.cudnn.benchmark = not deterministic
+
+
+def shift_images(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
+    """Random translations by up to `max_shift` pixels, one per image, done batched on the device."""
+    if max_shift == 0 or x.dim() != 4:
+        return x
+    n, _, h, w = x.shape
+    padded = nn.functional.pad(x, (max_shift,) * 4)
+    dy = torch.randint(0, 2 * max_shift + 1, (n, 1), device=x.device, generator=generator)
+    dx = torch.randint(0, 2 * max_shift + 1, (n, 1), device=x.device, generator=generator)
+    rows = (torch.arange(h, device=x.device) + dy)[:, :, None]  # (n, h, 1)
+    cols = (torch.arange(w, device=x.device) + dx)[:, None, :]  # (n, 1, w)
+    batch = torch.arange(n, device=x.device)[:, None, None]
+    return padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)
+
+
+@dataclass
+class EpochState:
+    """What `train_one_epoch` needs besides the model; built once per fit."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    indices: torch.Tensor  # training indices on the device
+    batch_size: int
+    normalize: Normalizer
+    optimizer: torch.optim.Optimizer
+    loss_fn: nn.Module
+    l1: L1Penalty | None
+    generator: torch.Generator
+    autocast: bool
+    augment_shift: int
+    flush_every: int
+    on_flush: Callable[[list[float], int], bool]  # (losses, first step) -> keep going?
+    step: int = 0  # global step counter
+
+
+def train_one_epoch(model: nn.Module, state: EpochState) -> dict[str, float]:
+    """One pass over the training indices in a random order; returns mean loss and accuracy.
+
+    Stops early (returning `stopped=1`) when `on_flush` says so, e.g. a non-finite loss.
+    """
+    model.train()
+    device = state.indices.device
+    order = state.indices[torch.randperm(len(state.indices), device=device, generator=state.generator)]
+    n_batches = math.ceil(len(order) / state.batch_size)
+    losses = torch.zeros(n_batches, device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    flushed = 0
+    for batch in range(n_batches):
+        index = order[batch * state.batch_size:(batch + 1) * state.batch_size]
+        xb = state.x[index]
+        if state.augment_shift:
+            xb = shift_images(xb, state.augment_shift, state.generator)
+        xb, yb = state.normalize(xb), state.y[index]
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=state.autocast):
+            logits = model(xb)
+            loss = state.loss_fn(logits.float(), yb)
+        total = loss + state.l1() if state.l1 is not None else loss
+        state.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        state.optimizer.step()
+        losses[batch] = loss.detach()
+        correct += (logits.argmax(dim=1) == yb).sum()
+        if batch + 1 - flushed >= state.flush_every or batch + 1 == n_batches:
+            keep_going = state.on_flush(losses[flushed:batch + 1].tolist(), state.step + flushed)
+            flushed = batch + 1
+            if not keep_going:
+                state.step += flushed
+                return {"train_loss": float("nan"), "train_acc": float("nan"), "stopped": 1.0}
+    state.step += n_batches
+    return {"train_loss": losses.mean().item(), "train_acc": correct.item() / len(order), "stopped": 0.0}
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, normalize: Normalizer,
+             batch_size: int = 1024, autocast: bool = False) -> dict[str, float]:
+    """Mean cross-entropy and accuracy over (x, y), in eval mode, with one sync at the end."""
+    model.eval()
+    device = x.device
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    for start in range(0, len(y), batch_size):
+        xb, yb = normalize(x[start:start + batch_size]), y[start:start + batch_size]
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            logits = model(xb).float()
+        loss_sum += nn.functional.cross_entropy(logits, yb, reduction="sum")
+        correct += (logits.argmax(dim=1) == yb).sum()
+    count = max(len(y), 1)
+    return {"loss": loss_sum.item() / count, "acc": correct.item() / count}
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, normalize: Normalizer, batch_size: int = 1024) -> torch.Tensor:
+    model.eval()
+    return torch.cat([model(normalize(x[s:s + batch_size])).argmax(dim=1) for s in range(0, len(x), batch_size)])
+
+
+def make_optimizer(model: nn.Module, config: Config, device: torch.device) -> torch.optim.Optimizer:
+    groups = parameter_groups(model, config.optim.weight_decay)
+    fused = {"fused": True} if device.type == "cuda" else {}
+    if config.optim.name == "sgd":
+        return torch.optim.SGD(groups, lr=config.optim.lr, momentum=config.optim.momentum, **fused)
+    if config.optim.name == "adam":
+        return torch.optim.Adam(groups, lr=config.optim.lr, **fused)
+    return torch.optim.AdamW(groups, lr=config.optim.lr, **fused)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, config: Config):
+    sched = config.sched
+    if sched.name == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=sched.step_size, gamma=sched.gamma)
+    if sched.name == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, "min", factor=sched.gamma, patience=sched.patience)
+    if sched.name == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.train.epochs)
+    return None
+
+
+@dataclass
+class Prepared:
+    """Everything `fit` builds before the first epoch; building it checks the config."""
+
+    config: Config
+    device: torch.device
+    data: Dataset
+    train_idx: np.ndarray
+    val_idx: np.ndarray
+    model: nn.Module
+    normalize: Normalizer
+
+
+def prepare(config: Config) -> Prepared:
+    """Load data, split it and build the model: raises a UserError on bad input, logs nothing."""
+    config.validate()
+    device = select_device(config.device)
+    seed_everything(config.seed, config.train.deterministic)
+    data = load_dataset(config.data, device)
+    labels = data.train_y.cpu().numpy()
+    train_idx, val_idx = make_split(labels, config.split, config.seed)
+    model = build_model(config.model, data.input_shape, data.num_classes)
+    channels_last = device.type == "cuda" and len(data.input_shape) == 3
+    model = model.to(device, memory_format=torch.channels_last) if channels_last else model.to(device)
+    train_part = data.train_x[torch.as_tensor(train_idx, device=device)]
+    mean, std = channel_stats(train_part)  # from the training part only
+    if not data.is_image and train_part.dim() == 2:
+        mean, std = mean.view(1, -1).mean().view(1, 1), std.view(1, -1).mean().view(1, 1)
+    return Prepared(config, device, data, train_idx, val_idx, model,
+                    Normalizer(mean, std, data.is_image, channels_last))
+
+
+def fit(config: Config, tracker: Tracker | None = None, should_stop: ShouldStop | None = None,
+        progress: bool = False, checkpoint_path: Path | None = None,
+        prepared: Prepared | None = None) -> FitResult:
+    """Train `config` and log it to `tracker`; see FitResult for what comes back."""
+    tracker = tracker or NullTracker()
+    run = prepared or prepare(config)
+    config, device, data, model, normalize = run.config, run.device, run.data, run.model, run.normalize
+    started = time.perf_counter()
+
+    tracker.log_params(config.to_flat())
+    tracker.set_tags(provenance.run_tags(config, data.fingerprint, device))
+    tracker.log_text(report.config_yaml(config), "config.yaml")
+
+    use_autocast = device.type == "cuda"
+    optimizer = make_optimizer(model, config, device)
+    scheduler = make_scheduler(optimizer, config)
+    compiled = torch.compile(model) if config.train.compile else model
+    generator = torch.Generator(device=device).manual_seed(config.seed + 1)
+    stopper = EarlyStopping(config.early_stop.patience, config.early_stop.min_delta)
+    non_finite: list[str] = []
+    epoch_box = [0]
+
+    def on_flush(values: list[float], first_step: int) -> bool:
+        tracker.log_steps("train_loss_step", values, first_step)
+        bad = next((i for i, value in enumerate(values) if not math.isfinite(value)), None)
+        if bad is not None:
+            non_finite.append(f"train loss {values[bad]} at epoch {epoch_box[0]}, step {first_step + bad}")
+        return bad is None
+
+    state = EpochState(
+        x=data.train_x, y=data.train_y, indices=torch.as_tensor(run.train_idx, device=device),
+        batch_size=config.train.batch_size, normalize=normalize, optimizer=optimizer,
+        loss_fn=nn.CrossEntropyLoss(), l1=L1Penalty(model, config.reg.l1) if config.reg.l1 > 0 else None,
+        generator=generator, autocast=use_autocast,
+        augment_shift=config.train.shift if config.train.augment == "shift" else 0,
+        flush_every=config.track.flush_every, on_flush=on_flush)
+    val_idx = torch.as_tensor(run.val_idx, device=device)
+    val_x, val_y = data.train_x[val_idx], data.train_y[val_idx]
+
+    history: list[dict[str, float]] = []
+    stop_reason = "completed"
+    epochs = tqdm(range(config.train.epochs), desc=run_label(config), unit="epoch", disable=not progress,
+                  leave=False)
+    for epoch in epochs:
+        epoch_box[0] = epoch
+        tick = time.perf_counter()
+        lr = optimizer.param_groups[0]["lr"]
+        trained = train_one_epoch(compiled, state)
+        if trained.pop("stopped"):
+            stop_reason = "non_finite"
+            break
+        val = evaluate(compiled, val_x, val_y, normalize, autocast=use_autocast)
+        metrics = {**trained, "val_loss": val["loss"], "val_acc": val["acc"], "lr": lr,
+                   "epoch_seconds": time.perf_counter() - tick}
+        history.append(metrics)
+        tracker.log_metrics(metrics, step=epoch)
+        epochs.set_postfix(train_loss=f"{metrics['train_loss']:.4f}", val_acc=f"{metrics['val_acc']:.4f}")
+        if not math.isfinite(val["loss"]):
+            non_finite.append(f"validation loss {val['loss']} at epoch {epoch}")
+            stop_reason = "non_finite"
+            break
+        if checkpoint_path is not None:
+            checkpoint.save(checkpoint_path, model, optimizer, epoch, config)
+        if scheduler is not None:
+            scheduler.step(val["loss"]) if config.sched.name == "plateau" else scheduler.step()
+        if stopper.step(val["loss"], epoch, model):
+            stop_reason = "early_stopping"
+            break
+        if should_stop is not None and should_stop(epoch, metrics):
+            stop_reason = "pruned"
+            break
+    epochs.close()
+
+    if config.early_stop.patience > 0:
+        stopper.restore(model)
+    final: dict[str, float] = {}
+    if stop_reason != "non_finite" and history:
+        final = final_metrics(model, run, stopper.best_epoch, history, use_autocast)
+        tracker.log_metrics(final, step=len(history) - 1)
+        _log_reports(tracker, config, model, run, history)
+    seconds = time.perf_counter() - started
+    tracker.set_tags({"stop_reason": stop_reason, "epochs_run": str(len(history))})
+    return FitResult(history, stopper.best_epoch, stop_reason, "; ".join(non_finite), final, model,
+                     seconds, state.step, {"parameters": float(count_parameters(model))})
+
+
+def final_metrics(model: nn.Module, run: Prepared, best_epoch: int, history: list[dict[str, float]],
+                  autocast: bool) -> dict[str, float]:
+    """Metrics of the model as it is returned: on the training part (eval mode), validation and test."""
+    device, data = run.device, run.data
+    train_idx = torch.as_tensor(run.train_idx, device=device)
+    train = evaluate(model, data.train_x[train_idx], data.train_y[train_idx], run.normalize, autocast=autocast)
+    test = evaluate(model, data.test_x, data.test_y, run.normalize, autocast=autocast)
+    chosen = history[best_epoch] if run.config.early_stop.patience > 0 and best_epoch >= 0 else history[-1]
+    return {"final_train_loss": train["loss"], "final_train_acc": train["acc"],
+            "final_val_loss": chosen["val_loss"], "final_val_acc": chosen["val_acc"],
+            "test_loss": test["loss"], "test_acc": test["acc"],
+            "best_epoch": float(best_epoch), "epochs_run": float(len(history))}
+
+
+def _log_reports(tracker: Tracker, config: Config, model: nn.Module, run: Prepared,
+                 history: list[dict[str, float]]) -> None:
+    tracker.log_figure(report.learning_curves(history, run_label(config)), "learning_curves.png")
+    predictions = predict(model, run.data.test_x, run.normalize).cpu().numpy()
+    tracker.log_figure(report.confusion_matrix(run.data.test_y.cpu().numpy(), predictions, run.data.num_classes),
+                       "confusion_matrix.png")
+    if config.track.log_model:
+        example = run.normalize(run.data.test_x[:4]).cpu()
+        tracker.log_model(model, example)
+
+
+def run_label(config: Config) -> str:
+    """A readable name: model, data set and the knobs most people change."""
+    if config.track.run_name:
+        return config.track.run_name
+    return f"{config.model.name}-{config.data.name} lr={config.optim.lr:.3g} bs={config.train.batch_size}"
