@@ -7,6 +7,7 @@ in the store is recorded the same way.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 from core.config import Config
 from core.tracking import CompositeTracker, mlflow_store
@@ -24,12 +25,15 @@ def tracked_fit(config: Config, *, experiment: str | None = None, run_name: str 
                 parent_run_id: str | None = None, tags: dict[str, str] | None = None,
                 should_stop: ShouldStop | None = None, visdom_env: str | None = None,
                 visdom_label: str | None = None, progress: bool = False,
-                prepared: Prepared | None = None) -> TrackedRun:
+                prepared: Prepared | None = None,
+                on_run_start: Callable[[str], None] | None = None) -> TrackedRun:
     """Check the config (data, split, model) first, then open a run and train into it."""
     prepared = prepared or prepare(config)
     experiment = experiment or config.track.experiment
     name = run_name or run_label(config)
     with mlflow_store.open_run(experiment, name, tags, parent_run_id) as run_id:
+        if on_run_start is not None:
+            on_run_start(run_id)
         trackers = [MLflowTracker(run_id, experiment)]
         live = _visdom(config, visdom_env or experiment, visdom_label or name)
         if live is not None:

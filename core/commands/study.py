@@ -1,0 +1,56 @@
+"""`python -m core study SPEC [key=value ...]`: an Optuna study, every trial an MLflow run."""
+
+from __future__ import annotations
+
+import argparse
+
+from core.commands.train import split_spec
+from core.study import StudyOutcome, load_spec, run_study
+from core.study_storage import DEFAULT_STORAGE
+from core.tracking import mlflow_store
+
+HELP = "run (or resume) an Optuna hyperparameter study; every trial is an MLflow run"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("items", nargs="+", metavar="SPEC [key=value]",
+                        help="a study spec (studies/*.yaml), then overrides of its base config")
+    add_study_options(parser)
+
+
+def add_study_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--trials", type=int, help="finish this many trials in the study (default: the spec's budget)")
+    parser.add_argument("--timeout", type=float, help="start no new trial after this many seconds")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes on this machine (default 1)")
+    parser.add_argument("--storage", default=DEFAULT_STORAGE,
+                        help=f"Optuna storage: a journal file, sqlite:///..., or postgresql://... (default {DEFAULT_STORAGE})")
+    parser.add_argument("--name", help="study name (default: the spec's name)")
+
+
+def main(args: argparse.Namespace) -> int:
+    spec_path, overrides = split_spec(args.items)
+    if spec_path is None:
+        from core.errors import UserError
+        raise UserError("give a study spec first, e.g. python -m core study studies/digits_mlp.yaml")
+    spec = load_spec(spec_path, overrides, name=args.name, trials=args.trials, timeout=args.timeout)
+    mlflow_store.install_signal_handlers()
+    outcome = run_study(spec, storage=args.storage, workers=args.workers, progress=True)
+    print_outcome(outcome, spec.metrics)
+    return 1 if outcome.interrupted else 0
+
+
+def print_outcome(outcome: StudyOutcome, metrics: list[str]) -> None:
+    print(f"study {outcome.name}: {outcome.finished} complete, {outcome.pruned} pruned, {outcome.failed} failed "
+          f"({outcome.epochs_used} epochs trained in all)")
+    if outcome.best_values is None:
+        print("  no trial completed")
+    else:
+        values = ", ".join(f"{metric}={value:.4f}" for metric, value in zip(metrics, outcome.best_values))
+        print(f"  best: trial {outcome.best_trial}, {values}")
+        for key, value in outcome.best_params.items():
+            print(f"    {key} = {value}")
+        print(f"  best trial's MLflow run: {outcome.best_run_id}")
+    print(f"  study's parent run:      {outcome.parent_run_id}")
+    print(f"  Optuna storage:          {outcome.storage}")
+    print("  browse:  python -m core ui        (or: make ui)")
+    print("  live:    python -m core visdom    (or: make visdom)")

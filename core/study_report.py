@@ -1,0 +1,222 @@
+"""The study's parent run in MLflow: best so far, the trials table, Optuna's plots, a summary note.
+
+Cheap facts (the trial's value, the best value) are logged after every trial.
+The table and note are refreshed at most every `REFRESH_SECONDS`, and the plots
+at the end, so bookkeeping per trial stays flat as a study grows.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+from core.tracking import mlflow_store
+
+log = logging.getLogger(__name__)
+
+REFRESH_SECONDS = 30.0
+PLOTS = ("optimization_history", "param_importances", "parallel_coordinate", "intermediate_values")
+
+
+class StudyReporter:
+    def __init__(self, spec, study, storage: str, parent_run_id: str | None = None):
+        self.spec, self.study, self.storage = spec, study, storage
+        self.parent_run_id = parent_run_id
+        self.client = mlflow_store.client()
+        self._last_refresh = time.monotonic()
+
+    # ---- the parent run's life -----------------------------------------------------
+    def open_parent_run(self) -> str:
+        """The study's parent run: reopened when the study resumes, else created."""
+        known = self.study.user_attrs.get("mlflow_parent_run_id")
+        if known and self._usable(known):
+            self.client.update_run(known, status="RUNNING")
+            self.client.set_tag(known, "pid", str(mlflow_store.owner_tags()["pid"]))
+            self.client.set_tag(known, "host", mlflow_store.owner_tags()["host"])
+            self.parent_run_id = known
+        else:
+            tags = {"study": self.spec.name, "kind": "study", "storage": self.storage,
+                    "objective": ",".join(f"{m}:{d}" for m, d in zip(self.spec.metrics, self.spec.directions))}
+            self.parent_run_id = mlflow_store.start_run(self.spec.name, f"study {self.spec.name}", tags)
+            from core.tracking.mlflow_sink import MLflowTracker
+
+            tracker = MLflowTracker(self.parent_run_id, self.spec.name)
+            tracker.log_params({**self.spec.base.to_flat(), "study.sampler": self.spec.sampler["name"],
+                                "study.pruner": self.spec.pruner["name"], "study.seed": self.spec.seed})
+            tracker.close()
+            self.study.set_user_attr("mlflow_parent_run_id", self.parent_run_id)
+        self.client.set_tag(self.parent_run_id, "budget_trials", str(self.spec.trials))
+        return self.parent_run_id
+
+    def _usable(self, run_id: str) -> bool:
+        try:
+            return self.client.get_run(run_id).info.lifecycle_stage == "active"
+        except Exception:
+            return False
+
+    def close_parent_run(self, status: str) -> None:
+        if self.parent_run_id:
+            mlflow_store.end_run(self.parent_run_id, status)
+
+    # ---- as the study goes -----------------------------------------------------------
+    def after_trial(self, number: int) -> None:
+        """O(1) facts now; the table and note when they are due."""
+        import optuna
+
+        trial = self.study.trials[number] if number < len(self.study.trials) else None
+        metrics: dict[str, float] = {}
+        if trial is not None and trial.state == optuna.trial.TrialState.COMPLETE and not self.spec.multi_objective:
+            metrics["trial_value"] = trial.value
+            metrics["best_value"] = self.study.best_value
+        if metrics:
+            self.client.log_batch(self.parent_run_id, metrics=[_metric(k, v, number) for k, v in metrics.items()])
+            self._send_best_to_visdom(number, metrics["best_value"])
+        if time.monotonic() - self._last_refresh >= REFRESH_SECONDS:
+            self.refresh()
+
+    def _send_best_to_visdom(self, number: int, best: float) -> None:
+        if self.spec.base.track.visdom == "off":
+            return
+        from core.tracking.visdom_sink import make_visdom_tracker
+
+        live = make_visdom_tracker("auto", self.spec.base.track.visdom_url, self.spec.name, "best")
+        if live is not None:
+            live.log_best(number, best)
+            live.close()
+
+    def refresh(self) -> None:
+        """The trials table, the best trial as tags, and the summary note."""
+        self._last_refresh = time.monotonic()
+        frame = self.study.trials_dataframe(attrs=("number", "value", "values", "state", "params", "user_attrs",
+                                                   "duration"))
+        self.client.log_text(self.parent_run_id, frame.to_csv(index=False), "trials.csv")
+        best = self.best_trials()
+        if best and not self.spec.multi_objective:
+            tags = {f"best.{key}": str(value) for key, value in best[0].params.items()}
+            tags.update({"best_value": str(best[0].value), "best_trial": str(best[0].number),
+                         "best_run_id": best[0].user_attrs.get("mlflow_run_id", "")})
+            for key, value in tags.items():
+                self.client.set_tag(self.parent_run_id, key, value)
+        if self.spec.multi_objective and best:
+            import pandas as pd
+
+            pareto = pd.DataFrame([{"number": t.number, **dict(zip(self.spec.metrics, t.values)), **t.params}
+                                   for t in best])
+            self.client.log_text(self.parent_run_id, pareto.to_csv(index=False), "pareto_front.csv")
+        self.client.set_tag(self.parent_run_id, mlflow_store.NOTE_TAG, self.summary_markdown())
+
+    def best_trials(self) -> list:
+        try:
+            if self.spec.multi_objective:
+                return list(self.study.best_trials)
+            return [self.study.best_trial]
+        except ValueError:  # no complete trial yet
+            return []
+
+    def counts(self) -> dict[str, int]:
+        import optuna
+
+        states = optuna.trial.TrialState
+        trials = self.study.get_trials(deepcopy=False)
+        return {"finished": sum(t.state == states.COMPLETE for t in trials),
+                "pruned": sum(t.state == states.PRUNED for t in trials),
+                "failed": sum(t.state == states.FAIL for t in trials),
+                "running": sum(t.state == states.RUNNING for t in trials)}
+
+    def summary_markdown(self, top: int = 10) -> str:
+        """The parent run's description: best value, trial counts, the top trials."""
+        counts = self.counts()
+        lines = [f"## Study `{self.spec.name}`", "",
+                 f"Objective: {', '.join(f'{d} {m}' for m, d in zip(self.spec.metrics, self.spec.directions))}  ",
+                 f"Trials: {counts['finished']} complete, {counts['pruned']} pruned, {counts['failed']} failed "
+                 f"(budget {self.spec.trials})  ",
+                 f"Sampler: {self.spec.sampler['name']}, pruner: {self.spec.pruner['name']}", ""]
+        best = self.best_trials()
+        if not best:
+            return "\n".join(lines + ["No trial has completed yet."])
+        if not self.spec.multi_objective:
+            lines.append(f"**Best value: {best[0].value:.4f}** (trial {best[0].number})")
+            lines.append("")
+        import optuna
+
+        complete = [t for t in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))]
+        if self.spec.multi_objective:
+            ranked = best
+        else:
+            ranked = sorted(complete, key=lambda t: t.value, reverse=self.spec.directions[0] == "maximize")[:top]
+        keys = [p.key for p in self.spec.params]
+        header = ["trial"] + self.spec.metrics + [key.split(".")[-1] for key in keys]
+        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for trial in ranked:
+            values = [f"{v:.4f}" for v in trial.values]
+            params = [_short(trial.params.get(key, "")) for key in keys]
+            lines.append("| " + " | ".join([str(trial.number)] + values + params) + " |")
+        return "\n".join(lines)
+
+    # ---- at the end -------------------------------------------------------------------
+    def final_report(self):
+        from core.study import StudyOutcome
+
+        self.refresh()
+        self.log_plots()
+        counts = self.counts()
+        best = self.best_trials()
+        epochs = sum(int(t.user_attrs.get("epochs", len(t.intermediate_values)))
+                     for t in self.study.get_trials(deepcopy=False) if t.state.is_finished())
+        head = best[0] if best else None
+        return StudyOutcome(
+            name=self.spec.name, storage=self.storage, parent_run_id=self.parent_run_id,
+            finished=counts["finished"], pruned=counts["pruned"], failed=counts["failed"],
+            best_values=list(head.values) if head else None, best_params=dict(head.params) if head else {},
+            best_run_id=head.user_attrs.get("mlflow_run_id", "") if head else "",
+            best_trial=head.number if head else None, epochs_used=epochs)
+
+    def log_plots(self) -> None:
+        """Optuna's plots as HTML (plotly, self-contained) and PNG (matplotlib)."""
+        import optuna.visualization as plotly_plots
+        import optuna.visualization.matplotlib as png_plots
+        from matplotlib import pyplot as plt
+
+        names = list(PLOTS) + (["pareto_front"] if self.spec.multi_objective and len(self.spec.metrics) in (2, 3) else [])
+        with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the matplotlib backend is marked experimental
+            for name in names:
+                kwargs: dict[str, Any] = {}
+                if self.spec.multi_objective and name != "pareto_front":
+                    kwargs["target"], kwargs["target_name"] = (lambda t: t.values[0]), self.spec.metrics[0]
+                if name == "intermediate_values" and self.spec.multi_objective:
+                    continue
+                try:
+                    figure = getattr(plotly_plots, f"plot_{name}")(self.study, **kwargs)
+                    html = Path(folder) / f"{name}.html"
+                    figure.write_html(str(html), include_plotlyjs=True)  # works offline
+                    self.client.log_artifact(self.parent_run_id, str(html), "plots")
+                    axes = getattr(png_plots, f"plot_{name}")(self.study, **kwargs)
+                    png_figure = _figure_of(axes)
+                    png = Path(folder) / f"{name}.png"
+                    png_figure.savefig(png, dpi=100, bbox_inches="tight")
+                    plt.close(png_figure)
+                    self.client.log_artifact(self.parent_run_id, str(png), "plots")
+                except Exception as error:  # e.g. too few trials for importances
+                    log.info("plot %s skipped: %s", name, error)
+
+
+def _figure_of(axes):
+    import numpy as np
+
+    first = axes.flat[0] if isinstance(axes, np.ndarray) else axes
+    return first.get_figure()
+
+
+def _metric(key: str, value: float, step: int):
+    from mlflow.entities import Metric
+
+    return Metric(key, float(value), int(time.time() * 1000), step)
+
+
+def _short(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)

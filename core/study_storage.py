@@ -1,0 +1,121 @@
+"""Where Optuna keeps a study, and a lock so parallel workers never overshoot the budget.
+
+- a path (the default `mlruns/optuna.journal`): Optuna's JournalStorage, which
+  takes concurrent writers on one machine (file locks, no "database is locked");
+- `sqlite:///...`: RDBStorage with heartbeats, for one worker at a time;
+- `postgresql://...` (or mysql): RDBStorage with heartbeats, for workers on many machines.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import zlib
+from pathlib import Path
+from typing import Iterator
+from urllib.parse import urlparse
+
+from core.errors import UserError
+
+DEFAULT_STORAGE = "mlruns/optuna.journal"
+RDB_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg2", "postgres", "mysql", "mysql+pymysql")
+HEARTBEAT_SECONDS = 20
+GRACE_SECONDS = 60
+
+
+def is_rdb(url: str) -> bool:
+    return urlparse(url).scheme in RDB_SCHEMES
+
+
+def check_storage(url: str) -> None:
+    """Refuse a storage we cannot use, in one line, before any study or trial is made."""
+    scheme = urlparse(url).scheme
+    if "://" in url and scheme not in RDB_SCHEMES:
+        raise UserError(f"storage {url!r}: use a journal file path, sqlite:///file.db or postgresql://user@host/db")
+    if scheme == "sqlite":
+        path = Path(url[len("sqlite:///"):])
+        if not url.startswith("sqlite:///") or not path.name:
+            raise UserError(f"storage {url!r}: use sqlite:///path/to/optuna.db")
+        _check_writable(path)
+    elif scheme in RDB_SCHEMES:
+        import sqlalchemy
+
+        try:
+            engine = sqlalchemy.create_engine(_sqlalchemy_url(url), connect_args={"connect_timeout": 5})
+            with engine.connect():
+                pass
+            engine.dispose()
+        except Exception as error:
+            raise UserError(f"storage {url} cannot be reached: {str(error).strip().splitlines()[0]}") from None
+    else:
+        _check_writable(Path(url))
+
+
+def _check_writable(path: Path) -> None:
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise UserError(f"storage {path}: cannot write under {parent}")
+
+
+def _sqlalchemy_url(url: str) -> str:
+    return "postgresql://" + url[len("postgres://"):] if url.startswith("postgres://") else url
+
+
+def open_storage(url: str):
+    """The Optuna storage object for `url` (creates the schema or file on first use)."""
+    from optuna.storages import RDBStorage, RetryFailedTrialCallback
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    if is_rdb(url):
+        engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+        # A worker that stops beating is failed, and its parameters are retried once.
+        return RDBStorage(_sqlalchemy_url(url), engine_kwargs=engine, heartbeat_interval=HEARTBEAT_SECONDS,
+                          grace_period=GRACE_SECONDS, failed_trial_callback=RetryFailedTrialCallback(max_retry=1))
+    path = Path(url)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return JournalStorage(JournalFileBackend(str(path)))
+
+
+@contextlib.contextmanager
+def budget_lock(url: str, study_name: str) -> Iterator[None]:
+    """Held while a worker counts trials and asks for a new one, so N workers start exactly the budget.
+
+    A file lock beside the storage on one machine; a PostgreSQL advisory lock across machines.
+    """
+    scheme = urlparse(url).scheme
+    if scheme.startswith("postgres"):
+        import sqlalchemy
+
+        key = zlib.crc32(f"core-study:{study_name}".encode())
+        engine = _advisory_engine(url)
+        with engine.connect() as connection:
+            connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": key})
+            try:
+                yield
+            finally:
+                connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+                connection.commit()
+        return
+    path = Path(url[len("sqlite:///"):]) if scheme == "sqlite" else Path(url)
+    lock_path = path.with_name(path.name + ".budget.lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+_ENGINES: dict[str, object] = {}
+
+
+def _advisory_engine(url: str):
+    import sqlalchemy
+
+    if url not in _ENGINES:
+        _ENGINES[url] = sqlalchemy.create_engine(_sqlalchemy_url(url), pool_size=1, pool_pre_ping=True)
+    return _ENGINES[url]
