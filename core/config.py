@@ -96,7 +96,8 @@ class TrackConfig:
     visdom: str = "auto"  # auto (when a server answers) | on | off
     visdom_url: str = "http://127.0.0.1:8097"
     flush_every: int = 50  # steps between sends of per-step values
-    log_model: bool = True
+    log_model: bool = True  # the model (MLflow format) and its weights
+    figures: bool = True  # learning curves and confusion matrix as PNG
 
 
 @dataclass

@@ -149,7 +149,7 @@ class StudyReporter:
         else:
             ranked = sorted(complete, key=lambda t: t.value, reverse=self.spec.directions[0] == "maximize")[:top]
         keys = [p.key for p in self.spec.params]
-        header = ["trial"] + self.spec.metrics + [key.split(".")[-1] for key in keys]
+        header = ["trial"] + self.spec.metrics + keys
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for trial in ranked:
             values = [f"{v:.4f}" for v in trial.values]

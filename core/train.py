@@ -331,10 +331,11 @@ def final_metrics(model: nn.Module, run: Prepared, best_epoch: int, history: lis
 
 def _log_reports(tracker: Tracker, config: Config, model: nn.Module, run: Prepared,
                  history: list[dict[str, float]]) -> None:
-    tracker.log_figure(report.learning_curves(history, run_label(config)), "learning_curves.png")
-    predictions = predict(model, run.data.test_x, run.normalize).cpu().numpy()
-    tracker.log_figure(report.confusion_matrix(run.data.test_y.cpu().numpy(), predictions, run.data.num_classes),
-                       "confusion_matrix.png")
+    if config.track.figures:
+        tracker.log_figure(report.learning_curves(history, run_label(config)), "learning_curves.png")
+        predictions = predict(model, run.data.test_x, run.normalize).cpu().numpy()
+        tracker.log_figure(report.confusion_matrix(run.data.test_y.cpu().numpy(), predictions,
+                                                   run.data.num_classes), "confusion_matrix.png")
     if config.track.log_model:
         example = run.normalize(run.data.test_x[:4]).cpu()
         tracker.log_model(model, example)

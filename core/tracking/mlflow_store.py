@@ -24,6 +24,7 @@ from urllib.parse import urlparse
 from core.errors import UserError
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no bars in logs and tests
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # no calls home: runs work offline
 
 log = logging.getLogger(__name__)
 

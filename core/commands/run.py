@@ -1,0 +1,34 @@
+"""`python -m core run`: the main job (`make run`): the default study, watched live in Visdom."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from core.commands.study import add_study_options, print_outcome
+from core.study import load_spec, run_study
+from core.tracking import mlflow_store
+
+HELP = "run the default study (studies/digits_mlp.yaml) with a Visdom server for the live view"
+DEFAULT_SPEC = "studies/digits_mlp.yaml"
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="overrides of the study's base config")
+    parser.add_argument("--spec", default=DEFAULT_SPEC, help=f"study spec (default {DEFAULT_SPEC})")
+    parser.add_argument("--no-visdom", action="store_true", help="do not start a Visdom server")
+    add_study_options(parser)
+
+
+def main(args: argparse.Namespace) -> int:
+    spec = load_spec(args.spec, args.overrides, name=args.name, trials=args.trials, timeout=args.timeout)
+    mlflow_store.install_signal_handlers()
+    if not args.no_visdom and spec.base.track.visdom != "off":
+        from core.visdom_server import ensure_server
+
+        url = ensure_server()
+        print(f"Visdom (live per-step loss): {url}  env: {spec.name}", flush=True)
+    outcome = run_study(spec, storage=args.storage, workers=args.workers, progress=True)
+    print_outcome(outcome, spec.metrics)
+    return 1 if outcome.interrupted else 0
