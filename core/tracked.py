@@ -7,6 +7,7 @@ in the store is recorded the same way.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 from core.config import Config
@@ -34,7 +35,9 @@ def tracked_fit(config: Config, *, experiment: str | None = None, run_name: str 
     with mlflow_store.open_run(experiment, name, tags, parent_run_id) as run_id:
         if on_run_start is not None:
             on_run_start(run_id)
-        trackers = [MLflowTracker(run_id, experiment)]
+        record = MLflowTracker(run_id, experiment)
+        _log_dataset(record, config, prepared)
+        trackers = [record]
         live = _visdom(config, visdom_env or experiment, visdom_label or name)
         if live is not None:
             trackers.append(live)
@@ -46,6 +49,15 @@ def tracked_fit(config: Config, *, experiment: str | None = None, run_name: str 
         finally:
             tracker.close()
     return TrackedRun(run_id, result)
+
+
+def _log_dataset(record: MLflowTracker, config: Config, prepared: Prepared) -> None:
+    data = prepared.data
+    on_disk = data.name in ("mnist", "fashion_mnist", "cifar10")
+    source = str(Path(config.data.root).resolve()) if on_disk else f"builtin:{data.name}"
+    record.log_dataset(data.name, data.fingerprint, source,
+                       {"train_samples": len(data.train_y), "test_samples": len(data.test_y),
+                        "sample_shape": list(data.input_shape), "classes": data.num_classes})
 
 
 def _visdom(config: Config, env: str, label: str):

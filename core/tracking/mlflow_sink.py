@@ -68,6 +68,16 @@ class MLflowTracker:
     def log_text(self, text: str, filename: str) -> None:
         self.client.log_text(self.run_id, text, filename)
 
+    def log_dataset(self, name: str, fingerprint: str, source: str, profile: dict[str, Any]) -> None:
+        """The data set as a run input (MLflow's Datasets column), identified by its fingerprint."""
+        import json
+
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        dataset = Dataset(name=name, digest=fingerprint, source_type="local", source=json.dumps({"uri": source}),
+                          profile=json.dumps(profile))
+        self.client.log_inputs(self.run_id, [DatasetInput(dataset, [InputTag("mlflow.data.context", "training")])])
+
     def log_model(self, model: torch.nn.Module, input_example: torch.Tensor) -> None:
         """The model for MLflow (with signature and input example) and its weights for safe reloading."""
         import mlflow

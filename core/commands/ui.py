@@ -1,0 +1,56 @@
+"""`python -m core ui [--port P] [--host H]`: the MLflow UI on the project's store."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+
+from core import servers
+from core.errors import UserError
+from core.tracking import mlflow_store
+
+HELP = "start the MLflow UI on the project's store (bound to 127.0.0.1)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--port", type=int, default=5000, help="port (default 5000)")
+    parser.add_argument("--host", default=servers.LOOPBACK, help="address to bind (default 127.0.0.1)")
+
+
+def newest_experiment_url(base: str) -> str:
+    """The runs table of the newest experiment, in the UI's "Model training" view."""
+    experiments = [e for e in mlflow_store.client().search_experiments() if e.name != "Default"]
+    if not experiments:
+        return base
+    newest = max(experiments, key=lambda e: e.last_update_time or e.creation_time or 0)
+    return f"{base}/#/experiments/{newest.experiment_id}/runs?workflowType=machine_learning"
+
+
+def ui_command(uri: str, host: str, port: int) -> list[str]:
+    return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port),
+            "--workers", "1"]
+
+
+def main(args: argparse.Namespace) -> int:
+    servers.check_port(args.port, args.host)
+    uri = mlflow_store.tracking_uri()
+    path = mlflow_store.sqlite_path(uri)
+    if path is not None and not path.exists():
+        raise UserError(f"no MLflow store at {path}: run `make run` or `python -m core train` first")
+    servers.warn_if_exposed(args.host, "the MLflow UI")
+    base = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}"
+    process = subprocess.Popen(ui_command(uri, args.host, args.port))
+    try:
+        if not servers.wait_until_answers(f"{base}/health", timeout=60, process=process):
+            raise UserError(f"the MLflow UI did not start on port {args.port} (see its messages above)")
+        print(f"MLflow UI: {newest_experiment_url(base)}", flush=True)
+        print("Ctrl-C stops it.", flush=True)
+        process.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            process.wait(10)
+    return 0
