@@ -124,7 +124,8 @@ def make_sampler(spec: StudySpec, worker: int):
     import optuna
 
     options = {k: v for k, v in spec.sampler.items() if k != "name"}
-    seed = spec.seed * 1000 + worker  # workers explore differently; trial seeds stay derived from numbers
+    # Workers explore differently; trial seeds stay derived from trial numbers.
+    seed = int(options.pop("seed", spec.seed)) * 1000 + worker
     classes = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler,
                "cmaes": optuna.samplers.CmaEsSampler, "gp": optuna.samplers.GPSampler}
     try:
@@ -358,7 +359,8 @@ def run_trial(spec: StudySpec, study, trial, parent_run_id: str) -> None:
         state = "failed"
         trial.set_user_attr("fail_reason", f"{type(error).__name__}: {error}"[:1000])
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
-        log.warning("trial %d failed: %s: %s", trial.number, type(error).__name__, error)
+        # Text only: a log record holding the error would keep the trial's tensors alive.
+        log.warning("trial %d failed: %s", trial.number, f"{type(error).__name__}: {error}")
     finally:
         if run_ids:
             mlflow_store.client().set_tag(run_ids[0], "state", state)

@@ -38,10 +38,15 @@ class Terminated(KeyboardInterrupt):
 
 
 def install_signal_handlers() -> None:
-    """Turn SIGTERM into `Terminated` (the CLI calls this; library code does not)."""
+    """Turn SIGTERM into `Terminated` and make sure Ctrl-C raises (the CLI calls this; library code does not).
+
+    SIGINT is set explicitly because a process started in the background of a
+    non-interactive shell inherits it ignored.
+    """
     def on_term(signum, frame):
         raise Terminated(f"signal {signum}")
     signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def tracking_uri() -> str:

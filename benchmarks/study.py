@@ -1,0 +1,138 @@
+"""Study benchmarks: 2 workers vs 1, pruning vs none, and bookkeeping per trial.
+
+Each case runs in its own temporary store (a folder with its own mlruns/).
+`python -m benchmarks.study [--quick]`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterator
+
+from benchmarks.table import Row, main_for
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_SPEC = ROOT / "studies" / "digits_mlp.yaml"
+
+
+@contextlib.contextmanager
+def temporary_store() -> Iterator[Path]:
+    """cd into a fresh folder whose mlruns/ holds this case's MLflow and Optuna stores."""
+    from core.tracking import mlflow_store
+
+    previous_dir, previous_uri = os.getcwd(), os.environ.get("MLFLOW_TRACKING_URI")
+    with tempfile.TemporaryDirectory() as folder:
+        os.chdir(folder)
+        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{folder}/mlruns/mlflow.db"
+        try:
+            yield Path(folder)
+        finally:
+            os.chdir(previous_dir)
+            if previous_uri is None:
+                os.environ.pop("MLFLOW_TRACKING_URI", None)
+            else:
+                os.environ["MLFLOW_TRACKING_URI"] = previous_uri
+            mlflow_store._client_for.cache_clear()
+
+
+def load(trials: int, overrides: tuple[str, ...] = (), pruner: str | None = None):
+    from core.study import load_spec
+
+    spec = load_spec(DEFAULT_SPEC, ("track.visdom=off",) + overrides, trials=trials)
+    if pruner is not None:
+        spec.pruner = {"name": pruner}
+    return spec
+
+
+def trials_per_minute(study) -> float:
+    """Finished trials over the time from the first trial's start to the last one's end (no process start-up)."""
+    finished = [t for t in study.get_trials(deepcopy=False) if t.datetime_complete and t.state.name in ("COMPLETE", "PRUNED")]
+    span = (max(t.datetime_complete for t in finished) - min(t.datetime_start for t in finished)).total_seconds()
+    return len(finished) / span * 60
+
+
+def run_default_study(trials: int, workers: int = 1, pruner: str | None = None):
+    import optuna
+
+    from core.study import run_study
+    from core.study_storage import DEFAULT_STORAGE, open_storage
+
+    spec = load(trials, pruner=pruner)
+    with temporary_store():
+        outcome = run_study(spec, workers=workers)
+        study = optuna.load_study(study_name=spec.name, storage=open_storage(DEFAULT_STORAGE))
+        return outcome, trials_per_minute(study)
+
+
+def workers_row(trials: int) -> Row:
+    _, one = run_default_study(trials, workers=1)
+    _, two = run_default_study(trials, workers=2)
+    return Row(f"2 workers vs 1, default study ({trials} trials, trials/min)", two / one, ">= 1.7", two / one >= 1.7,
+               f"1 worker {one:.1f}/min, 2 workers {two:.1f}/min")
+
+
+def pruning_rows(trials: int) -> list[Row]:
+    pruned, _ = run_default_study(trials)
+    full, _ = run_default_study(trials, pruner="none")
+    ratio = pruned.epochs_used / full.epochs_used
+    gap = (full.best_values[0] - pruned.best_values[0]) * 100
+    return [Row(f"pruning vs none, default study ({trials} trials): epochs used", ratio, "<= 0.5", ratio <= 0.5,
+                f"{pruned.epochs_used} vs {full.epochs_used} epochs"),
+            Row("pruning vs none: best val_acc, percentage points behind", gap, "<= 0.5", gap <= 0.5,
+                f"pruned {pruned.best_values[0]:.4f}, unpruned {full.best_values[0]:.4f}")]
+
+
+def bookkeeping_seconds(sizes: list[int]) -> list[float]:
+    """Seconds per trial of Optuna + MLflow bookkeeping, training replaced by a constant result.
+
+    Measured in the worker loop, from one trial's end to the next one's, over the
+    last 10 trials when the study reaches each size.
+    """
+    import optuna
+    from unittest import mock
+
+    import core.tracked
+    from core.study import run_study
+    from core.study_storage import DEFAULT_STORAGE, open_storage
+    from core.train import FitResult
+
+    def no_training(config, tracker=None, should_stop=None, progress=False, checkpoint_path=None, prepared=None):
+        tracker.log_params(config.to_flat())
+        history = [{"train_loss": 0.5, "train_acc": 0.9, "val_loss": 0.5, "val_acc": 0.9, "lr": 0.1}]
+        tracker.log_metrics(history[0], step=0)
+        return FitResult(history, 0, "completed", "", {"final_val_acc": 0.9, "final_val_loss": 0.5}, None, 0.0, 1,
+                         {"parameters": 1.0})
+
+    seconds = []
+    with temporary_store(), mock.patch.object(core.tracked, "fit", no_training):
+        spec = load(sizes[0], pruner="none")
+        spec.sampler = {"name": "random"}  # TPE's own cost grows with the trials; we measure ours
+        for size in sizes:
+            spec.trials = size
+            run_study(spec)
+            study = optuna.load_study(study_name=spec.name, storage=open_storage(DEFAULT_STORAGE))
+            ends = sorted(t.datetime_complete for t in study.get_trials(deepcopy=False))[-11:]
+            seconds.append((ends[-1] - ends[0]).total_seconds() / (len(ends) - 1))
+    return seconds
+
+
+def bookkeeping_row(sizes: list[int]) -> Row:
+    seconds = bookkeeping_seconds(sizes)
+    worst = max(seconds)
+    return Row(f"study bookkeeping per trial at {'/'.join(map(str, sizes))} trials (worst, ms)", worst * 1000, "< 100",
+               worst < 0.1, ", ".join(f"{n}: {s * 1000:.0f} ms" for n, s in zip(sizes, seconds)))
+
+
+def run(quick: bool = False) -> list[Row]:
+    rows = [workers_row(10 if quick else 30)]
+    rows += pruning_rows(12 if quick else 30)
+    rows.append(bookkeeping_row([10, 100] if quick else [10, 100, 1000]))
+    return rows
+
+
+if __name__ == "__main__":
+    main_for(run)

@@ -1,0 +1,53 @@
+"""One row per figure, printed as a table and saved as Markdown and JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+@dataclass
+class Row:
+    name: str
+    ratio: float
+    goal: str
+    ok: bool
+    detail: str = ""
+
+
+def machine() -> str:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    device = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no GPU"
+    return f"{platform.system()} {cpu}, {os.cpu_count()} cores{device}, torch {torch.__version__}"
+
+
+def markdown(rows: list[Row], title: str) -> str:
+    lines = [f"### {title}", "", f"Machine: {machine()}", "",
+             "| figure | ratio | goal | met | measured |", "|---|---|---|---|---|"]
+    for row in rows:
+        lines.append(f"| {row.name} | {row.ratio:.2f} | {row.goal} | {'yes' if row.ok else 'NO'} | {row.detail} |")
+    return "\n".join(lines)
+
+
+def save(rows: list[Row], title: str, stem: str) -> Path:
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{stem}.md").write_text(markdown(rows, title) + "\n")
+    (RESULTS / f"{stem}.json").write_text(json.dumps({"title": title, "machine": machine(),
+                                                      "rows": [asdict(r) for r in rows]}, indent=2) + "\n")
+    return RESULTS / f"{stem}.md"
+
+
+def main_for(run: Callable[[bool], list[Row]]) -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    print(markdown(run(args.quick), "benchmark"))
