@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import math
 import typing
 from dataclasses import dataclass, field
@@ -267,7 +268,7 @@ def _resolve(config: Config, key: str) -> tuple[Any, str, Any]:
     node: Any = config
     parts = str(key).split(".")
     for depth, part in enumerate(parts):
-        hints = typing.get_type_hints(type(node))
+        hints = _type_hints(type(node))
         if part not in hints:
             raise ConfigError(f"unknown config key {key!r}{_suggestion(key)}")
         if depth == len(parts) - 1:
@@ -278,6 +279,11 @@ def _resolve(config: Config, key: str) -> tuple[Any, str, Any]:
         if not dataclasses.is_dataclass(node):
             raise ConfigError(f"unknown config key {key!r}{_suggestion(key)}")
     raise ConfigError(f"unknown config key {key!r}")
+
+
+@functools.lru_cache(maxsize=None)
+def _type_hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
 
 
 def _suggestion(key: str) -> str:

@@ -277,9 +277,9 @@ def work(spec: StudySpec, storage: str, parent_run_id: str, worker: int, progres
             trial = study.ask()
             trial.set_user_attr("host", socket.gethostname())
             trial.set_user_attr("pid", os.getpid())
-        run_trial(spec, study, trial, parent_run_id)
+        finished_trial = run_trial(spec, study, trial, parent_run_id)
         ran += 1
-        reporter.after_trial(trial.number)
+        reporter.after_trial(finished_trial)
         bar.n = count_trials(study)[0]
         bar.refresh()
     bar.close()
@@ -323,8 +323,11 @@ def sweep_dead_trials(study, storage: str) -> list[int]:
     return swept
 
 
-def run_trial(spec: StudySpec, study, trial, parent_run_id: str) -> None:
-    """Sample a config, train (each fold), and tell Optuna; never raises for a bad trial."""
+def run_trial(spec: StudySpec, study, trial, parent_run_id: str):
+    """Sample a config, train (each fold), and tell Optuna; returns the finished (frozen) trial.
+
+    Never raises for a bad trial; only Ctrl-C or SIGTERM gets through.
+    """
     import optuna
     import torch
 
@@ -346,11 +349,11 @@ def run_trial(spec: StudySpec, study, trial, parent_run_id: str) -> None:
         runner = _run_folds if spec.folds > 1 else _run_holdout
         values, epochs = runner(spec, trial, config, name, tags, parent_run_id, on_run_start)
         trial.set_user_attr("epochs", epochs)
-        study.tell(trial, values if spec.multi_objective else values[0])
+        return study.tell(trial, values if spec.multi_objective else values[0])
     except optuna.TrialPruned as pruned:
         state = "pruned"
         trial.set_user_attr("prune_reason", str(pruned) or "pruner")
-        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        return study.tell(trial, state=optuna.trial.TrialState.PRUNED)
     except KeyboardInterrupt:
         state = "killed"
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
@@ -358,13 +361,14 @@ def run_trial(spec: StudySpec, study, trial, parent_run_id: str) -> None:
     except Exception as error:  # one bad trial (bad values, out of memory) must not end the study
         state = "failed"
         trial.set_user_attr("fail_reason", f"{type(error).__name__}: {error}"[:1000])
-        study.tell(trial, state=optuna.trial.TrialState.FAIL)
         # Text only: a log record holding the error would keep the trial's tensors alive.
         log.warning("trial %d failed: %s", trial.number, f"{type(error).__name__}: {error}")
+        return study.tell(trial, state=optuna.trial.TrialState.FAIL)
     finally:
         if run_ids:
             mlflow_store.client().set_tag(run_ids[0], "state", state)
-        gc.collect()
+        if state == "failed":
+            gc.collect()  # an error's traceback holds the trial's tensors in reference cycles
         if torch.cuda.is_available():
             torch.cuda.empty_cache()  # the next trial gets the memory back
 

@@ -63,18 +63,14 @@ class StudyReporter:
             mlflow_store.end_run(self.parent_run_id, status)
 
     # ---- as the study goes -----------------------------------------------------------
-    def after_trial(self, number: int) -> None:
-        """O(1) facts now; the table and note when they are due."""
+    def after_trial(self, trial) -> None:
+        """Cheap facts of the finished (frozen) trial now; the table and note when they are due."""
         import optuna
 
-        trial = self.study.trials[number] if number < len(self.study.trials) else None
-        metrics: dict[str, float] = {}
-        if trial is not None and trial.state == optuna.trial.TrialState.COMPLETE and not self.spec.multi_objective:
-            metrics["trial_value"] = trial.value
-            metrics["best_value"] = self.study.best_value
-        if metrics:
-            self.client.log_batch(self.parent_run_id, metrics=[_metric(k, v, number) for k, v in metrics.items()])
-            self._send_best_to_visdom(number, metrics["best_value"])
+        if trial.state == optuna.trial.TrialState.COMPLETE and not self.spec.multi_objective:
+            metrics = {"trial_value": trial.value, "best_value": self.study.best_value}
+            self.client.log_batch(self.parent_run_id, metrics=[_metric(k, v, trial.number) for k, v in metrics.items()])
+            self._send_best_to_visdom(trial.number, metrics["best_value"])
         if time.monotonic() - self._last_refresh >= REFRESH_SECONDS:
             self.refresh()
 

@@ -108,7 +108,17 @@ def _client_for(uri: str):
         client.search_experiments(max_results=1)  # creates the schema once, and proves the store works
     except Exception as error:
         raise UserError(f"tracking store {uri} cannot be used: {str(error).splitlines()[0]}") from None
+    if path is not None:
+        _use_write_ahead_log(path)
     return client
+
+
+def _use_write_ahead_log(path: Path) -> None:
+    """SQLite's WAL mode (kept in the file): readers never wait for writers, and commits cost less."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(path, timeout=60)) as connection:
+        connection.execute("PRAGMA journal_mode=WAL")
 
 
 def client():
