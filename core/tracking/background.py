@@ -23,10 +23,11 @@ class BackgroundSender:
         self._name = name
         self._items: collections.deque[Any] = collections.deque()
         self._max_items = max_items
-        self._min_interval = min_interval  # seconds between sends: batches more, asks less of a server
+        self._min_interval = min_interval  # seconds items may wait: batches more, asks less of a server
         self._lock = threading.Condition()
         self._closed = False
         self._busy = False
+        self._flushing = False  # a flush cuts the pause between sends short
         self.dropped = 0
         self.failed: BaseException | None = None
         self._thread = threading.Thread(target=self._loop, name=f"send-{name}", daemon=True)
@@ -42,25 +43,29 @@ class BackgroundSender:
                     self._items.popleft()
                     self.dropped += 1
                 self._items.append(item)
-            self._lock.notify()
+            self._lock.notify_all()
 
     def flush(self, timeout: float = 30.0) -> bool:
         """Wait until everything queued so far is sent; False on timeout."""
         deadline = time.monotonic() + timeout
         with self._lock:
-            self._lock.notify()
-            while self._items or self._busy:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or not self._thread.is_alive():
-                    return False
-                self._lock.wait(remaining)
+            self._flushing = True
+            self._lock.notify_all()
+            try:
+                while self._items or self._busy:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0 or not self._thread.is_alive():
+                        return False
+                    self._lock.wait(remaining)
+            finally:
+                self._flushing = False
         return True
 
     def close(self, timeout: float = 30.0) -> bool:
         done = self.flush(timeout)
         with self._lock:
             self._closed = True
-            self._lock.notify()
+            self._lock.notify_all()
         if self.dropped:
             log.warning("%s: %d items were not sent (queue full or sender failed)", self._name, self.dropped)
         return done
@@ -72,6 +77,9 @@ class BackgroundSender:
                     self._lock.wait()
                 if not self._items and self._closed:
                     return
+                if self._min_interval and not (self._closed or self._flushing):
+                    # Let more items gather: fewer, larger sends (unless someone waits for them).
+                    self._lock.wait_for(lambda: self._closed or self._flushing, timeout=self._min_interval)
                 batch = list(self._items)
                 self._items.clear()
                 self._busy = True
@@ -86,5 +94,3 @@ class BackgroundSender:
                 with self._lock:
                     self._busy = False
                     self._lock.notify_all()
-            if self._min_interval:
-                time.sleep(self._min_interval)

@@ -32,7 +32,8 @@ class MLflowTracker:
         self.run_id = run_id
         self.experiment = experiment
         self.client = mlflow_store.client()
-        self._sender = BackgroundSender(self._send_metrics, name=f"mlflow run {run_id[:8]}")
+        # At most one metrics write a second: parallel workers share one SQLite write lock.
+        self._sender = BackgroundSender(self._send_metrics, name=f"mlflow run {run_id[:8]}", min_interval=1.0)
 
     # ---- metrics: queued ------------------------------------------------------
     def log_steps(self, key: str, values: Sequence[float], first_step: int) -> None:
