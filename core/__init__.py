@@ -6,6 +6,15 @@
 
 from core.config import Config, load_config
 from core.errors import ConfigError, DataError, UserError
-from core.train import FitResult, fit
+
+
+def __getattr__(name: str):
+    # The trainer (and torch) load on first use, so light commands start fast.
+    if name in ("fit", "FitResult"):
+        from core import train
+
+        return getattr(train, name)
+    raise AttributeError(f"module 'core' has no attribute {name!r}")
+
 
 __all__ = ["Config", "ConfigError", "DataError", "FitResult", "UserError", "fit", "load_config"]

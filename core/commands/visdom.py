@@ -1,0 +1,31 @@
+"""`python -m core visdom [--port P] [--host H]`: the Visdom server for the live view."""
+
+from __future__ import annotations
+
+import argparse
+
+from core import servers, visdom_server
+
+HELP = "start the Visdom server (bound to 127.0.0.1) with its env files under mlruns/visdom/"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--port", type=int, default=visdom_server.DEFAULT_PORT,
+                        help=f"port (default {visdom_server.DEFAULT_PORT})")
+    parser.add_argument("--host", default=servers.LOOPBACK, help="address to bind (default 127.0.0.1)")
+
+
+def main(args: argparse.Namespace) -> int:
+    process, url = visdom_server.start(args.port, args.host)
+    print(f"Visdom: {url}   (env files: {visdom_server.ENV_PATH}/, log: {visdom_server.ENV_PATH / 'server.log'})",
+          flush=True)
+    print("Ctrl-C stops it.", flush=True)
+    try:
+        process.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            process.wait(10)
+    return 0
