@@ -52,7 +52,7 @@ def load_dataset(config: DataConfig, device: torch.device | str = "cpu") -> Data
 
     Kept in memory per process, so the trials of a study load their data once.
     """
-    key = (tuple(sorted(vars(config).items(), key=lambda item: item[0])).__repr__(), str(device))
+    key = (repr(sorted(vars(config).items())), _files_stamp(config), str(device))
     if key not in _CACHE:
         _CACHE.clear()  # one data set at a time: they can be large
         _CACHE[key] = _load(config).to(device)
@@ -73,7 +73,17 @@ def _load(config: DataConfig) -> Dataset:
     return dataset
 
 
-_CACHE: dict[tuple[str, str], Dataset] = {}
+_CACHE: dict[tuple[str, str, str], Dataset] = {}
+ON_DISK = {"mnist": "MNIST/raw", "fashion_mnist": "FashionMNIST/raw", "cifar10": "cifar-10-batches-py"}
+
+
+def _files_stamp(config: DataConfig) -> str:
+    """Sizes and modification times of a set's files: a changed file is loaded again."""
+    folder = ON_DISK.get(config.name)
+    if folder is None:
+        return ""
+    files = sorted((Path(config.root) / folder).glob("*"))
+    return repr([(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files if f.is_file()])
 
 
 def fingerprint(*tensors: torch.Tensor) -> str:

@@ -43,6 +43,8 @@ def count_parameters(model: nn.Module) -> int:
 def mlp_stack(in_features: int, widths: list[int], num_classes: int, config: ModelConfig) -> nn.Sequential:
     """Linear layers with ReLU, optional BatchNorm1d before it and Dropout after it."""
     layers: list[nn.Module] = []
+    if config.dropout and not widths:
+        layers.append(nn.Dropout(config.dropout))  # a head with no hidden layer still honours model.dropout
     for width in widths:
         layers.append(nn.Linear(in_features, width))
         if config.batchnorm:

@@ -1,0 +1,100 @@
+"""The trainer, checkpoints, and one tracked run through the CLI."""
+
+from __future__ import annotations
+
+import math
+
+import mlflow
+import pytest
+import torch
+
+from core import checkpoint
+from core.config import Config
+from core.errors import UserError
+from core.train import fit, shift_images
+from tests.helpers import all_runs, run_cli
+
+TINY = {"data.name": "synthetic", "data.samples": 300, "data.shape": [1, 8, 8], "data.num_classes": 4,
+        "model.hidden": [16], "train.epochs": 3, "train.batch_size": 32, "device": "cpu", "track.visdom": "off"}
+
+
+def tiny(**extra) -> Config:
+    return Config().apply({**TINY, **extra})
+
+
+def test_fit_learns():
+    result = fit(tiny())
+    assert result.metrics["final_val_acc"] > 0.6 and result.stop_reason == "completed"
+    assert len(result.history) == 3 and result.steps == 3 * math.ceil(192 / 32)
+
+
+def test_same_seed_twice_is_identical_in_deterministic_mode():
+    first = fit(tiny(**{"train.deterministic": True, "model.dropout": 0.2, "train.augment": "none"}))
+    second = fit(tiny(**{"train.deterministic": True, "model.dropout": 0.2, "train.augment": "none"}))
+    assert [h | {"epoch_seconds": 0} for h in first.history] == [h | {"epoch_seconds": 0} for h in second.history]
+    torch.use_deterministic_algorithms(False)
+
+
+def test_early_stopping_through_fit_stops_and_restores():
+    result = fit(tiny(**{"train.epochs": 30, "optim.lr": 0.5, "early_stop.patience": 2}))
+    assert result.stop_reason == "early_stopping" and len(result.history) < 30
+    assert len(result.history) == result.best_epoch + 3
+    assert result.metrics["final_val_loss"] == result.history[result.best_epoch]["val_loss"]
+
+
+def test_should_stop_prunes():
+    result = fit(tiny(**{"train.epochs": 5}), should_stop=lambda epoch, metrics: epoch == 1)
+    assert result.stop_reason == "pruned" and len(result.history) == 2
+
+
+def test_non_finite_loss_stops_at_once_with_epoch_and_step():
+    result = fit(tiny(**{"optim.lr": 1e30, "train.epochs": 5, "track.flush_every": 1}))
+    assert result.stop_reason == "non_finite"
+    assert "epoch 0" in result.detail and "step" in result.detail
+    assert result.steps < 6  # it did not train on
+
+
+def test_shift_augmentation_moves_pixels_within_bounds():
+    x = torch.zeros(64, 1, 8, 8)
+    x[:, :, 3, 3] = 1.0
+    shifted = shift_images(x, 2, torch.Generator().manual_seed(0))
+    rows, cols = torch.nonzero(shifted[:, 0], as_tuple=True)[1:]
+    assert shifted.shape == x.shape and shifted.sum() == 64
+    assert rows.min() >= 1 and rows.max() <= 5 and len(set(rows.tolist())) > 1
+    digits = tiny(**{"data.name": "digits", "train.augment": "shift", "train.shift": 1, "train.epochs": 8,
+                     "model.hidden": [64]})
+    assert fit(digits).metrics["final_val_acc"] > 0.8
+
+
+def test_checkpoints_are_atomic_and_loaded_safely(tmp_path):
+    config = tiny()
+    path = tmp_path / "ckpt" / "last.pt"
+    result = fit(config, checkpoint_path=path)
+    assert [p.name for p in path.parent.iterdir()] == ["last.pt"]  # no temporary file left
+    state = checkpoint.load(path)
+    assert state["epoch"] == 2 and Config.from_flat(state["config"]) == config
+    assert all(torch.equal(state["model"][k], v) for k, v in result.model.state_dict().items())
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError, match="corrupted"):
+        checkpoint.load(path)
+
+
+def test_train_command_records_one_complete_run(tmp_path):
+    overrides = [f"{k}={v}" for k, v in TINY.items() if k != "data.shape"] + ["data.shape=[1,8,8]"]
+    result = run_cli("train", *overrides, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    (run,) = all_runs("train")
+    client = mlflow.MlflowClient()
+    assert run.info.status == "FINISHED"
+    assert run.data.params == {k: str(v) for k, v in Config.from_flat(run.data.params).to_flat().items()}
+    assert Config.from_flat(run.data.params) == tiny()
+    for tag in ("git_commit", "data_fingerprint", "device", "seed", "version.torch", "version.mlflow"):
+        assert run.data.tags[tag]
+    steps = client.get_metric_history(run.info.run_id, "train_loss_step")
+    assert [m.step for m in steps] == list(range(len(steps))) and len(steps) == 3 * 6
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_acc")] == [0, 1, 2]
+    assert "test_acc" in run.data.metrics
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"config.yaml", "learning_curves.png", "confusion_matrix.png", "weights"} <= artifacts
+    assert run.outputs.model_outputs and run.inputs.dataset_inputs[0].dataset.digest == run.data.tags["data_fingerprint"]
+    assert run.info.run_name.startswith("mlp-synthetic")
