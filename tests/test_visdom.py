@@ -1,0 +1,147 @@
+"""Visdom: offline assets, the live tracker against a real server, and the server command."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import socket
+import time
+
+import pytest
+
+from core import visdom_assets, visdom_server
+from core.errors import UserError
+from core.tracking.visdom_sink import VisdomTracker, make_visdom_tracker
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def server(tmp_path):
+    port = free_port()
+    process, url = visdom_server.start(port, env_path=tmp_path / "visdom")
+    yield url
+    process.terminate()
+    process.wait(10)
+
+
+def window_steps(url: str, env: str, window: str) -> dict[str, list[float]]:
+    from visdom import Visdom
+
+    client = Visdom(server=url.rsplit(":", 1)[0], port=int(url.rsplit(":", 1)[1]), use_incoming_socket=False)
+    data = json.loads(client.get_window_data(window, env=env))
+    return {trace["name"]: trace["x"] for trace in data["content"]["data"]}
+
+
+def test_assets_are_in_place_and_a_second_install_does_nothing(tmp_path, monkeypatch):
+    static = visdom_assets.static_dir()
+    assert visdom_assets.missing_assets(static) == []  # the set-up installed them
+    calls = []
+    monkeypatch.setattr(visdom_assets, "_unpack", lambda *args: calls.append(args))
+    assert visdom_assets.install(static) == [] and calls == []
+
+
+def test_missing_assets_are_found_and_only_those_fetched(tmp_path, monkeypatch):
+    copy = tmp_path / "static"
+    shutil.copytree(visdom_assets.static_dir(), copy)
+    (copy / "js" / "sjcl.js").unlink()
+    (copy / "version.built").write_text("0.0.1")
+    assert visdom_assets.missing_assets(copy) == ["js/sjcl.js", "version.built"]
+    packed = []
+
+    def fake_unpack(package, folder):  # the npm registry is not asked in this test
+        packed.append(package)
+        (folder / "package").mkdir(parents=True, exist_ok=True)
+        (folder / "package" / "sjcl.js").write_text("// sjcl")
+        return folder / "package"
+
+    monkeypatch.setattr(visdom_assets, "_unpack", fake_unpack)
+    assert visdom_assets.install(copy) == ["js/sjcl.js", "version.built"]
+    assert packed == ["sjcl@1.0.7"] and visdom_assets.missing_assets(copy) == []
+
+
+def test_points_arrive_in_batches_and_all_of_them(server):
+    tracker = make_visdom_tracker("on", server, "env one", "trial-001 lr=0.1")
+    for epoch in range(3):
+        tracker.log_steps("train_loss_step", [1.0 / (i + 1) for i in range(50)], first_step=50 * epoch)
+        tracker.log_metrics({"val_loss": 0.5, "val_acc": 0.9, "ignored": 1.0}, step=epoch)
+    tracker.close()
+    assert window_steps(server, "env_one", "train_loss_step") == {"trial-001 lr=0.1": list(range(150))}
+    assert window_steps(server, "env_one", "val_acc") == {"trial-001 lr=0.1": [0, 1, 2]}
+    second = make_visdom_tracker("auto", server, "env one", "trial-002")
+    second.log_steps("train_loss_step", [0.3, 0.2], first_step=0)
+    second.log_best(2, 0.93)
+    second.close()
+    assert set(window_steps(server, "env_one", "train_loss_step")) == {"trial-001 lr=0.1", "trial-002"}
+    assert window_steps(server, "env_one", "best_value") == {"best": [2]}
+
+
+def test_auto_without_a_server_is_none_and_quick():
+    url = f"http://127.0.0.1:{free_port()}"
+    start = time.monotonic()
+    assert make_visdom_tracker("auto", url, "env", "label") is None
+    assert make_visdom_tracker("off", url, "env", "label") is None
+    assert time.monotonic() - start < 2
+    with pytest.raises(UserError, match="no Visdom server"):
+        make_visdom_tracker("on", url, "env", "label")
+
+
+class DeadClient:
+    def __init__(self):
+        self.calls = 0
+
+    def win_exists(self, *args, **kwargs):
+        self.calls += 1
+        raise ConnectionError("server went away")
+
+    line = win_exists
+
+
+def test_a_dead_server_costs_one_warning_and_no_exception(caplog):
+    client = DeadClient()
+    tracker = VisdomTracker(client, "env", "label")
+    with caplog.at_level(logging.WARNING):
+        for step in range(5):
+            tracker.log_steps("train_loss_step", [1.0] * 10, first_step=10 * step)
+            time.sleep(0.3)
+        tracker.close()
+    assert len([r for r in caplog.records if "sending failed" in r.message]) == 1
+    assert client.calls == 1 and tracker.dropped == 50
+
+
+def test_a_full_queue_drops_the_oldest_and_counts(monkeypatch):
+    import core.tracking.visdom_sink as sink
+
+    monkeypatch.setattr(sink, "MAX_QUEUED", 10)
+    sent = []
+
+    class Recorder:
+        def win_exists(self, *args, **kwargs):
+            return True
+
+        def line(self, Y, X, **kwargs):
+            sent.extend(X.tolist())
+
+    tracker = sink.VisdomTracker(Recorder(), "env", "label")
+    tracker.log_steps("train_loss_step", [1.0] * 25, first_step=0)  # arrives faster than it may be sent
+    tracker.close()
+    assert tracker.dropped == 15 and sent == list(range(15, 25))
+
+
+def test_server_command_binds_loopback_unless_told():
+    command = visdom_server.server_command(8097, "127.0.0.1", visdom_server.ENV_PATH)
+    assert "-bind_local" in command and command[command.index("--hostname") + 1] == "127.0.0.1"
+    assert "-bind_local" not in visdom_server.server_command(8097, "0.0.0.0", visdom_server.ENV_PATH)
+
+
+@pytest.mark.parametrize("port", ["0", "70000"])
+def test_bad_port_is_one_line_and_exit_2(tmp_path, port):
+    from tests.helpers import run_cli
+
+    result = run_cli("visdom", "--port", port, cwd=tmp_path)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1

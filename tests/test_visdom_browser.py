@@ -1,0 +1,34 @@
+"""A real training run shown live in Visdom, checked in headless Chromium with no internet."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.config import Config
+from core.tracked import tracked_fit
+from tests.browser import browser_page, outside_loopback
+from tests.test_visdom import server, window_steps  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.browser
+
+
+def test_loss_curve_in_the_browser(server, chromium_path, artifacts_dir):  # noqa: F811
+    config = Config().apply({"data.name": "synthetic", "data.samples": 400, "data.shape": [1, 8, 8],
+                             "model.hidden": [16], "train.epochs": 4, "train.batch_size": 32, "device": "cpu",
+                             "track.visdom": "on", "track.visdom_url": server, "track.flush_every": 5,
+                             "track.log_model": False, "track.figures": False})
+    tracked = tracked_fit(config, experiment="browser check", visdom_label="run 1")
+    logged = list(range(tracked.result.steps))
+    assert window_steps(server, "browser_check", "train_loss_step") == {"run 1": logged}
+
+    with browser_page(chromium_path) as (page, requests):
+        page.goto(f"{server}/env/browser_check", wait_until="networkidle")
+        page.wait_for_selector(".js-plotly-plot .scatterlayer .trace", timeout=30_000)
+        page.wait_for_timeout(500)
+        page.screenshot(path=str(artifacts_dir / "visdom.png"), full_page=True)
+        # What the page drew: the x values of the step-loss line in plotly's own data.
+        drawn = page.evaluate("""() => [...document.querySelectorAll('.js-plotly-plot')]
+            .filter(plot => (plot.layout.title.text || plot.layout.title) === 'train loss per step')
+            .map(plot => plot.data.map(trace => [trace.name, Array.from(trace.x)]))""")
+    assert drawn == [[["run 1", logged]]]
+    assert outside_loopback(requests) == []
