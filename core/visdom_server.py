@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -32,8 +33,9 @@ def start(port: int = DEFAULT_PORT, host: str = servers.LOOPBACK, env_path: Path
     servers.warn_if_exposed(host, "the Visdom server")
     env_path.mkdir(parents=True, exist_ok=True)
     log_file = open(env_path / "server.log", "ab")
+    # A lower priority: drawing the live view must not take CPU time from training.
     process = subprocess.Popen(server_command(port, host, env_path), stdout=log_file, stderr=subprocess.STDOUT,
-                               stdin=subprocess.DEVNULL, start_new_session=detached)
+                               stdin=subprocess.DEVNULL, start_new_session=detached, preexec_fn=lambda: os.nice(10))
     log_file.close()
     url = url_for(host, port)
     if not servers.wait_until_answers(url, timeout=60, process=process):

@@ -25,7 +25,7 @@ LIVE_METRICS = ("train_loss", "val_loss", "train_acc", "val_acc", "lr")
 TITLES = {"train_loss_step": "train loss per step", "train_loss": "train loss per epoch",
           "val_loss": "validation loss per epoch", "train_acc": "train accuracy per epoch",
           "val_acc": "validation accuracy per epoch", "lr": "learning rate", "best_value": "best value so far"}
-SEND_INTERVAL = 0.25  # seconds points may wait: at most ~4 requests a second from one run
+SEND_INTERVAL = 1.0  # seconds points may wait: about one request a second per window
 MAX_QUEUED = 50_000
 
 
