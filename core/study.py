@@ -361,6 +361,8 @@ def run_trial(spec: StudySpec, study, trial, parent_run_id: str):
     except Exception as error:  # one bad trial (bad values, out of memory) must not end the study
         state = "failed"
         trial.set_user_attr("fail_reason", f"{type(error).__name__}: {error}"[:1000])
+        if not run_ids:  # it failed before its run began (e.g. a model too deep for the data): record it
+            on_run_start(_record_failed_run(spec.name, name, tags, parent_run_id, config, error))
         # Text only: a log record holding the error would keep the trial's tensors alive.
         log.warning("trial %d failed: %s", trial.number, f"{type(error).__name__}: {error}")
         return study.tell(trial, state=optuna.trial.TrialState.FAIL)
@@ -371,6 +373,20 @@ def run_trial(spec: StudySpec, study, trial, parent_run_id: str):
             gc.collect()  # an error's traceback holds the trial's tensors in reference cycles
         if torch.cuda.is_available():
             torch.cuda.empty_cache()  # the next trial gets the memory back
+
+
+def _record_failed_run(experiment: str, name: str, tags: dict[str, str], parent_run_id: str, config: Config,
+                       error: Exception) -> str:
+    from core.tracking import mlflow_store
+    from core.tracking.mlflow_sink import MLflowTracker
+
+    run_id = mlflow_store.start_run(experiment, name, {**tags, "error": f"{type(error).__name__}: {error}"[:5000]},
+                                    parent_run_id)
+    tracker = MLflowTracker(run_id, experiment)
+    tracker.log_params(config.to_flat())
+    tracker.close()
+    mlflow_store.end_run(run_id, "FAILED")
+    return run_id
 
 
 def _run_holdout(spec: StudySpec, trial, config: Config, name: str, tags: dict[str, str],

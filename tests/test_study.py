@@ -1,0 +1,126 @@
+"""Studies: one parent run, one child run per trial, states, links both ways, resume, k-fold, Pareto front."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import mlflow
+import optuna
+import pytest
+
+from core.config import Config
+from core.study import load_spec, run_study, trial_seed
+from core.study_storage import DEFAULT_STORAGE, open_storage
+from tests.helpers import TINY_CONFIG, all_runs, load_study, run_cli, tiny_study_spec
+
+COMPLETE, PRUNED, FAIL = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED,
+                          optuna.trial.TrialState.FAIL)
+
+
+def runs_by_kind(name: str):
+    runs = all_runs(name)
+    parents = [r for r in runs if r.data.tags.get("kind") == "study"]
+    trials = [r for r in runs if r.data.tags.get("trial_number") and "fold" not in r.data.tags]
+    return parents, trials, runs
+
+
+def test_every_trial_is_a_child_run_and_each_finds_the_other(tmp_path):
+    spec = load_spec(tiny_study_spec(tmp_path, name="s1", trials=3))
+    outcome = run_study(spec)
+    assert (outcome.finished, outcome.pruned, outcome.failed) == (3, 0, 0)
+    (parent,), trial_runs, runs = runs_by_kind("s1")
+    assert len(runs) == 4 and parent.info.status == "FINISHED"
+    study = load_study("s1")
+    for trial in study.trials:
+        (run,) = [r for r in trial_runs if r.info.run_id == trial.user_attrs["mlflow_run_id"]]
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert run.data.tags["study"] == "s1" and run.data.tags["trial_number"] == str(trial.number)
+        assert run.data.tags["state"] == "complete" and run.info.status == "FINISHED"
+        assert int(run.data.tags["seed"]) == trial_seed(0, trial.number) == trial.user_attrs["seed"]
+        config = Config.from_flat(run.data.params)
+        assert config.optim.lr == trial.params["optim.lr"] and config.seed == trial.user_attrs["seed"]
+        assert run.info.run_name.startswith(f"trial-{trial.number:03d} lr=")
+    client = mlflow.MlflowClient()
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    plots = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
+    assert "trials.csv" in artifacts
+    assert {"plots/optimization_history.html", "plots/optimization_history.png",
+            "plots/parallel_coordinate.html", "plots/intermediate_values.png"} <= plots
+    note = parent.data.tags["mlflow.note.content"]
+    assert "Best value" in note and "3 complete" in note
+    assert outcome.best_run_id == study.best_trial.user_attrs["mlflow_run_id"]
+    assert parent.data.tags["best_run_id"] == outcome.best_run_id
+
+
+def test_pruned_and_failed_trials(tmp_path):
+    spec = load_spec(tiny_study_spec(tmp_path, name="s2", trials=3,
+                                     pruner={"name": "median", "n_startup_trials": 1, "n_warmup_steps": 0},
+                                     space={"optim.lr": {"type": "categorical", "choices": [0.3, 1.0e-6]},
+                                            "model.name": {"type": "categorical", "choices": ["mlp", "alexnet_cifar"]}}))
+    study = optuna.create_study(study_name="s2", storage=open_storage(DEFAULT_STORAGE), direction="maximize")
+    study.enqueue_trial({"optim.lr": 0.3, "model.name": "mlp"})  # learns: complete
+    study.enqueue_trial({"optim.lr": 1.0e-6, "model.name": "mlp"})  # barely moves: pruned at its first epoch
+    study.enqueue_trial({"optim.lr": 0.3, "model.name": "alexnet_cifar"})  # too deep for 8x8 inputs: fails
+    run_study(spec)
+    trials = load_study("s2").trials
+    assert [t.state for t in trials[:3]] == [COMPLETE, PRUNED, FAIL]
+    assert sum(t.state in (COMPLETE, PRUNED) for t in trials) == 3  # the failed one does not count
+    _, trial_runs, _ = runs_by_kind("s2")
+    by_number = {int(r.data.tags["trial_number"]): r for r in trial_runs}
+    assert sorted(by_number) == [t.number for t in trials]
+
+    pruned = by_number[1]
+    assert pruned.info.status == "FINISHED" and pruned.data.tags["state"] == "pruned"
+    history = mlflow.MlflowClient().get_metric_history(pruned.info.run_id, "val_acc")
+    assert [m.step for m in history] == [0] and "pruner" in trials[1].user_attrs["prune_reason"]
+
+    failed = by_number[2]
+    assert failed.info.status == "FAILED" and failed.data.tags["state"] == "failed"
+    assert "too deep" in failed.data.tags["error"] and "too deep" in trials[2].user_attrs["fail_reason"]
+    assert Config.from_flat(failed.data.params).model.name == "alexnet_cifar"
+
+
+def test_resume_continues_to_exactly_the_budget_and_reuses_the_parent(tmp_path):
+    path = tiny_study_spec(tmp_path, name="s3", trials=2)
+    run_study(load_spec(path))
+    run_study(load_spec(path, trials=4))
+    trials = load_study("s3").trials
+    assert Counter(t.state for t in trials) == {COMPLETE: 4}
+    parents, trial_runs, _ = runs_by_kind("s3")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED" and len(trial_runs) == 4
+    run_study(load_spec(path, trials=4))  # nothing left to do
+    assert len(load_study("s3").trials) == 4
+
+
+def test_k_fold_objective_is_the_mean_over_folds(tmp_path):
+    config = {**TINY_CONFIG, "split": {"kind": "stratified_kfold", "k": 3}}
+    spec = load_spec(tiny_study_spec(tmp_path, name="s4", trials=2, config=config))
+    run_study(spec)
+    _, trial_runs, runs = runs_by_kind("s4")
+    for trial in load_study("s4").trials:
+        (trial_run,) = [r for r in trial_runs if r.info.run_id == trial.user_attrs["mlflow_run_id"]]
+        folds = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == trial_run.info.run_id]
+        assert sorted(r.data.tags["fold"] for r in folds) == ["0", "1", "2"]
+        mean = sum(r.data.metrics["final_val_acc"] for r in folds) / 3
+        assert trial.value == pytest.approx(mean)
+        assert sorted(trial.intermediate_values) == [0, 1, 2]  # reported after each fold
+
+
+def test_multi_objective_logs_the_pareto_front(tmp_path):
+    spec = load_spec(tiny_study_spec(tmp_path, name="s5", trials=3,
+                                     objective={"metrics": ["val_acc", "parameters"],
+                                                "directions": ["maximize", "minimize"]},
+                                     space={"model.hidden": {"type": "int", "low": 2, "high": 64, "log": True}}))
+    outcome = run_study(spec)
+    assert outcome.finished == 3 and len(outcome.best_values) == 2
+    (parent,), _, _ = runs_by_kind("s5")
+    paths = {a.path for a in mlflow.MlflowClient().list_artifacts(parent.info.run_id)}
+    assert "pareto_front.csv" in paths
+
+
+def test_cli_prints_what_it_promises(tmp_path):
+    result = run_cli("study", str(tiny_study_spec(tmp_path, name="s6")), "--trials", "2", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    for text in ("2 complete", "best: trial", "optim.lr =", "best trial's MLflow run:", "python -m core ui",
+                 "python -m core visdom"):
+        assert text in result.stdout
