@@ -313,8 +313,8 @@ def sweep_dead_trials(study, storage: str) -> list[int]:
         attrs = trial.user_attrs
         if attrs.get("host") != host or process_alive(int(attrs.get("pid", 0) or 0)):
             continue
-        study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
         study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", f"worker {attrs.get('pid')} died")
+        study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
         if trial.params:
             study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number}, skip_if_exists=False)
         swept.append(trial.number)
