@@ -1,0 +1,129 @@
+"""Workers on 'several machines': PostgreSQL for Optuna and an MLflow server on the same PostgreSQL.
+
+A real PostgreSQL starts on loopback in a temporary folder (as the `postgres`
+user when the tests run as root), then two workers run as separate processes.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import optuna
+import pytest
+
+from tests.conftest import need_service
+from tests.helpers import cli_env, tiny_study_spec
+
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def as_postgres(command: list[str]) -> list[str]:
+    return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
+
+
+@pytest.fixture
+def postgres():
+    binaries = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    need_service(bool(binaries), "PostgreSQL is not installed (apt-get install -y postgresql)")
+    if os.geteuid() == 0:
+        need_service(_has_user("postgres"), "no postgres system user to run the server as")
+    bin_dir = Path(binaries[-1]).parent
+    folder = Path(tempfile.mkdtemp(prefix="core-pg-"))
+    os.chmod(folder, 0o777)
+    data, port = folder / "data", free_port()
+    if os.geteuid() == 0:
+        shutil.chown(folder, "postgres")
+    subprocess.run(as_postgres([str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust"]),
+                   check=True, capture_output=True)
+    server = subprocess.Popen(as_postgres([str(bin_dir / "postgres"), "-D", str(data), "-p", str(port),
+                                           "-h", "127.0.0.1", "-k", str(folder)]),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            if subprocess.run(as_postgres([str(bin_dir / "pg_isready"), "-h", "127.0.0.1", "-p", str(port)]),
+                              capture_output=True).returncode == 0:
+                break
+            time.sleep(0.2)
+        for database in ("optuna", "mlflow"):
+            subprocess.run(as_postgres([str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U",
+                                        "postgres", database]), check=True, capture_output=True)
+        yield f"postgresql://postgres@127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        server.wait(30)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _has_user(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+        return True
+    except KeyError:
+        return False
+
+
+@pytest.fixture
+def mlflow_server(postgres, tmp_path):
+    port = free_port()
+    log = open(tmp_path / "mlflow-server.log", "w")
+    server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"{postgres}/mlflow",
+                               "--artifacts-destination", str(tmp_path / "artifacts"), "--host", "127.0.0.1",
+                               "--port", str(port), "--workers", "1"],
+                              stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    from core.servers import wait_until_answers
+
+    try:
+        started = wait_until_answers(f"{url}/health", timeout=120, process=server)
+        assert started, (tmp_path / "mlflow-server.log").read_text()[-3000:]
+        yield url
+    finally:
+        server.terminate()
+        server.wait(30)
+        log.close()
+
+
+def test_two_workers_on_postgres_lose_and_duplicate_nothing(postgres, mlflow_server, tmp_path):
+    storage = f"{postgres}/optuna"
+    spec = tiny_study_spec(tmp_path, name="shared", trials=8)
+    env = cli_env(MLFLOW_TRACKING_URI=mlflow_server)
+    command = [sys.executable, "-m", "core", "study", str(spec), "--storage", storage]
+    # The schemas are made once before the workers start, as the README tells.
+    first = subprocess.run(command + ["--trials", "1"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                           timeout=300)
+    assert first.returncode == 0, first.stderr
+    workers = [subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True) for _ in range(2)]
+    for worker in workers:
+        _, stderr = worker.communicate(timeout=600)
+        assert worker.returncode == 0, stderr
+
+    trials = optuna.load_study(study_name="shared", storage=storage).trials
+    assert Counter(t.state for t in trials) == {optuna.trial.TrialState.COMPLETE: 8}
+    assert len({t.user_attrs["pid"] for t in trials}) >= 2
+
+    import mlflow
+
+    client = mlflow.MlflowClient(mlflow_server)
+    experiment = client.get_experiment_by_name("shared")
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    trial_runs = [r for r in runs if r.data.tags.get("trial_number")]
+    assert Counter(r.info.status for r in runs) == {"FINISHED": 9}
+    assert sorted(int(r.data.tags["trial_number"]) for r in trial_runs) == list(range(8))
+    assert {t.user_attrs["mlflow_run_id"] for t in trials} == {r.info.run_id for r in trial_runs}
