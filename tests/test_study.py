@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from collections import Counter
 
-import mlflow
 import optuna
 import pytest
 
 from core.config import Config
 from core.study import load_spec, run_study, trial_seed
 from core.study_storage import DEFAULT_STORAGE, open_storage
-from tests.helpers import TINY_CONFIG, all_runs, load_study, run_cli, tiny_study_spec
+from tests.helpers import TINY_CONFIG, all_runs, load_study, mlflow_client, run_cli, tiny_study_spec
 
 COMPLETE, PRUNED, FAIL = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED,
                           optuna.trial.TrialState.FAIL)
@@ -40,7 +39,7 @@ def test_every_trial_is_a_child_run_and_each_finds_the_other(tmp_path):
         config = Config.from_flat(run.data.params)
         assert config.optim.lr == trial.params["optim.lr"] and config.seed == trial.user_attrs["seed"]
         assert run.info.run_name.startswith(f"trial-{trial.number:03d} lr=")
-    client = mlflow.MlflowClient()
+    client = mlflow_client()
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     plots = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
     assert "trials.csv" in artifacts
@@ -71,7 +70,7 @@ def test_pruned_and_failed_trials(tmp_path):
 
     pruned = by_number[1]
     assert pruned.info.status == "FINISHED" and pruned.data.tags["state"] == "pruned"
-    history = mlflow.MlflowClient().get_metric_history(pruned.info.run_id, "val_acc")
+    history = mlflow_client().get_metric_history(pruned.info.run_id, "val_acc")
     assert [m.step for m in history] == [0] and "pruner" in trials[1].user_attrs["prune_reason"]
 
     failed = by_number[2]
@@ -114,7 +113,7 @@ def test_multi_objective_logs_the_pareto_front(tmp_path):
     outcome = run_study(spec)
     assert outcome.finished == 3 and len(outcome.best_values) == 2
     (parent,), _, _ = runs_by_kind("s5")
-    paths = {a.path for a in mlflow.MlflowClient().list_artifacts(parent.info.run_id)}
+    paths = {a.path for a in mlflow_client().list_artifacts(parent.info.run_id)}
     assert "pareto_front.csv" in paths
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 
-import mlflow
 import pytest
 import torch
 
@@ -12,7 +11,7 @@ from core import checkpoint
 from core.config import Config
 from core.errors import UserError
 from core.train import fit, shift_images
-from tests.helpers import all_runs, run_cli
+from tests.helpers import all_runs, mlflow_client, run_cli
 
 TINY = {"data.name": "synthetic", "data.samples": 300, "data.shape": [1, 8, 8], "data.num_classes": 4,
         "model.hidden": [16], "train.epochs": 3, "train.batch_size": 32, "device": "cpu", "track.visdom": "off"}
@@ -84,7 +83,7 @@ def test_train_command_records_one_complete_run(tmp_path):
     result = run_cli("train", *overrides, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     (run,) = all_runs("train")
-    client = mlflow.MlflowClient()
+    client = mlflow_client()
     assert run.info.status == "FINISHED"
     assert run.data.params == {k: str(v) for k, v in Config.from_flat(run.data.params).to_flat().items()}
     assert Config.from_flat(run.data.params) == tiny()

@@ -123,9 +123,14 @@ def _use_write_ahead_log(path: Path) -> None:
 
 def client():
     """The MLflow client of the current store (opened and checked once per process)."""
+    import mlflow
+
     uri = tracking_uri()
     check_uri(uri)
-    return _client_for(uri)
+    mlflow_client = _client_for(uri)
+    if mlflow.get_tracking_uri() != uri:
+        mlflow.set_tracking_uri(uri)  # the fluent API (log_model) follows the store in use now
+    return mlflow_client
 
 
 def experiment_id(name: str) -> str:
