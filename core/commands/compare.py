@@ -1,0 +1,24 @@
+"""`python -m core compare SPEC [key=value ...]`: overfitting remedies on the same K folds."""
+
+from __future__ import annotations
+
+import argparse
+
+from core.compare import load_experiment, markdown_table, run_comparison
+from core.tracking import mlflow_store
+
+HELP = "compare overfitting remedies with K-fold cross-validation (paired against the baseline)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("spec", help="an experiment spec, e.g. experiments/overfitting.yaml")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="overrides of the base config")
+
+
+def main(args: argparse.Namespace) -> int:
+    spec = load_experiment(args.spec, args.overrides)
+    mlflow_store.install_signal_handlers()
+    result = run_comparison(spec, progress=True)
+    print(markdown_table(result.table))
+    print(f"\ncomparison run: {result.parent_run_id} (experiment {spec.name!r}); browse: python -m core ui")
+    return 0
