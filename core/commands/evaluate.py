@@ -1,0 +1,27 @@
+"""`python -m core evaluate RUN_ID`: reload a run's logged weights and re-evaluate them on the test set."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+from core.reproduce import evaluate_logged_model
+
+HELP = "reload a run's logged weights and re-evaluate them on the test set"
+TOLERANCE = 1e-6
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_id")
+
+
+def main(args: argparse.Namespace) -> int:
+    logged, now = evaluate_logged_model(args.run_id)
+    print(f"{'metric':<10} {'logged':>12} {'now':>12}")
+    agree = True
+    for key in ("test_loss", "test_acc"):
+        same = math.isclose(logged[key], now[key], rel_tol=TOLERANCE, abs_tol=TOLERANCE)
+        agree &= same
+        print(f"{key:<10} {logged[key]:>12.6f} {now[key]:>12.6f}{'' if same else '  <- differs'}")
+    print("match" if agree else "DIFFER")
+    return 0 if agree else 1

@@ -1,0 +1,162 @@
+"""Reproduce a logged run from its params, and re-evaluate a logged model.
+
+A run's params are its flat config, so `Config.from_flat` rebuilds exactly what
+was trained (a study trial's params hold its derived seed, a comparison fold's
+its fold). Before anything is written, the data set's fingerprint is checked
+against the one logged, and differences in versions, code and device become
+warnings.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from core import provenance
+from core.config import Config
+from core.errors import ConfigError, UserError
+from core.tracking import mlflow_store
+
+COMPARED = ("train_loss", "train_acc", "val_loss", "val_acc")
+SUMMARY_KINDS = {"study": "a study's parent run", "comparison": "a comparison's parent run",
+                 "remedy": "a remedy's summary run"}
+
+
+@dataclass
+class Reproduction:
+    original_run_id: str
+    run_id: str
+    exact: bool  # bit-identical expected (deterministic, CPU, same device type)
+    tolerance: float
+    rows: list[tuple[int, str, float, float]]  # (epoch, metric, original, reproduced)
+    first_divergence: int | None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def agree(self) -> bool:
+        return self.first_divergence is None
+
+
+def open_store() -> None:
+    """The current store, which must already exist: reproducing never creates one."""
+    uri = mlflow_store.tracking_uri()
+    path = mlflow_store.sqlite_path(uri)
+    if path is not None and not path.is_file():
+        raise UserError(f"no MLflow store at {path} (set MLFLOW_TRACKING_URI or run from the project folder)")
+    mlflow_store.client()
+
+
+def logged_run(run_id: str):
+    """The run and its config; any reason it cannot be reproduced is one UserError line."""
+    open_store()
+    client = mlflow_store.client()
+    try:
+        run = client.get_run(run_id)
+    except Exception:
+        raise UserError(f"no run {run_id!r} in {mlflow_store.tracking_uri()}") from None
+    tags = run.data.tags
+    if run.info.lifecycle_stage == "deleted":
+        raise UserError(f"run {run_id} is deleted (restore it in the MLflow UI first)")
+    if tags.get("made_by") != "core" and tags.get("kind") not in SUMMARY_KINDS:
+        raise UserError(f"run {run_id} was not made by this tool (no made_by=core tag)")
+    if tags.get("kind") in SUMMARY_KINDS or "data_fingerprint" not in tags:
+        what = SUMMARY_KINDS.get(tags.get("kind", ""), "a k-fold trial's summary run")
+        children = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{run_id}'", max_results=5)
+        hint = f"; e.g. its child run {children[0].info.run_id}" if children else ""
+        raise UserError(f"run {run_id} is {what}, which trains nothing: give one of its child runs{hint}")
+    try:
+        config = Config.from_flat(run.data.params)
+    except ConfigError as error:
+        raise UserError(f"run {run_id}: its params do not make a config ({error})") from None
+    return run, config
+
+
+def environment_warnings(tags: dict[str, str], device_name: str) -> list[str]:
+    warnings = []
+    for name, version in provenance.package_versions().items():
+        logged = tags.get(f"version.{name}")
+        if logged and logged != version:
+            warnings.append(f"{name} was {logged} when the run was made, is {version} now")
+    commit = provenance.git_commit()
+    if tags.get("git_commit") and tags["git_commit"] != commit:
+        warnings.append(f"code was at commit {tags['git_commit']}, is at {commit} now")
+    if tags.get("device") and tags["device"] != device_name:
+        warnings.append(f"device was {tags['device']}, is {device_name} now")
+    return warnings
+
+
+def reproduce(run_id: str, epochs: int | None = None, tolerance: float = 1e-4,
+              allow_data_change: bool = False) -> Reproduction:
+    from core.tracked import tracked_fit
+    from core.train import prepare
+
+    run, config = logged_run(run_id)
+    tags = run.data.tags
+    if epochs is not None:
+        if epochs < 1:
+            raise UserError(f"--epochs={epochs}: must be at least 1")
+        config.train.epochs = epochs
+    prepared = prepare(config)
+    logged_fingerprint = tags["data_fingerprint"]
+    if prepared.data.fingerprint != logged_fingerprint and not allow_data_change:
+        raise UserError(f"the data differs from the run's: fingerprint {prepared.data.fingerprint} now, "
+                        f"{logged_fingerprint} logged (--allow-data-change to rerun anyway)")
+    device = provenance.device_name(prepared.device)
+    warnings = environment_warnings(tags, device)
+    if prepared.data.fingerprint != logged_fingerprint:
+        warnings.append(f"data fingerprint {prepared.data.fingerprint} differs from the logged {logged_fingerprint}")
+    exact = (config.train.deterministic and prepared.device.type == "cpu"
+             and tags.get("device", "").startswith("cpu"))
+    experiment = mlflow_store.client().get_experiment(run.info.experiment_id).name
+    keep = {k: tags[k] for k in ("study", "trial_number", "fold", "remedy") if k in tags}
+    tracked = tracked_fit(config, experiment=experiment, run_name=f"{run.info.run_name} (reproduced)",
+                          tags={**keep, "reproduced_from": run_id}, prepared=prepared)
+    rows, first = compare_histories(run_id, tracked.run_id, config.train.epochs, 0.0 if exact else tolerance)
+    return Reproduction(run_id, tracked.run_id, exact, 0.0 if exact else tolerance, rows, first, warnings)
+
+
+def compare_histories(original: str, reproduced: str, epochs: int,
+                      tolerance: float) -> tuple[list[tuple[int, str, float, float]], int | None]:
+    """Per-epoch metrics side by side; the first epoch where any differs by more than `tolerance`."""
+    client = mlflow_store.client()
+    history = {}
+    for run_id in (original, reproduced):
+        for key in COMPARED:
+            history[run_id, key] = {m.step: m.value for m in client.get_metric_history(run_id, key)}
+    rows, first = [], None
+    for epoch in range(epochs):
+        for key in COMPARED:
+            old, new = history[original, key].get(epoch, math.nan), history[reproduced, key].get(epoch, math.nan)
+            rows.append((epoch, key, old, new))
+            same = (old == new) if tolerance == 0 else abs(old - new) <= tolerance
+            if not same and first is None:
+                first = epoch
+    return rows, first
+
+
+def evaluate_logged_model(run_id: str) -> tuple[dict[str, float], dict[str, float]]:
+    """(logged test metrics, metrics of the logged weights re-evaluated on the test set now)."""
+    import torch
+
+    from core.train import evaluate, prepare
+
+    run, config = logged_run(run_id)
+    prepared = prepare(config)  # the normaliser comes from the training part, as in training
+    client = mlflow_store.client()
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            path = Path(client.download_artifacts(run_id, "weights/state_dict.pt", folder))
+        except Exception:
+            raise UserError(f"run {run_id} has no logged weights (weights/state_dict.pt)") from None
+        try:
+            state = torch.load(path, map_location=prepared.device, weights_only=True)
+            prepared.model.load_state_dict(state)
+        except Exception as error:
+            raise UserError(f"run {run_id}: weights/state_dict.pt is corrupted or does not fit the model "
+                            f"({str(error).splitlines()[0]})") from None
+    data = prepared.data
+    now = evaluate(prepared.model, data.test_x, data.test_y, prepared.normalize)
+    logged = {"test_loss": run.data.metrics.get("test_loss", math.nan), "test_acc": run.data.metrics.get("test_acc", math.nan)}
+    return logged, {"test_loss": now["loss"], "test_acc": now["acc"]}

@@ -1,0 +1,97 @@
+"""Reproduce runs from their params; re-evaluate logged models; refuse what cannot be reproduced."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from core.config import Config
+from core.errors import UserError
+from core.formats import write_mnist
+from core.reproduce import evaluate_logged_model, reproduce
+from core.study import load_spec, run_study
+from core.tracked import tracked_fit
+from core.tracking import mlflow_store
+from tests.helpers import all_runs, load_study, run_cli, tiny_study_spec
+
+TINY = {"data.name": "synthetic", "data.samples": 300, "data.shape": [1, 8, 8], "data.num_classes": 4,
+        "model.hidden": [16], "model.dropout": 0.2, "train.epochs": 3, "train.batch_size": 32, "device": "cpu",
+        "track.visdom": "off", "track.figures": False, "train.deterministic": True}
+
+
+def train(**extra) -> str:
+    return tracked_fit(Config().apply({**TINY, **extra})).run_id
+
+
+def test_train_then_reproduce_is_bit_identical_on_cpu():
+    original = train()
+    result = reproduce(original)
+    assert result.exact and result.agree and result.first_divergence is None
+    assert len(result.rows) == 3 * 4 and all(old == new for _, _, old, new in result.rows)
+    new_run = mlflow_store.client().get_run(result.run_id)
+    assert new_run.data.tags["reproduced_from"] == original and new_run.data.params == \
+        mlflow_store.client().get_run(original).data.params
+
+
+def test_a_study_trial_is_reproduced_with_its_derived_seed(tmp_path):
+    config = {"data": {"name": "synthetic", "samples": 200, "shape": [1, 8, 8], "num_classes": 4},
+              "model": {"hidden": [16]}, "train": {"epochs": 2, "deterministic": True}, "device": "cpu",
+              "track": {"visdom": "off", "log_model": False, "figures": False}}
+    run_study(load_spec(tiny_study_spec(tmp_path, name="repro", trials=2, config=config)))
+    trial = load_study("repro").trials[1]
+    result = reproduce(trial.user_attrs["mlflow_run_id"])
+    assert result.agree
+    new_run = mlflow_store.client().get_run(result.run_id)
+    assert new_run.data.tags["trial_number"] == "1" and new_run.data.params["seed"] == str(trial.user_attrs["seed"])
+
+
+def test_a_changed_result_is_named_by_epoch():
+    original = train()
+    client = mlflow_store.client()
+    client.log_metric(original, "val_loss", 123.0, step=1)  # as if the original had diverged at epoch 1
+    assert reproduce(original).first_divergence == 1
+
+
+def test_evaluate_matches_the_logged_test_metrics():
+    run_id = train()
+    logged, now = evaluate_logged_model(run_id)
+    assert now == pytest.approx(logged, abs=1e-6)
+
+
+
+@pytest.mark.slow
+def test_a_changed_data_file_is_refused_unless_allowed(tmp_path):
+    generator = np.random.default_rng(0)
+    images, labels = generator.integers(0, 256, (60, 28, 28), dtype=np.uint8), generator.integers(0, 10, 60)
+    write_mnist(tmp_path / "data", images, labels, images[:20], labels[:20])
+    run_id = train(**{"data.name": "mnist", "data.root": str(tmp_path / "data"), "model.hidden": [8]})
+    images[0, 0, 0] ^= 1
+    write_mnist(tmp_path / "data", images, labels, images[:20], labels[:20])
+    before = len(all_runs())
+    refused = run_cli("reproduce", run_id)
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1
+    fingerprint = mlflow_store.client().get_run(run_id).data.tags["data_fingerprint"]
+    assert fingerprint in refused.stderr and "fingerprint" in refused.stderr
+    assert len(all_runs()) == before
+    allowed = run_cli("reproduce", run_id, "--allow-data-change")
+    assert allowed.returncode in (0, 1) and len(all_runs()) == before + 1
+
+
+@pytest.mark.slow
+def test_bad_run_ids(tmp_path):
+    real = train()
+    client = mlflow_store.client()
+    foreign = client.create_run(client.get_run(real).info.experiment_id).info.run_id  # not made by this tool
+    deleted = train()
+    client.delete_run(deleted)
+    before = len(all_runs())
+    for run_id, words in ((("0" * 32), "no run"), (foreign, "not made by this tool"), (deleted, "deleted")):
+        with pytest.raises(UserError, match=words):
+            reproduce(run_id)
+        result = run_cli("reproduce", run_id)
+        assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert len(all_runs()) == before
+    missing_store = f"sqlite:///{tmp_path}/elsewhere/mlflow.db"
+    result = run_cli("reproduce", real, MLFLOW_TRACKING_URI=missing_store)
+    assert result.returncode == 2 and "no MLflow store" in result.stderr
+    assert not (tmp_path / "elsewhere").exists()
