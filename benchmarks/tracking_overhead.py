@@ -6,7 +6,6 @@ on synthetic MNIST-shaped data; the figure is the ratio of training seconds.
 
 from __future__ import annotations
 
-import socket
 import tempfile
 from pathlib import Path
 
@@ -14,14 +13,10 @@ from benchmarks.study import temporary_store
 from benchmarks.table import Row, main_for
 from core import visdom_server
 from core.config import Config
+from core.servers import free_port
 from core.tracked import tracked_fit
 from core.train import fit, prepare
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def config(epochs: int, samples: int, url: str) -> Config:

@@ -3,23 +3,18 @@
 from __future__ import annotations
 
 import re
-import socket
 import subprocess
 import sys
 
 import pytest
 
+from core.servers import free_port
 from core.study import load_spec, run_study
 from tests.browser import browser_page, outside_loopback
 from tests.helpers import cli_env, tiny_study_spec
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,16 +20,12 @@ from pathlib import Path
 import optuna
 import pytest
 
+from core.servers import free_port
 from tests.conftest import need_service
 from tests.helpers import cli_env, tiny_study_spec
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def as_postgres(command: list[str]) -> list[str]:

@@ -5,20 +5,15 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import socket
 import time
 
 import pytest
 
 from core import visdom_assets, visdom_server
 from core.errors import UserError
+from core.servers import free_port
 from core.tracking.visdom_sink import VisdomTracker, make_visdom_tracker
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture

@@ -46,11 +46,8 @@ def main(args: argparse.Namespace) -> int:
             raise UserError(f"the MLflow UI did not start on port {args.port} (see its messages above)")
         print(f"MLflow UI: {newest_experiment_url(base)}", flush=True)
         print("Ctrl-C stops it.", flush=True)
-        process.wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            process.wait(10)
+    except BaseException:
+        process.terminate()
+        raise
+    servers.run_until_interrupted(process)
     return 0

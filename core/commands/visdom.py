@@ -20,12 +20,5 @@ def main(args: argparse.Namespace) -> int:
     print(f"Visdom: {url}   (env files: {visdom_server.ENV_PATH}/, log: {visdom_server.ENV_PATH / 'server.log'})",
           flush=True)
     print("Ctrl-C stops it.", flush=True)
-    try:
-        process.wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            process.wait(10)
+    servers.run_until_interrupted(process)
     return 0

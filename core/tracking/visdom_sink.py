@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from pathlib import Path
 from typing import Any, Sequence
 
 from core import servers
 from core.errors import UserError
 from core.tracking.background import BackgroundSender
+from core.tracking.base import NullTracker
 from core.tracking.mlflow_store import safe_name
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,9 @@ SEND_INTERVAL = 1.0  # seconds points may wait: about one request a second per w
 MAX_QUEUED = 50_000
 
 
-class VisdomTracker:
+class VisdomTracker(NullTracker):
+    """Only metrics go to the live view; params, tags, files and models are the record's (MLflow)."""
+
     def __init__(self, client: Any, env: str, label: str):
         self.client, self.env, self.label = client, env, label
         self._windows: set[str] = set()
@@ -50,25 +52,6 @@ class VisdomTracker:
     def log_best(self, trial_number: int, value: float) -> None:
         """A study's best value after `trial_number`, in its own window."""
         self._sender.put(("best_value", "best", trial_number, float(value)))
-
-    # ---- the rest of the Tracker protocol: not for a live view -------------------------
-    def log_params(self, params: dict[str, Any]) -> None:
-        pass
-
-    def set_tags(self, tags: dict[str, str]) -> None:
-        pass
-
-    def log_file(self, path: Path, folder: str = "") -> None:
-        pass
-
-    def log_figure(self, figure: Any, filename: str) -> None:
-        pass
-
-    def log_text(self, text: str, filename: str) -> None:
-        pass
-
-    def log_model(self, model: Any, input_example: Any) -> None:
-        pass
 
     def close(self) -> None:
         self._sender.close(timeout=10)
