@@ -8,7 +8,7 @@ import time
 import optuna
 import pytest
 
-from tests.helpers import all_runs, load_study, run_cli, start_cli, tiny_study_spec
+from tests.helpers import TINY_CONFIG, all_runs, load_study, run_cli, start_cli, tiny_study_spec
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +32,7 @@ def wait_for_running_trial(name: str, process, timeout: float = 120) -> None:
 def test_signal_kills_runs_and_study_resumes(tmp_path, sent):
     # Slow trials, so the signal lands during one.
     spec = tiny_study_spec(tmp_path, name="sig", trials=3,
-                           config={**__import__("tests.helpers", fromlist=["TINY_CONFIG"]).TINY_CONFIG,
+                           config={**TINY_CONFIG,
                                    "data": {"name": "synthetic", "samples": 4000, "shape": [1, 16, 16], "num_classes": 4},
                                    "train": {"epochs": 40, "batch_size": 16}})
     process = start_cli("study", str(spec))

@@ -6,7 +6,6 @@ import gc
 import weakref
 
 import optuna
-import pytest
 import torch
 
 import core.train
