@@ -74,11 +74,34 @@ def run_default_study(trials: int, workers: int = 1, pruner: str | None = None):
         return outcome, trials_per_minute(study)
 
 
+def study_command_rate(trials: int, workers: int) -> float:
+    """Trials per minute of `python -m core study` as a user runs it, in a fresh process and store.
+
+    The pruner is off: which trials a pruner stops depends on how workers interleave,
+    so with it on the two sides would not do the same work.
+    """
+    import subprocess
+    import sys
+
+    import optuna
+    import yaml
+
+    from core.study_storage import DEFAULT_STORAGE, open_storage
+
+    with temporary_store() as folder:
+        spec = yaml.safe_load(DEFAULT_SPEC.read_text())
+        spec["pruner"] = {"name": "none"}
+        (folder / "spec.yaml").write_text(yaml.safe_dump(spec))
+        subprocess.run([sys.executable, "-m", "core", "study", "spec.yaml", "track.visdom=off", "--trials", str(trials),
+                        "--workers", str(workers)], check=True, capture_output=True,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+        study = optuna.load_study(study_name=spec["name"], storage=open_storage(DEFAULT_STORAGE))
+        return trials_per_minute(study)
+
+
 def workers_row(trials: int) -> Row:
-    # Pruner off on both sides: which trials a pruner stops depends on how the workers interleave,
-    # so with it on the two sides would not do the same work.
-    _, one = run_default_study(trials, workers=1, pruner="none")
-    _, two = run_default_study(trials, workers=2, pruner="none")
+    one = study_command_rate(trials, workers=1)
+    two = study_command_rate(trials, workers=2)
     return Row(f"2 workers vs 1, default study without pruning ({trials} trials, trials/min)", two / one, ">= 1.7",
                two / one >= 1.7, f"1 worker {one:.1f}/min, 2 workers {two:.1f}/min")
 
