@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 
@@ -32,7 +33,14 @@ def ui_command(uri: str, host: str, port: int) -> list[str]:
             "--workers", "1"]
 
 
+def ui_env() -> dict[str, str]:
+    """MLflow's job runner (GenAI jobs: trace rollups, judges) is off unless asked for: ~8 processes nobody uses."""
+    return {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": os.environ.get("MLFLOW_SERVER_ENABLE_JOB_EXECUTION",
+                                                                               "false")}
+
+
 def main(args: argparse.Namespace) -> int:
+    mlflow_store.install_signal_handlers()  # SIGTERM stops `mlflow ui` too, instead of orphaning it
     servers.check_port(args.port, args.host)
     uri = mlflow_store.tracking_uri()
     path = mlflow_store.sqlite_path(uri)
@@ -40,7 +48,7 @@ def main(args: argparse.Namespace) -> int:
         raise UserError(f"no MLflow store at {path}: run `make run` or `python -m core train` first")
     servers.warn_if_exposed(args.host, "the MLflow UI")
     base = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}"
-    process = subprocess.Popen(ui_command(uri, args.host, args.port))
+    process = subprocess.Popen(ui_command(uri, args.host, args.port), env=ui_env())
     try:
         if not servers.wait_until_answers(f"{base}/health", timeout=60, process=process):
             raise UserError(f"the MLflow UI did not start on port {args.port} (see its messages above)")
@@ -48,6 +56,7 @@ def main(args: argparse.Namespace) -> int:
         print("Ctrl-C stops it.", flush=True)
     except BaseException:
         process.terminate()
+        process.wait(30)
         raise
     servers.run_until_interrupted(process)
     return 0
