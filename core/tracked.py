@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Callable
 
 from core.config import Config
+from core.data import ON_DISK
 from core.tracking import CompositeTracker, mlflow_store
 from core.tracking.mlflow_sink import MLflowTracker
 from core.train import FitResult, Prepared, ShouldStop, fit, prepare, run_label
@@ -53,7 +54,7 @@ def tracked_fit(config: Config, *, experiment: str | None = None, run_name: str 
 
 def _log_dataset(record: MLflowTracker, config: Config, prepared: Prepared) -> None:
     data = prepared.data
-    on_disk = data.name in ("mnist", "fashion_mnist", "cifar10")
+    on_disk = data.name in ON_DISK
     source = str(Path(config.data.root).resolve()) if on_disk else f"builtin:{data.name}"
     record.log_dataset(data.name, data.fingerprint, source,
                        {"train_samples": len(data.train_y), "test_samples": len(data.test_y),
