@@ -33,9 +33,9 @@ def start(port: int = DEFAULT_PORT, host: str = servers.LOOPBACK, env_path: Path
     servers.warn_if_exposed(host, "the Visdom server")
     env_path.mkdir(parents=True, exist_ok=True)
     log_file = open(env_path / "server.log", "ab")
-    # A lower priority: drawing the live view must not take CPU time from training.
+    # The lowest priority: updating the live view must not take CPU time from training.
     process = subprocess.Popen(server_command(port, host, env_path), stdout=log_file, stderr=subprocess.STDOUT,
-                               stdin=subprocess.DEVNULL, start_new_session=detached, preexec_fn=lambda: os.nice(10))
+                               stdin=subprocess.DEVNULL, start_new_session=detached, preexec_fn=lambda: os.nice(19))
     log_file.close()
     url = url_for(host, port)
     if not servers.wait_until_answers(url, timeout=60, process=process):

@@ -1,14 +1,21 @@
-"""A bounded queue drained by one daemon thread, so sending never blocks training.
+"""A bounded queue drained by one low-priority daemon thread, so sending does not slow training.
 
 Items are handed to `send(batch)` in arrival order, many at a time. When the
-queue is full the oldest item is dropped and counted. If `send` raises, the
-error is logged once and later items are dropped (the run goes on untracked).
+queue is full, either the oldest item is dropped and counted (a live view), or
+`put` waits for room (a durable record, which must lose nothing). If `send`
+raises, the error is logged once and later items are dropped (the run goes on
+untracked).
+
+The thread runs at the lowest CPU priority (Linux): torch's threads keep every
+core while they train, and the sender catches up whenever training waits.
 """
 
 from __future__ import annotations
 
 import collections
 import logging
+import os
+import sys
 import threading
 import time
 from typing import Any, Callable
@@ -18,11 +25,12 @@ log = logging.getLogger(__name__)
 
 class BackgroundSender:
     def __init__(self, send: Callable[[list[Any]], None], name: str, max_items: int = 100_000,
-                 min_interval: float = 0.0):
+                 min_interval: float = 0.0, drop_when_full: bool = True):
         self._send = send
         self._name = name
         self._items: collections.deque[Any] = collections.deque()
         self._max_items = max_items
+        self._drop_when_full = drop_when_full
         self._min_interval = min_interval  # seconds items may wait: batches more, asks less of a server
         self._lock = threading.Condition()
         self._closed = False
@@ -35,11 +43,15 @@ class BackgroundSender:
 
     def put(self, *items: Any) -> None:
         with self._lock:
+            if not self._drop_when_full:
+                # Wait for room: training slows down rather than lose a value of the record.
+                self._lock.wait_for(lambda: len(self._items) < self._max_items or self.failed is not None
+                                    or self._closed or not self._thread.is_alive())
             if self._closed or self.failed is not None:
                 self.dropped += len(items)
                 return
             for item in items:
-                if len(self._items) >= self._max_items:
+                if len(self._items) >= self._max_items and self._drop_when_full:
                     self._items.popleft()
                     self.dropped += 1
                 self._items.append(item)
@@ -71,6 +83,7 @@ class BackgroundSender:
         return done
 
     def _loop(self) -> None:
+        _lower_priority()
         while True:
             with self._lock:
                 while not self._items and not self._closed:
@@ -94,3 +107,13 @@ class BackgroundSender:
                 with self._lock:
                     self._busy = False
                     self._lock.notify_all()
+
+
+def _lower_priority() -> None:
+    """Give the calling thread the lowest CPU priority (nice 19); Linux sets it per thread."""
+    if not sys.platform.startswith("linux"):
+        return  # elsewhere setpriority would lower the whole process, training included
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+    except OSError:
+        pass  # not allowed here: the thread keeps the normal priority

@@ -33,18 +33,22 @@ class MLflowTracker:
         self.experiment = experiment
         self.client = mlflow_store.client()
         # At most one metrics write a second: parallel workers share one SQLite write lock.
-        self._sender = BackgroundSender(self._send_metrics, name=f"mlflow run {run_id[:8]}", min_interval=1.0)
+        # The record loses nothing: when the queue is full, training waits for the sender.
+        self._sender = BackgroundSender(self._send_metrics, name=f"mlflow run {run_id[:8]}", min_interval=1.0,
+                                        drop_when_full=False)
 
     # ---- metrics: queued ------------------------------------------------------
+    # Plain tuples (key, value, timestamp, step) are queued; the sender thread makes MLflow's objects.
     def log_steps(self, key: str, values: Sequence[float], first_step: int) -> None:
         now = int(time.time() * 1000)
-        self._sender.put(*(self._Metric(key, float(v), now, first_step + i) for i, v in enumerate(values)))
+        self._sender.put(*((key, v, now, first_step + i) for i, v in enumerate(values)))
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         now = int(time.time() * 1000)
-        self._sender.put(*(self._Metric(k, float(v), now, step) for k, v in metrics.items()))
+        self._sender.put(*((k, v, now, step) for k, v in metrics.items()))
 
-    def _send_metrics(self, metrics: list[Any]) -> None:
+    def _send_metrics(self, points: list[tuple[str, float, int, int]]) -> None:
+        metrics = [self._Metric(key, float(value), timestamp, step) for key, value, timestamp, step in points]
         for start in range(0, len(metrics), MAX_METRICS_PER_BATCH):
             self.client.log_batch(self.run_id, metrics=metrics[start:start + MAX_METRICS_PER_BATCH])
 
