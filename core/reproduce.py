@@ -136,11 +136,11 @@ def compare_histories(original: str, reproduced: str, epochs: int,
     return rows, first
 
 
-def evaluate_logged_model(run_id: str) -> tuple[dict[str, float], dict[str, float]]:
-    """(logged test metrics, metrics of the logged weights re-evaluated on the test set now)."""
+def load_logged_weights(run_id: str):
+    """(run, prepared) with the run's model rebuilt from its params and its logged weights loaded."""
     import torch
 
-    from core.train import evaluate, prepare
+    from core.train import prepare
 
     run, config = logged_run(run_id)
     prepared = prepare(config)  # the normaliser comes from the training part, as in training
@@ -156,6 +156,14 @@ def evaluate_logged_model(run_id: str) -> tuple[dict[str, float], dict[str, floa
         except Exception as error:
             raise UserError(f"run {run_id}: weights/state_dict.pt is corrupted or does not fit the model "
                             f"({str(error).splitlines()[0]})") from None
+    return run, prepared
+
+
+def evaluate_logged_model(run_id: str) -> tuple[dict[str, float], dict[str, float]]:
+    """(logged test metrics, metrics of the logged weights re-evaluated on the test set now)."""
+    from core.train import evaluate
+
+    run, prepared = load_logged_weights(run_id)
     data = prepared.data
     now = evaluate(prepared.model, data.test_x, data.test_y, prepared.normalize)
     logged = {"test_loss": run.data.metrics.get("test_loss", math.nan), "test_acc": run.data.metrics.get("test_acc", math.nan)}

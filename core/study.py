@@ -1,7 +1,9 @@
 """Optuna studies where every trial is an MLflow run.
 
 One MLflow experiment per study, one parent run for the study, one child run
-per trial (with k-fold, the trial's run has one child per fold). The trial holds
+per trial (with k-fold, the trial's run has one child per fold). Trials keep
+their model's weights; the best trial's run also gets the model in MLflow's
+format when the study ends. The trial holds
 its run id (user attribute `mlflow_run_id`) and the run holds the study name and
 trial number (tags), so each finds the other.
 
@@ -261,10 +263,12 @@ def work(spec: StudySpec, storage: str, parent_run_id: str, worker: int, progres
     from tqdm.auto import tqdm
 
     from core.study_report import StudyReporter
+    from core.train import warm_up
 
     study = optuna.load_study(study_name=spec.name, storage=open_storage(storage),
                               sampler=make_sampler(spec, worker), pruner=make_pruner(spec))
     reporter = StudyReporter(spec, study, storage, parent_run_id)
+    warm_up(spec.base)
     started = time.monotonic()
     ran = 0
     bar = tqdm(total=spec.trials, initial=count_trials(study)[0], desc=f"study {spec.name}", unit="trial",
@@ -403,7 +407,7 @@ def _run_holdout(spec: StudySpec, trial, config: Config, name: str, tags: dict[s
 
     tracked = tracked_fit(config, experiment=spec.name, run_name=name, parent_run_id=parent_run_id, tags=tags,
                           should_stop=should_stop, visdom_env=spec.name, visdom_label=name,
-                          on_run_start=on_run_start)
+                          on_run_start=on_run_start, mlflow_model=False)
     result = tracked.result
     if result.stop_reason == "non_finite":
         raise optuna.TrialPruned(f"non-finite loss: {result.detail}")
@@ -432,7 +436,7 @@ def _run_folds(spec: StudySpec, trial, config: Config, name: str, tags: dict[str
             fold_config.split.fold = fold
             tracked = tracked_fit(fold_config, experiment=spec.name, run_name=f"{name} fold-{fold}",
                                   parent_run_id=trial_run_id, tags={**tags, "fold": str(fold)},
-                                  visdom_env=spec.name, visdom_label=f"{name} fold {fold}")
+                                  visdom_env=spec.name, visdom_label=f"{name} fold {fold}", mlflow_model=False)
             result = tracked.result
             epochs += result.epochs_run
             if result.stop_reason == "non_finite":

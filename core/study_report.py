@@ -19,6 +19,7 @@ from core.tracking import mlflow_store
 log = logging.getLogger(__name__)
 
 REFRESH_SECONDS = 30.0
+BEST_MODEL_TAG = "best_model_run_id"  # the trial run that holds the study's model in MLflow's format
 PLOTS = ("optimization_history", "param_importances", "parallel_coordinate", "intermediate_values")
 
 
@@ -159,6 +160,7 @@ class StudyReporter:
 
         self.refresh()
         self.log_plots()
+        self.log_best_model()
         counts = self.counts()
         best = self.best_trials()
         epochs = sum(int(t.user_attrs.get("epochs", len(t.intermediate_values)))
@@ -170,6 +172,30 @@ class StudyReporter:
             best_values=list(head.values) if head else None, best_params=dict(head.params) if head else {},
             best_run_id=head.user_attrs.get("mlflow_run_id", "") if head else "",
             best_trial=head.number if head else None, epochs_used=epochs)
+
+    def log_best_model(self) -> None:
+        """The best trial's model in MLflow's format, in that trial's run, rebuilt from its params and weights.
+
+        Trials log only their weights: a model per trial would cost every trial time and fill the Models
+        tab with pruned and poor trials. K-fold trials have a model per fold, none of them the trial's.
+        """
+        best = self.best_trials()
+        if self.spec.multi_objective or self.spec.folds > 1 or not self.spec.base.track.log_model or not best:
+            return
+        run_id = best[0].user_attrs.get("mlflow_run_id", "")
+        if not run_id or self.client.get_run(self.parent_run_id).data.tags.get(BEST_MODEL_TAG) == run_id:
+            return
+        from core.reproduce import load_logged_weights
+        from core.tracking.mlflow_sink import MLflowTracker
+        from core.train import input_example
+
+        try:
+            _, prepared = load_logged_weights(run_id)
+            MLflowTracker(run_id, self.spec.name).log_mlflow_model(prepared.model, input_example(prepared))
+        except Exception as error:  # the study's results stand without it
+            log.warning("the best trial's model was not logged in MLflow's format: %s", error)
+            return
+        self.client.set_tag(self.parent_run_id, BEST_MODEL_TAG, run_id)
 
     def log_plots(self) -> None:
         """Optuna's plots as HTML (plotly, self-contained) and PNG (matplotlib)."""

@@ -28,15 +28,18 @@ def tracked_fit(config: Config, *, experiment: str | None = None, run_name: str 
                 should_stop: ShouldStop | None = None, visdom_env: str | None = None,
                 visdom_label: str | None = None, progress: bool = False,
                 prepared: Prepared | None = None,
-                on_run_start: Callable[[str], None] | None = None) -> TrackedRun:
-    """Check the config (data, split, model) first, then open a run and train into it."""
+                on_run_start: Callable[[str], None] | None = None, mlflow_model: bool = True) -> TrackedRun:
+    """Check the config (data, split, model) first, then open a run and train into it.
+
+    `mlflow_model=False` keeps only the weights of the model (a study logs its best trial's model itself).
+    """
     prepared = prepared or prepare(config)
     experiment = experiment or config.track.experiment
     name = run_name or run_label(config)
     with mlflow_store.open_run(experiment, name, tags, parent_run_id) as run_id:
         if on_run_start is not None:
             on_run_start(run_id)
-        record = MLflowTracker(run_id, experiment)
+        record = MLflowTracker(run_id, experiment, mlflow_model=mlflow_model)
         _log_dataset(record, config, prepared)
         trackers = [record]
         live = _visdom(config, visdom_env or experiment, visdom_label or name)

@@ -77,7 +77,8 @@ def seed_everything(seed: int, deterministic: bool) -> None:
     np.random.seed(seed % 2**32)
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # needed by deterministic cuBLAS
-    torch.use_deterministic_algorithms(deterministic)
+    if torch.are_deterministic_algorithms_enabled() != deterministic:
+        torch.use_deterministic_algorithms(deterministic)  # imports torch's compiler stack: seconds, so only on change
     torch.backends.cudnn.benchmark = not deterministic
 
 
@@ -337,8 +338,19 @@ def _log_reports(tracker: Tracker, config: Config, model: nn.Module, run: Prepar
         tracker.log_figure(report.confusion_matrix(run.data.test_y.cpu().numpy(), predictions,
                                                    run.data.num_classes), "confusion_matrix.png")
     if config.track.log_model:
-        example = run.normalize(run.data.test_x[:4]).cpu()
-        tracker.log_model(model, example)
+        tracker.log_model(model, input_example(run))
+
+
+def input_example(run: Prepared) -> torch.Tensor:
+    """A few test inputs as the model sees them: the logged model's example and signature."""
+    return run.normalize(run.data.test_x[:4]).cpu()
+
+
+def warm_up(config: Config) -> None:
+    """Load the data and build a model and optimizer once, so that the imports (seconds) and loading they
+    trigger are not counted in the first run's time, which studies record and may optimise."""
+    run = prepare(config)
+    make_optimizer(run.model, config, run.device)
 
 
 def run_label(config: Config) -> str:

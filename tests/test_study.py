@@ -91,6 +91,29 @@ def test_resume_continues_to_exactly_the_budget_and_reuses_the_parent(tmp_path):
     assert len(load_study("s3").trials) == 4
 
 
+def test_trials_keep_weights_and_the_best_trial_gets_the_mlflow_model(tmp_path):
+    import mlflow
+    import torch
+
+    config = {**TINY_CONFIG, "track": {**TINY_CONFIG["track"], "log_model": True}}
+    spec = load_spec(tiny_study_spec(tmp_path, name="s7", trials=3, config=config))
+    outcome = run_study(spec)
+    client = mlflow_client()
+    (parent,), trial_runs, _ = runs_by_kind("s7")
+    assert parent.data.tags["best_model_run_id"] == outcome.best_run_id
+    for run in trial_runs:
+        paths = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert "weights" in paths
+        assert ("model" in paths or bool(client.search_logged_models([run.info.experiment_id], filter_string=
+                f"source_run_id = '{run.info.run_id}'").to_list())) == (run.info.run_id == outcome.best_run_id)
+    model = mlflow.pytorch.load_model(f"runs:/{outcome.best_run_id}/model")
+    assert model(torch.zeros(2, 1, 8, 8)).shape == (2, 4)
+    spec.trials = 4  # resumed: the model is logged again only if the best trial changed
+    second = run_study(spec)
+    models = client.search_logged_models([parent.info.experiment_id]).to_list()
+    assert len(models) == (1 if second.best_run_id == outcome.best_run_id else 2)
+
+
 def test_k_fold_objective_is_the_mean_over_folds(tmp_path):
     config = {**TINY_CONFIG, "split": {"kind": "stratified_kfold", "k": 3}}
     spec = load_spec(tiny_study_spec(tmp_path, name="s4", trials=2, config=config))

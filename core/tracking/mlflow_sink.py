@@ -25,12 +25,13 @@ logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
 
 
 class MLflowTracker:
-    def __init__(self, run_id: str, experiment: str):
+    def __init__(self, run_id: str, experiment: str, mlflow_model: bool = True):
         from mlflow.entities import Metric, Param, RunTag
 
         self._Metric, self._Param, self._RunTag = Metric, Param, RunTag
         self.run_id = run_id
         self.experiment = experiment
+        self.mlflow_model = mlflow_model  # log_model: also the model in MLflow's format, or the weights alone
         self.client = mlflow_store.client()
         # At most one metrics write a second: parallel workers share one SQLite write lock.
         # The record loses nothing: when the queue is full, training waits for the sender.
@@ -84,7 +85,18 @@ class MLflowTracker:
         self.client.log_inputs(self.run_id, [DatasetInput(dataset, [InputTag("mlflow.data.context", "training")])])
 
     def log_model(self, model: torch.nn.Module, input_example: torch.Tensor) -> None:
-        """The model for MLflow (with signature and input example) and its weights for safe reloading."""
+        """The weights for safe reloading (`weights/state_dict.pt`) and, unless switched off, the model in
+        MLflow's format."""
+        model = _cpu_copy(model)
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "state_dict.pt"
+            torch.save(model.state_dict(), path)
+            self.client.log_artifact(self.run_id, str(path), artifact_path="weights")
+        if self.mlflow_model:
+            self.log_mlflow_model(model, input_example)
+
+    def log_mlflow_model(self, model: torch.nn.Module, input_example: torch.Tensor) -> None:
+        """The model in MLflow's format, with signature and input example (the Models tab, `mlflow.pytorch`)."""
         import mlflow
         from mlflow.models import infer_signature
 
@@ -96,10 +108,6 @@ class MLflowTracker:
         mlflow.pytorch.log_model(model, name="model", run_id=self.run_id, signature=infer_signature(example, output),
                                  input_example=example, serialization_format="pickle",
                                  pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
-        with tempfile.TemporaryDirectory() as folder:
-            path = Path(folder) / "state_dict.pt"
-            torch.save(model.state_dict(), path)
-            self.client.log_artifact(self.run_id, str(path), artifact_path="weights")
 
     def close(self) -> None:
         self._sender.close()
