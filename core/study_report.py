@@ -191,7 +191,11 @@ class StudyReporter:
 
         try:
             _, prepared = load_logged_weights(run_id)
-            MLflowTracker(run_id, self.spec.name).log_mlflow_model(prepared.model, input_example(prepared))
+            record = MLflowTracker(run_id, self.spec.name)
+            try:
+                record.log_mlflow_model(prepared.model, input_example(prepared))
+            finally:
+                record.close()
         except Exception as error:  # the study's results stand without it
             log.warning("the best trial's model was not logged in MLflow's format: %s", error)
             return

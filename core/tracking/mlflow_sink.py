@@ -93,14 +93,17 @@ class MLflowTracker:
             torch.save(model.state_dict(), path)
             self.client.log_artifact(self.run_id, str(path), artifact_path="weights")
         if self.mlflow_model:
-            self.log_mlflow_model(model, input_example)
+            self._log_mlflow_model(model, input_example)
 
     def log_mlflow_model(self, model: torch.nn.Module, input_example: torch.Tensor) -> None:
         """The model in MLflow's format, with signature and input example (the Models tab, `mlflow.pytorch`)."""
+        self._log_mlflow_model(_cpu_copy(model), input_example)
+
+    def _log_mlflow_model(self, model: torch.nn.Module, input_example: torch.Tensor) -> None:
+        """As log_mlflow_model, for a model already copied to the CPU in eval mode."""
         import mlflow
         from mlflow.models import infer_signature
 
-        model = _cpu_copy(model)
         example = input_example.detach().cpu().float().numpy()
         with torch.no_grad():
             output = model(torch.from_numpy(example)).numpy()
