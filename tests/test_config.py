@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 import typing
 
 import pytest
@@ -10,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from core.config import Config, ConfigError, load_config, parse_overrides
+from tests.helpers import cli_env
 
 CHOICES = {"device": ["auto", "cpu"], "data.name": ["digits", "synthetic", "mnist"], "split.kind": ["holdout", "kfold"],
            "model.name": ["mlp", "lenet5", "conv1d"], "optim.name": ["sgd", "adam", "adamw"],
@@ -139,3 +142,11 @@ def test_malformed_specs(tmp_path, text, words):
     with pytest.raises(ConfigError) as error:
         load_config(spec)
     assert all(word in str(error.value) for word in words)
+
+
+def test_a_bad_key_fails_before_torch_loads():
+    # The CLI checks the config before the heavy imports, so a typo costs a fraction of a second.
+    code = "import sys; from core.__main__ import main; rc = main(['train', 'optim.lrr=0.1']); print(rc, 'torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                            env=cli_env())
+    assert result.stdout.split() == ["2", "False"], result.stderr

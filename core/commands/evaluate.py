@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import math
 
-from core.reproduce import evaluate_logged_model
-
 HELP = "reload a run's logged weights and re-evaluate them on the test set"
 TOLERANCE = 1e-6
 
@@ -16,6 +14,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from core.reproduce import evaluate_logged_model  # torch loads here, not for --help or a usage error
+
     logged, now = evaluate_logged_model(args.run_id)
     print(f"{'metric':<10} {'logged':>12} {'now':>12}")
     agree = True

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-from core.reproduce import reproduce
 from core.tracking import mlflow_store
 
 HELP = "rerun a logged run from its params and compare the two runs epoch by epoch"
@@ -20,6 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from core.reproduce import reproduce  # torch loads here, not for --help or a usage error
+
     mlflow_store.install_signal_handlers()
     result = reproduce(args.run_id, args.epochs, args.tolerance, args.allow_data_change)
     for warning in result.warnings:
