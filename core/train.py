@@ -307,7 +307,7 @@ def fit(config: Config, tracker: Tracker | None = None, should_stop: ShouldStop 
         stopper.restore(model)
     final: dict[str, float] = {}
     if stop_reason != "non_finite" and history:
-        final = final_metrics(model, run, stopper.best_epoch, history, use_autocast)
+        final = final_metrics(model, run, stopper.best_epoch, history, state.step, use_autocast)
         tracker.log_metrics(final, step=len(history) - 1)
         _log_reports(tracker, config, model, run, history)
     seconds = time.perf_counter() - started
@@ -316,7 +316,7 @@ def fit(config: Config, tracker: Tracker | None = None, should_stop: ShouldStop 
                      seconds, state.step, {"parameters": float(count_parameters(model))})
 
 
-def final_metrics(model: nn.Module, run: Prepared, best_epoch: int, history: list[dict[str, float]],
+def final_metrics(model: nn.Module, run: Prepared, best_epoch: int, history: list[dict[str, float]], steps: int,
                   autocast: bool) -> dict[str, float]:
     """Metrics of the model as it is returned: on the training part (eval mode), validation and test."""
     device, data = run.device, run.data
@@ -327,7 +327,7 @@ def final_metrics(model: nn.Module, run: Prepared, best_epoch: int, history: lis
     return {"final_train_loss": train["loss"], "final_train_acc": train["acc"],
             "final_val_loss": chosen["val_loss"], "final_val_acc": chosen["val_acc"],
             "test_loss": test["loss"], "test_acc": test["acc"],
-            "best_epoch": float(best_epoch), "epochs_run": float(len(history))}
+            "best_epoch": float(best_epoch), "epochs_run": float(len(history)), "steps_run": float(steps)}
 
 
 def _log_reports(tracker: Tracker, config: Config, model: nn.Module, run: Prepared,

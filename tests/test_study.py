@@ -106,6 +106,11 @@ def test_trials_keep_weights_and_the_best_trial_gets_the_mlflow_model(tmp_path):
         assert "weights" in paths
         assert ("model" in paths or bool(client.search_logged_models([run.info.experiment_id], filter_string=
                 f"source_run_id = '{run.info.run_id}'").to_list())) == (run.info.run_id == outcome.best_run_id)
+    (logged,) = client.search_logged_models([parent.info.experiment_id]).to_list()
+    best_run = client.get_run(outcome.best_run_id)
+    assert {m.key: m.value for m in logged.metrics} == {k: v for k, v in best_run.data.metrics.items()
+                                                         if k.startswith(("final_", "test_"))}
+    assert len(client.get_metric_history(outcome.best_run_id, "test_acc")) == 1  # the run's history is unchanged
     model = mlflow.pytorch.load_model(f"runs:/{outcome.best_run_id}/model")
     assert model(torch.zeros(2, 1, 8, 8)).shape == (2, 4)
     spec.trials = 4  # resumed: the model is logged again only if the best trial changed

@@ -96,4 +96,8 @@ def test_train_command_records_one_complete_run(tmp_path):
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"config.yaml", "learning_curves.png", "confusion_matrix.png", "weights"} <= artifacts
     assert run.outputs.model_outputs and run.inputs.dataset_inputs[0].dataset.digest == run.data.tags["data_fingerprint"]
+    (model,) = client.search_logged_models([run.info.experiment_id]).to_list()
+    # The Models tab ranks models by the run's summary, not by the first epoch's values.
+    assert {m.key: m.value for m in model.metrics} == {k: v for k, v in run.data.metrics.items()
+                                                        if k.startswith(("final_", "test_"))}
     assert run.info.run_name.startswith("mlp-synthetic")

@@ -19,6 +19,7 @@ from core.tracking.background import BackgroundSender
 
 MAX_METRICS_PER_BATCH = 1000  # MLflow's limit for one log_batch
 MAX_PARAMS_PER_BATCH = 100
+MODEL_METRIC_PREFIXES = ("final_", "test_")  # what a logged model is ranked by
 
 # Pickle is MLflow's fast format; our own `model/state_dict.pt` is the safe one (weights only).
 logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
@@ -107,10 +108,32 @@ class MLflowTracker:
         example = input_example.detach().cpu().float().numpy()
         with torch.no_grad():
             output = model(torch.from_numpy(example)).numpy()
+        self._sender.flush()  # the summary metrics may still be queued
+        summary = self.client.get_run(self.run_id).data.metrics
         mlflow.set_experiment(experiment_id=mlflow_store.experiment_id(self.experiment))  # where the model is filed
-        mlflow.pytorch.log_model(model, name="model", run_id=self.run_id, signature=infer_signature(example, output),
-                                 input_example=example, serialization_format="pickle",
-                                 pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
+        # MLflow links the run's metrics at the model's step to the model. Its step is the number of optimizer
+        # steps taken, where the run has no metric (steps and epochs both count from 0), so only the summary
+        # below is linked, not the first epoch's or a single batch's values.
+        info = mlflow.pytorch.log_model(model, name="model", run_id=self.run_id,
+                                        step=int(summary.get("steps_run", 0)),
+                                        signature=infer_signature(example, output), input_example=example,
+                                        serialization_format="pickle",
+                                        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
+        self._log_model_metrics(info.model_id, [key for key in summary if key.startswith(MODEL_METRIC_PREFIXES)])
+
+    def _log_model_metrics(self, model_id: str, keys: list[str]) -> None:
+        """The run's summary metrics also on the logged model, so the Models tab can rank models.
+
+        Each is re-sent exactly as the run holds it (same step and timestamp): MLflow files it under the model
+        and skips it for the run, whose history stays as it was.
+        """
+        metrics = []
+        for key in keys:
+            last = max(self.client.get_metric_history(self.run_id, key), key=lambda m: (m.step, m.timestamp))
+            metrics.append(self._Metric(key, last.value, last.timestamp, last.step, model_id=model_id,
+                                        run_id=self.run_id))
+        if metrics:
+            self.client.log_batch(self.run_id, metrics=metrics)
 
     def close(self) -> None:
         self._sender.close()
