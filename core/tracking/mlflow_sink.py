@@ -80,10 +80,17 @@ class MLflowTracker:
         import json
 
         from mlflow.entities import Dataset, DatasetInput, InputTag
+        from mlflow.exceptions import MlflowException
 
         dataset = Dataset(name=name, digest=fingerprint, source_type="local", source=json.dumps({"uri": source}),
                           profile=json.dumps(profile))
-        self.client.log_inputs(self.run_id, [DatasetInput(dataset, [InputTag("mlflow.data.context", "training")])])
+        inputs = [DatasetInput(dataset, [InputTag("mlflow.data.context", "training")])]
+        try:
+            self.client.log_inputs(self.run_id, inputs)
+        except MlflowException:
+            # MLflow looks the data set up, then inserts it: a parallel worker logging the same data set in
+            # between makes the insert fail on its unique key. The second try finds it and only links it.
+            self.client.log_inputs(self.run_id, inputs)
 
     def log_model(self, model: torch.nn.Module, input_example: torch.Tensor) -> None:
         """The weights for safe reloading (`weights/state_dict.pt`) and, unless switched off, the model in
