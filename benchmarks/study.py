@@ -74,11 +74,13 @@ def run_default_study(trials: int, workers: int = 1, pruner: str | None = None):
         return outcome, trials_per_minute(study)
 
 
-def study_command_rate(trials: int, workers: int) -> float:
-    """Trials per minute of `python -m core study` as a user runs it, in a fresh process and store.
+def study_command_rate(trials: int, workers: int, replay: list[dict] | None = None) -> tuple[float, list[dict]]:
+    """Trials per minute of `python -m core study` as a user runs it, in a fresh process and store, and the
+    parameters its trials ran with, by trial number.
 
-    The pruner is off: which trials a pruner stops depends on how workers interleave,
-    so with it on the two sides would not do the same work.
+    The pruner is off: which trials a pruner stops depends on how workers interleave. `replay` queues the
+    parameters of an earlier run as the study's trials, so both sides train the same configurations (a
+    trial's seed comes from its number): the sampler, fed results in another order, would propose others.
     """
     import subprocess
     import sys
@@ -92,18 +94,28 @@ def study_command_rate(trials: int, workers: int) -> float:
         spec = yaml.safe_load(DEFAULT_SPEC.read_text())
         spec["pruner"] = {"name": "none"}
         (folder / "spec.yaml").write_text(yaml.safe_dump(spec))
+        if replay:
+            optuna.logging.set_verbosity(optuna.logging.WARNING)
+            (folder / "mlruns").mkdir()
+            queued = optuna.create_study(study_name=spec["name"], storage=open_storage(DEFAULT_STORAGE),
+                                         direction=spec["objective"]["direction"])
+            for params in replay:
+                queued.enqueue_trial(params)
         subprocess.run([sys.executable, "-m", "core", "study", "spec.yaml", "track.visdom=off", "--trials", str(trials),
                         "--workers", str(workers)], check=True, capture_output=True,
                        env={**os.environ, "PYTHONPATH": str(ROOT)})
         study = optuna.load_study(study_name=spec["name"], storage=open_storage(DEFAULT_STORAGE))
-        return trials_per_minute(study)
+        done = sorted((t for t in study.get_trials(deepcopy=False) if t.state.is_finished()), key=lambda t: t.number)
+        return trials_per_minute(study), [t.params for t in done]
 
 
 def workers_row(trials: int) -> Row:
-    one = study_command_rate(trials, workers=1)
-    two = study_command_rate(trials, workers=2)
+    one, params = study_command_rate(trials, workers=1)
+    two, replayed = study_command_rate(trials, workers=2, replay=params)
+    same = "same trials" if replayed == params else "TRIALS DIFFER"
     return Row(f"2 workers vs 1, default study without pruning ({trials} trials, trials/min)", two / one, ">= 1.7",
-               two / one >= 1.7, f"1 worker {one:.1f}/min, 2 workers {two:.1f}/min")
+               two / one >= 1.7 and replayed == params,
+               f"1 worker {one:.1f}/min, 2 workers {two:.1f}/min ({same})")
 
 
 def pruning_rows(trials: int) -> list[Row]:
@@ -142,6 +154,7 @@ def bookkeeping_seconds(sizes: list[int]) -> list[float]:
     with temporary_store(), mock.patch.object(core.tracked, "fit", no_training):
         spec = load(sizes[0], pruner="none")
         spec.sampler = {"name": "random"}  # TPE's own cost grows with the trials; we measure ours
+        spec.base.track.log_model = False  # these trials train nothing, so there is no best model to log
         for size in sizes:
             spec.trials = size
             run_study(spec)
