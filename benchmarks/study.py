@@ -96,7 +96,6 @@ def study_command_rate(trials: int, workers: int, replay: list[dict] | None = No
         (folder / "spec.yaml").write_text(yaml.safe_dump(spec))
         if replay:
             optuna.logging.set_verbosity(optuna.logging.WARNING)
-            (folder / "mlruns").mkdir()
             queued = optuna.create_study(study_name=spec["name"], storage=open_storage(DEFAULT_STORAGE),
                                          direction=spec["objective"]["direction"])
             for params in replay:

@@ -7,6 +7,7 @@ at the end, so bookkeeping per trial stays flat as a study grows.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
 import time
@@ -191,11 +192,8 @@ class StudyReporter:
 
         try:
             _, prepared = load_logged_weights(run_id)
-            record = MLflowTracker(run_id, self.spec.name)
-            try:
+            with contextlib.closing(MLflowTracker(run_id, self.spec.name)) as record:
                 record.log_mlflow_model(prepared.model, input_example(prepared))
-            finally:
-                record.close()
         except Exception as error:  # the study's results stand without it
             log.warning("the best trial's model was not logged in MLflow's format: %s", error)
             return
