@@ -50,6 +50,9 @@ def tracked_fit(config: Config, *, experiment: str | None = None, run_name: str 
             result = fit(config, tracker, should_stop=should_stop, progress=progress, prepared=prepared)
             if result.detail:
                 tracker.set_tags({"stop_detail": result.detail})
+        except KeyboardInterrupt:
+            mlflow_store.drop_pooled_connections()  # before the last metrics are sent
+            raise
         finally:
             tracker.close()
     return TrackedRun(run_id, result)

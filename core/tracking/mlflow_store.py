@@ -36,6 +36,10 @@ NOTE_TAG = "mlflow.note.content"
 class Terminated(KeyboardInterrupt):
     """SIGTERM, raised like Ctrl-C so that every open run ends KILLED."""
 
+    def __init__(self, signum: int = signal.SIGTERM):
+        super().__init__(f"signal {signum}")
+        self.signum = signum
+
 
 def install_signal_handlers() -> None:
     """Turn SIGTERM into `Terminated` and make sure Ctrl-C raises (the CLI calls this; library code does not).
@@ -44,7 +48,7 @@ def install_signal_handlers() -> None:
     non-interactive shell inherits it ignored.
     """
     def on_term(signum, frame):
-        raise Terminated(f"signal {signum}")
+        raise Terminated(signum)
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
@@ -173,7 +177,22 @@ def start_run(experiment: str, name: str, tags: dict[str, str] | None = None,
 
 
 def end_run(run_id: str, status: str) -> None:
+    if status == "KILLED":
+        drop_pooled_connections()
     client().set_terminated(run_id, status=status)
+
+
+def drop_pooled_connections() -> None:
+    """Close the store's idle connections; the next call opens a fresh one. Call it after Ctrl-C or SIGTERM.
+
+    The signal can land while MLflow reads rows. SQLAlchemy closes the cursor only for an
+    `Exception`, so the connection goes back to the pool still holding that query's SQLite
+    snapshot, and its next write fails at once with "database is locked".
+    """
+    store = getattr(getattr(client(), "_tracking_client", None), "store", None)
+    engine = getattr(store, "engine", None)  # SQL stores only; an HTTP store has no pool here
+    if engine is not None:
+        engine.dispose()
 
 
 @contextlib.contextmanager
