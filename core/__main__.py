@@ -1,7 +1,8 @@
 """`python -m core <verb>`: argument parsing and exit codes only.
 
 Each verb lives in core/commands/<verb>.py with `HELP`, `add_arguments(parser)`
-and `main(args) -> int`. A `UserError` becomes one line on stderr and exit 2.
+and `main(args) -> int`. A `UserError` becomes one line on stderr and exit 2;
+Ctrl-C or SIGTERM one line and exit 128 + the signal's number.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
 
 from core.errors import UserError
@@ -57,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as error:
         sys.stderr.write(f"error: {error}\n")
         return 2
+    except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: open runs are already marked KILLED
+        sys.stderr.write(f"stopped by {stop or 'Ctrl-C'}; finished work is kept\n")
+        return 128 + getattr(stop, "signum", signal.SIGINT)
 
 
 if __name__ == "__main__":

@@ -190,7 +190,7 @@ def run_comparison(spec: ExperimentSpec, progress: bool = False) -> ComparisonRe
                  for value in values]
     folds: dict[str, list[FoldResult]] = {}
     bar = tqdm(total=len(jobs) * spec.k, desc=f"compare {spec.name}", unit="fold", disable=not progress)
-    with mlflow_store.open_run(spec.name, f"compare {spec.name}", {"kind": "comparison"}) as parent_run_id:
+    with bar, mlflow_store.open_run(spec.name, f"compare {spec.name}", {"kind": "comparison"}) as parent_run_id:
         MLflowTracker(parent_run_id, spec.name).log_params(
             {**spec.base.to_flat(), "compare.k": spec.k, "compare.remedies": ",".join(r.name for r in spec.remedies)})
         for name, config, overrides in jobs:
@@ -209,7 +209,6 @@ def run_comparison(spec: ExperimentSpec, progress: bool = False) -> ComparisonRe
                 summary.log_metrics({f"{m}_mean": float(np.mean([getattr(r, m) for r in results]))
                                      for m in ("train_acc", "val_acc", "gap", "test_acc")}, step=0)
                 summary.close()
-        bar.close()
         main = {r.name: folds[r.name] for r in spec.remedies}
         table = summarize(main)
         sweeps = {name: [(value, float(np.mean([r.val_acc for r in folds[f"{name}@{value}"]])),

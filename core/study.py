@@ -19,6 +19,7 @@ import logging
 import math
 import multiprocessing
 import os
+import signal
 import socket
 import time
 from dataclasses import dataclass, field
@@ -200,16 +201,27 @@ def run_study(spec: StudySpec, storage: str = DEFAULT_STORAGE, workers: int = 1,
             work(spec, storage, parent_run_id, worker=0, progress=progress)
         else:
             interrupted = _run_workers(spec, storage, parent_run_id, workers)
-    except KeyboardInterrupt:
-        reporter.close_parent_run("KILLED")
-        raise
-    except BaseException:
-        reporter.close_parent_run("FAILED")
-        raise
+    except BaseException as error:
+        interrupt = interrupt_behind(error)
+        reporter.close_parent_run("FAILED" if interrupt is None else "KILLED")
+        if interrupt is None or interrupt is error:
+            raise
+        # Clean-up after Ctrl-C or SIGTERM failed too (a store call cut short): still a stop, not a crash.
+        log.warning("while stopping: %s: %s", type(error).__name__, error)
+        raise interrupt from None
     outcome = reporter.final_report()
     reporter.close_parent_run("FAILED" if interrupted else "FINISHED")
     outcome.interrupted = interrupted
     return outcome
+
+
+def interrupt_behind(error: BaseException) -> KeyboardInterrupt | None:
+    """The Ctrl-C or SIGTERM that `error` is, or was raised while handling; None for a plain error."""
+    while error is not None:  # Python keeps __context__ chains free of cycles
+        if isinstance(error, KeyboardInterrupt):
+            return error
+        error = error.__context__
+    return None
 
 
 def _check_same_objective(study, spec: StudySpec) -> None:
@@ -253,8 +265,11 @@ def _worker_entry(spec: StudySpec, storage: str, parent_run_id: str, worker: int
     torch.set_num_threads(threads)
     try:
         work(spec, storage, parent_run_id, worker)
-    except KeyboardInterrupt:
-        raise SystemExit(130)
+    except BaseException as error:
+        interrupt = interrupt_behind(error)
+        if interrupt is None:
+            raise
+        raise SystemExit(128 + getattr(interrupt, "signum", signal.SIGINT)) from None
 
 
 def work(spec: StudySpec, storage: str, parent_run_id: str, worker: int, progress: bool = False) -> int:
@@ -271,22 +286,21 @@ def work(spec: StudySpec, storage: str, parent_run_id: str, worker: int, progres
     warm_up(spec.base)
     started = time.monotonic()
     ran = 0
-    bar = tqdm(total=spec.trials, initial=count_trials(study)[0], desc=f"study {spec.name}", unit="trial",
-               disable=not progress)
-    while spec.timeout is None or time.monotonic() - started < spec.timeout:
-        with budget_lock(storage, spec.name):
-            finished, running = count_trials(study)
-            if finished + running >= spec.trials:
-                break
-            trial = study.ask()
-            trial.set_user_attr("host", socket.gethostname())
-            trial.set_user_attr("pid", os.getpid())
-        finished_trial = run_trial(spec, study, trial, parent_run_id)
-        ran += 1
-        reporter.after_trial(finished_trial)
-        bar.n = count_trials(study)[0]
-        bar.refresh()
-    bar.close()
+    with tqdm(total=spec.trials, initial=count_trials(study)[0], desc=f"study {spec.name}", unit="trial",
+              disable=not progress) as bar:
+        while spec.timeout is None or time.monotonic() - started < spec.timeout:
+            with budget_lock(storage, spec.name):
+                finished, running = count_trials(study)
+                if finished + running >= spec.trials:
+                    break
+                trial = study.ask()
+                trial.set_user_attr("host", socket.gethostname())
+                trial.set_user_attr("pid", os.getpid())
+            finished_trial = run_trial(spec, study, trial, parent_run_id)
+            ran += 1
+            reporter.after_trial(finished_trial)
+            bar.n = count_trials(study)[0]
+            bar.refresh()
     return ran
 
 

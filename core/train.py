@@ -271,37 +271,36 @@ def fit(config: Config, tracker: Tracker | None = None, should_stop: ShouldStop 
 
     history: list[dict[str, float]] = []
     stop_reason = "completed"
-    epochs = tqdm(range(config.train.epochs), desc=run_label(config), unit="epoch", disable=not progress,
-                  leave=False)
-    for epoch in epochs:
-        epoch_box[0] = epoch
-        tick = time.perf_counter()
-        lr = optimizer.param_groups[0]["lr"]
-        trained = train_one_epoch(compiled, state)
-        if trained.pop("stopped"):
-            stop_reason = "non_finite"
-            break
-        val = evaluate(compiled, val_x, val_y, normalize, autocast=use_autocast)
-        metrics = {**trained, "val_loss": val["loss"], "val_acc": val["acc"], "lr": lr,
-                   "epoch_seconds": time.perf_counter() - tick}
-        history.append(metrics)
-        tracker.log_metrics(metrics, step=epoch)
-        epochs.set_postfix(train_loss=f"{metrics['train_loss']:.4f}", val_acc=f"{metrics['val_acc']:.4f}")
-        if not math.isfinite(val["loss"]):
-            non_finite.append(f"validation loss {val['loss']} at epoch {epoch}")
-            stop_reason = "non_finite"
-            break
-        if checkpoint_path is not None:
-            checkpoint.save(checkpoint_path, model, optimizer, epoch, config)
-        if scheduler is not None:
-            scheduler.step(val["loss"]) if config.sched.name == "plateau" else scheduler.step()
-        if stopper.step(val["loss"], epoch, model):
-            stop_reason = "early_stopping"
-            break
-        if should_stop is not None and should_stop(epoch, metrics):
-            stop_reason = "pruned"
-            break
-    epochs.close()
+    with tqdm(range(config.train.epochs), desc=run_label(config), unit="epoch", disable=not progress,
+              leave=False) as epochs:
+        for epoch in epochs:
+            epoch_box[0] = epoch
+            tick = time.perf_counter()
+            lr = optimizer.param_groups[0]["lr"]
+            trained = train_one_epoch(compiled, state)
+            if trained.pop("stopped"):
+                stop_reason = "non_finite"
+                break
+            val = evaluate(compiled, val_x, val_y, normalize, autocast=use_autocast)
+            metrics = {**trained, "val_loss": val["loss"], "val_acc": val["acc"], "lr": lr,
+                       "epoch_seconds": time.perf_counter() - tick}
+            history.append(metrics)
+            tracker.log_metrics(metrics, step=epoch)
+            epochs.set_postfix(train_loss=f"{metrics['train_loss']:.4f}", val_acc=f"{metrics['val_acc']:.4f}")
+            if not math.isfinite(val["loss"]):
+                non_finite.append(f"validation loss {val['loss']} at epoch {epoch}")
+                stop_reason = "non_finite"
+                break
+            if checkpoint_path is not None:
+                checkpoint.save(checkpoint_path, model, optimizer, epoch, config)
+            if scheduler is not None:
+                scheduler.step(val["loss"]) if config.sched.name == "plateau" else scheduler.step()
+            if stopper.step(val["loss"], epoch, model):
+                stop_reason = "early_stopping"
+                break
+            if should_stop is not None and should_stop(epoch, metrics):
+                stop_reason = "pruned"
+                break
 
     if config.early_stop.patience > 0:
         stopper.restore(model)

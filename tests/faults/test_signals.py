@@ -38,16 +38,17 @@ def test_signal_kills_runs_and_study_resumes(tmp_path, sent):
     process = start_cli("study", str(spec))
     wait_for_running_trial("sig", process)
     process.send_signal(sent)
-    process.wait(60)
-    assert process.returncode != 0
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 128 + sent, stderr
+    assert stderr.strip().splitlines()[-1].startswith("stopped by"), stderr
 
     runs = all_runs("sig")
-    assert not [r for r in runs if r.info.status == "RUNNING"]
+    assert not [r for r in runs if r.info.status == "RUNNING"], stderr
     trial_runs = [r for r in runs if r.data.tags.get("trial_number")]
     parent = [r for r in runs if r.data.tags.get("kind") == "study"]
-    assert [r.info.status for r in trial_runs] == ["KILLED"]
-    assert parent[0].info.status == "KILLED"
-    assert [t.state for t in load_study("sig").trials] == [optuna.trial.TrialState.FAIL]
+    assert [r.info.status for r in trial_runs] == ["KILLED"], stderr
+    assert parent[0].info.status == "KILLED", stderr
+    assert [t.state for t in load_study("sig").trials] == [optuna.trial.TrialState.FAIL], stderr
 
     # Resume with quick trials: exactly the budget, the same parent run, now FINISHED.
     quick = tiny_study_spec(tmp_path, name="sig", trials=3)

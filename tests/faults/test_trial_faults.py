@@ -6,11 +6,13 @@ import gc
 import weakref
 
 import optuna
+import pytest
 import torch
 
 import core.train
 from core.study import load_spec, run_study
 from core.study_storage import DEFAULT_STORAGE, open_storage
+from core.tracking.mlflow_store import Terminated
 from tests.helpers import all_runs, load_study, tiny_study_spec
 
 
@@ -55,3 +57,28 @@ def test_out_of_memory_fails_one_trial_frees_it_and_the_next_runs(tmp_path, monk
     assert models[0]() is None, "the failed trial's model is still held"
     failed = [r for r in all_runs("oom") if r.data.tags.get("trial_number") == "0"][0]
     assert failed.info.status == "FAILED" and "OutOfMemoryError" in failed.data.tags["error"]
+
+
+def test_interrupt_whose_clean_up_fails_still_ends_the_study_killed(tmp_path, monkeypatch):
+    # SIGTERM cut a store call short, so marking the trial FAIL raises too: the stop must stay a stop.
+    spec = load_spec(tiny_study_spec(tmp_path, name="stop", trials=2))
+
+    def epoch_interrupted(model, state):
+        raise Terminated()
+
+    real_tell = optuna.Study.tell
+
+    def tell_that_fails_for_fail(self, trial, values=None, state=None, **kwargs):
+        if state == optuna.trial.TrialState.FAIL:
+            raise RuntimeError("storage connection lost")
+        return real_tell(self, trial, values, state, **kwargs)
+
+    monkeypatch.setattr(core.train, "train_one_epoch", epoch_interrupted)
+    monkeypatch.setattr(optuna.Study, "tell", tell_that_fails_for_fail)
+    with pytest.raises(Terminated):
+        run_study(spec)
+    runs = all_runs("stop")
+    assert sorted((r.data.tags.get("kind", "trial"), r.info.status) for r in runs) == [
+        ("study", "KILLED"), ("trial", "KILLED")]
+    trial_run = [r for r in runs if r.data.tags.get("trial_number")][0]
+    assert trial_run.data.tags["state"] == "killed"
