@@ -15,6 +15,7 @@ from tests.helpers import TINY_CONFIG, all_runs, load_study, run_cli, start_cli,
 pytestmark = pytest.mark.slow
 SLOW_TRIALS = {**TINY_CONFIG, "data": {"name": "synthetic", "samples": 3000, "shape": [1, 16, 16], "num_classes": 4},
                "train": {"epochs": 6, "batch_size": 16}}
+PAIR_TRIALS = {**SLOW_TRIALS, "train": {"epochs": 20, "batch_size": 16}}
 
 
 def check_no_loss_no_duplicate(name: str, budget: int) -> list:
@@ -31,7 +32,8 @@ def check_no_loss_no_duplicate(name: str, budget: int) -> list:
 
 
 def test_two_workers_finish_exactly_the_budget(tmp_path):
-    spec = tiny_study_spec(tmp_path, name="pair", trials=6)
+    # Trials of about 2 s: the second worker starts well before the first could take the whole budget.
+    spec = tiny_study_spec(tmp_path, name="pair", trials=6, config=PAIR_TRIALS)
     result = run_cli("study", str(spec), "--workers", "2", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     trials = check_no_loss_no_duplicate("pair", 6)
