@@ -54,13 +54,13 @@ class Normalizer:
     """Turns a batch of stored samples (uint8 images or float signals) into normalised floats."""
 
     def __init__(self, mean: torch.Tensor, std: torch.Tensor, is_image: bool, channels_last: bool):
-        self.mean, self.std, self.is_image, self.channels_last = mean, std, is_image, channels_last
+        # (x / 255 - mean) / std as one multiply-add per batch: x * scale + shift
+        self.scale = 1 / (std * 255) if is_image else 1 / std
+        self.shift = -mean / std
+        self.channels_last = channels_last
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.float()
-        if self.is_image:
-            x = x / 255.0
-        x = (x - self.mean) / self.std
+        x = torch.addcmul(self.shift, x.float(), self.scale)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
 
@@ -130,10 +130,10 @@ def train_one_epoch(model: nn.Module, state: EpochState) -> dict[str, float]:
     flushed = 0
     for batch in range(n_batches):
         index = order[batch * state.batch_size:(batch + 1) * state.batch_size]
-        xb = state.x[index]
+        xb = state.x.index_select(0, index)  # copies whole rows: several times faster than x[index]
         if state.augment_shift:
             xb = shift_images(xb, state.augment_shift, state.generator)
-        xb, yb = state.normalize(xb), state.y[index]
+        xb, yb = state.normalize(xb), state.y.index_select(0, index)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=state.autocast):
             logits = model(xb)
             loss = state.loss_fn(logits.float(), yb)
