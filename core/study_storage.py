@@ -76,7 +76,27 @@ def open_storage(url: str):
                           grace_period=GRACE_SECONDS, failed_trial_callback=RetryFailedTrialCallback(max_retry=1))
     path = Path(url)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return JournalStorage(JournalFileBackend(str(path)))
+    return JournalStorage(JournalFileBackend(str(path), lock_obj=JournalWriteLock(path)))
+
+
+class JournalWriteLock:
+    """The journal's write lock: an flock(2) on a file beside it, which the kernel drops when its process dies.
+
+    Optuna's default lock is a symlink that outlives a worker killed with SIGKILL while it writes; with a
+    relative journal path the link even points nowhere, so its grace period never starts and the other
+    workers spin at full CPU for ever. (Duck-typed: Optuna only calls acquire and release.)
+    """
+
+    def __init__(self, journal: Path):
+        self._path = journal.with_name(journal.name + ".write.lock")
+        self._held = contextlib.ExitStack()
+
+    def acquire(self) -> bool:
+        self._held.enter_context(_file_lock(self._path))
+        return True
+
+    def release(self) -> None:
+        self._held.close()
 
 
 @contextlib.contextmanager
@@ -102,7 +122,14 @@ def budget_lock(url: str, study_name: str) -> Iterator[None]:
     path = Path(url[len("sqlite:///"):]) if scheme == "sqlite" else Path(url)
     lock_path = path.with_name(path.name + ".budget.lock")
     lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a") as handle:
+    with _file_lock(lock_path):
+        yield
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """An exclusive flock on `path`, waited for; released on exit, or by the kernel if the process dies."""
+    with open(path, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
