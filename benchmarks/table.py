@@ -22,10 +22,20 @@ class Row:
     detail: str = ""
 
 
+def cpu_model() -> str:
+    """The CPU's name from /proc/cpuinfo (Linux): the ratios against the notes' loop depend on it."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return ""
+    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    return f"{names[0]} ({platform.machine()})" if names else ""
+
+
 def machine() -> str:
     import torch
 
-    cpu = platform.processor() or platform.machine()
+    cpu = cpu_model() or platform.processor() or platform.machine()
     device = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no GPU"
     return f"{platform.system()} {cpu}, {os.cpu_count()} cores{device}, torch {torch.__version__}"
 
