@@ -279,7 +279,7 @@ def objects_so_far_frozen() -> Iterator[None]:
 
     Those passes walk every object and took ~0.4 s each, stalling a trial every few hundred.
     """
-    gc.collect()  # today's garbage first, so that none of it is kept
+    gc.collect()  # the garbage made so far first, so that none of it is kept
     gc.freeze()
     try:
         yield
@@ -301,8 +301,9 @@ def work(spec: StudySpec, storage: str, parent_run_id: str, worker: int, progres
     warm_up(spec.base)
     started = time.monotonic()
     ran = 0
-    with objects_so_far_frozen(), tqdm(total=spec.trials, initial=count_trials(study)[0], desc=f"study {spec.name}", unit="trial",
-              disable=not progress) as bar:
+    bar = tqdm(total=spec.trials, initial=count_trials(study)[0], desc=f"study {spec.name}", unit="trial",
+               disable=not progress)
+    with objects_so_far_frozen(), bar:
         while spec.timeout is None or time.monotonic() - started < spec.timeout:
             with budget_lock(storage, spec.name):
                 finished, running = count_trials(study)
