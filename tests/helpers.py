@@ -42,6 +42,12 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300, **env: st
                           text=True, timeout=timeout)
 
 
+def run_python(code: str, cwd: Path | None = None, timeout: float = 300, **env: str) -> subprocess.CompletedProcess:
+    """`code` in a fresh interpreter that imports this checkout, as the CLI's processes do."""
+    return subprocess.run([sys.executable, "-c", code], cwd=cwd, env=cli_env(**env), capture_output=True, text=True,
+                          timeout=timeout)
+
+
 def start_cli(*args: str, cwd: Path | None = None, **env: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "core", *args], cwd=cwd, env=cli_env(**env),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import subprocess
-import sys
 import typing
 
 import pytest
@@ -12,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from core.config import Config, ConfigError, load_config, parse_overrides
-from tests.helpers import cli_env
+from tests.helpers import run_python
 
 CHOICES = {"device": ["auto", "cpu"], "data.name": ["digits", "synthetic", "mnist"], "split.kind": ["holdout", "kfold"],
            "model.name": ["mlp", "lenet5", "conv1d"], "optim.name": ["sgd", "adam", "adamw"],
@@ -147,6 +145,5 @@ def test_malformed_specs(tmp_path, text, words):
 def test_a_bad_key_fails_before_torch_loads():
     # The CLI checks the config before the heavy imports, so a typo costs a fraction of a second.
     code = "import sys; from core.__main__ import main; rc = main(['train', 'optim.lrr=0.1']); print(rc, 'torch' in sys.modules)"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                            env=cli_env())
+    result = run_python(code, timeout=60)
     assert result.stdout.split() == ["2", "False"], result.stderr

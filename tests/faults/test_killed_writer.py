@@ -7,12 +7,9 @@ worker spun at full CPU for ever, and so would every later command on that study
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
-from tests.helpers import cli_env
+from tests.helpers import run_python
 
 DIE_WHILE_WRITING = textwrap.dedent("""
     import os, signal
@@ -33,13 +30,8 @@ ASK_A_TRIAL = textwrap.dedent("""
 """)
 
 
-def python(code: str, cwd: Path, timeout: float) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", code], cwd=cwd, env=cli_env(), capture_output=True, text=True,
-                          timeout=timeout)
-
-
 def test_worker_killed_while_writing_the_journal_blocks_no_one(tmp_path):
-    died = python(DIE_WHILE_WRITING, tmp_path, timeout=120)
+    died = run_python(DIE_WHILE_WRITING, cwd=tmp_path, timeout=120)
     assert died.returncode == -signal.SIGKILL, died.stderr
-    asked = python(ASK_A_TRIAL, tmp_path, timeout=60)  # raises TimeoutExpired if the lock outlived its holder
+    asked = run_python(ASK_A_TRIAL, cwd=tmp_path, timeout=60)  # raises TimeoutExpired if the lock outlived its holder
     assert asked.stdout.strip() == "asked", asked.stderr
