@@ -123,18 +123,14 @@ def pruning_rows(trials: int, seeds: int) -> list[Row]:
     pruned = [run_default_study(trials, seed=seed) for seed in range(seeds)]
     full = [run_default_study(trials, pruner="none", seed=seed) for seed in range(seeds)]
     epochs_pruned, epochs_full = sum(o.epochs_used for o in pruned), sum(o.epochs_used for o in full)
+    best_pruned, best_full = (sum(o.best_values[0] for o in outcomes) / seeds for outcomes in (pruned, full))
+    gap = (best_full - best_pruned) * 100
     gaps = [(f.best_values[0] - p.best_values[0]) * 100 for p, f in zip(pruned, full)]
-    gap = sum(gaps) / seeds
-
-    def mean_best(outcomes) -> float:
-        return sum(o.best_values[0] for o in outcomes) / seeds
-
     ratio = epochs_pruned / epochs_full
     return [Row(f"pruning vs none, default study ({trials} trials, {seeds} seeds): epochs used", ratio, "<= 0.5",
                 ratio <= 0.5, f"{epochs_pruned} vs {epochs_full} epochs"),
             Row("pruning vs none: best val_acc, percentage points behind (mean over seeds)", gap, "<= 0.5", gap <= 0.5,
-                f"pruned {mean_best(pruned):.4f}, unpruned {mean_best(full):.4f}; "
-                f"per seed {', '.join(f'{g:+.2f}' for g in gaps)}")]
+                f"pruned {best_pruned:.4f}, unpruned {best_full:.4f}; per seed {', '.join(f'{g:+.2f}' for g in gaps)}")]
 
 
 def bookkeeping_seconds(sizes: list[int]) -> list[float]:
