@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from benchmarks.table import Row, main_for
+from core import linear
 from core.config import Config
 from core.formats import write_mnist
 from core.train import fit
@@ -89,8 +90,14 @@ def run(quick: bool = False) -> list[Row]:
         write_fake_mnist(root)
         notes = notes_loop_seconds_per_epoch(root, epochs)
         ours, _ = our_seconds_per_epoch(notes_config(root, epochs + 1))
+        picked = linear.resolve_backend("auto")
+        other = "aten" if picked == "onednn" else "onednn"
+        ours_other, _ = our_seconds_per_epoch(notes_config(root, epochs + 1).apply({"train.cpu_linear": other}))
     rows = [Row("trainer vs the notes' DataLoader loop (MNIST MLP, 60k images, s/epoch)", notes / ours, ">= 10",
-                notes / ours >= 10, f"notes {notes:.2f} s, ours {ours:.3f} s per epoch")]
+                notes / ours >= 10, f"notes {notes:.2f} s, ours {ours:.3f} s per epoch (Linear on {picked})"),
+            Row(f"trainer's CPU Linear library: auto's pick ({picked}) vs {other}, s/epoch", ours_other / ours,
+                ">= 1 (auto picks the faster)", ours_other >= ours,
+                f"{picked} {ours:.3f} s, {other} {ours_other:.3f} s per epoch")]
     multiples = [1, 2, 4] if quick else [1, 2, 4, 8]
     seconds = scaling_seconds(multiples, 2 if quick else 3)
     per_unit = [s / m for s, m in zip(seconds, multiples)]

@@ -87,6 +87,7 @@ class TrainConfig:
     augment: str = "none"  # none | shift (random shifts on the device)
     shift: int = 2  # augment=shift: largest shift in pixels
     compile: bool = False  # torch.compile the model (CUDA)
+    cpu_linear: str = "auto"  # auto | onednn | aten: the library behind Linear layers on the CPU (core/linear.py)
     checkpoint: bool = False  # save a checkpoint after every epoch (to the run's artifacts)
 
 
@@ -157,6 +158,7 @@ class Config:
         _choice("optim.name", self.optim.name, ("sgd", "adam", "adamw"))
         _choice("sched.name", self.sched.name, ("none", "step", "plateau", "cosine"))
         _choice("train.augment", self.train.augment, ("none", "shift"))
+        _choice("train.cpu_linear", self.train.cpu_linear, ("auto", "onednn", "aten"))
         _choice("track.visdom", self.track.visdom, ("auto", "on", "off"))
         _at_least("data.train_size", self.data.train_size, 0)
         _at_least("data.resize", self.data.resize, 0)

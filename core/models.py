@@ -15,6 +15,7 @@ from torch import nn
 
 from core.config import ModelConfig
 from core.errors import ConfigError
+from core.linear import Linear
 
 Builder = Callable[[ModelConfig, tuple[int, ...], int], nn.Module]
 MODELS: dict[str, Builder] = {}
@@ -46,14 +47,14 @@ def mlp_stack(in_features: int, widths: list[int], num_classes: int, config: Mod
     if config.dropout and not widths:
         layers.append(nn.Dropout(config.dropout))  # a head with no hidden layer still honours model.dropout
     for width in widths:
-        layers.append(nn.Linear(in_features, width))
+        layers.append(Linear(in_features, width))
         if config.batchnorm:
             layers.append(nn.BatchNorm1d(width))
         layers.append(nn.ReLU(inplace=True))
         if config.dropout:
             layers.append(nn.Dropout(config.dropout))
         in_features = width
-    layers.append(nn.Linear(in_features, num_classes))  # logits: no activation on the output
+    layers.append(Linear(in_features, num_classes))  # logits: no activation on the output
     return nn.Sequential(*layers)
 
 

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from core import checkpoint, provenance, report
+from core import checkpoint, linear, provenance, report
 from core.config import Config
 from core.data import Dataset, channel_stats, load_dataset
 from core.errors import ConfigError
@@ -210,10 +210,14 @@ class Prepared:
     val_idx: np.ndarray
     model: nn.Module
     normalize: Normalizer
+    cpu_linear: str  # the library behind the model's Linear layers on the CPU: onednn or aten
 
 
-def prepare(config: Config) -> Prepared:
-    """Load data, split it and build the model: raises a UserError on bad input, logs nothing."""
+def prepare(config: Config, cpu_linear: str | None = None) -> Prepared:
+    """Load data, split it and build the model: raises a UserError on bad input, logs nothing.
+
+    `cpu_linear` overrides `config.train.cpu_linear` (reproduce pins the original run's choice).
+    """
     config.validate()
     device = select_device(config.device)
     seed_everything(config.seed, config.train.deterministic)
@@ -221,6 +225,8 @@ def prepare(config: Config) -> Prepared:
     labels = data.train_y.cpu().numpy()
     train_idx, val_idx = make_split(labels, config.split, config.seed)
     model = build_model(config.model, data.input_shape, data.num_classes)
+    cpu_linear = linear.resolve_backend(cpu_linear or config.train.cpu_linear)
+    linear.set_backend(model, cpu_linear)
     channels_last = device.type == "cuda" and len(data.input_shape) == 3
     model = model.to(device, memory_format=torch.channels_last) if channels_last else model.to(device)
     train_part = data.train_x[torch.as_tensor(train_idx, device=device)]
@@ -228,7 +234,7 @@ def prepare(config: Config) -> Prepared:
     if not data.is_image and train_part.dim() == 2:
         mean, std = mean.view(1, -1).mean().view(1, 1), std.view(1, -1).mean().view(1, 1)
     return Prepared(config, device, data, train_idx, val_idx, model,
-                    Normalizer(mean, std, data.is_image, channels_last))
+                    Normalizer(mean, std, data.is_image, channels_last), cpu_linear)
 
 
 def fit(config: Config, tracker: Tracker | None = None, should_stop: ShouldStop | None = None,
@@ -241,7 +247,7 @@ def fit(config: Config, tracker: Tracker | None = None, should_stop: ShouldStop 
     started = time.perf_counter()
 
     tracker.log_params(config.to_flat())
-    tracker.set_tags(provenance.run_tags(config, data.fingerprint, device))
+    tracker.set_tags(provenance.run_tags(config, data.fingerprint, device, run.cpu_linear))
     tracker.log_text(report.config_yaml(config), "config.yaml")
 
     use_autocast = device.type == "cuda"

@@ -15,7 +15,7 @@ from tests.helpers import run_python
 CHOICES = {"device": ["auto", "cpu"], "data.name": ["digits", "synthetic", "mnist"], "split.kind": ["holdout", "kfold"],
            "model.name": ["mlp", "lenet5", "conv1d"], "optim.name": ["sgd", "adam", "adamw"],
            "sched.name": ["none", "step", "plateau", "cosine"], "train.augment": ["none", "shift"],
-           "track.visdom": ["auto", "on", "off"]}
+           "train.cpu_linear": ["auto", "onednn", "aten"], "track.visdom": ["auto", "on", "off"]}
 FRACTIONS = {"data.test_fraction", "split.val_fraction", "sched.gamma"}
 
 

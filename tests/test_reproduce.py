@@ -33,6 +33,14 @@ def test_train_then_reproduce_is_bit_identical_on_cpu():
         mlflow_store.client().get_run(original).data.params
 
 
+@pytest.mark.parametrize("library", ["onednn", "aten"])
+def test_reproduce_uses_the_cpu_matmul_library_the_run_used(library):
+    original = train()  # train.cpu_linear=auto: the tag says what this CPU picked
+    mlflow_store.client().set_tag(original, "cpu_linear", library)  # as if made on a CPU that picks `library`
+    result = reproduce(original)
+    assert mlflow_store.client().get_run(result.run_id).data.tags["cpu_linear"] == library
+
+
 def test_a_study_trial_is_reproduced_with_its_derived_seed(tmp_path):
     config = {"data": {"name": "synthetic", "samples": 200, "shape": [1, 8, 8], "num_classes": 4},
               "model": {"hidden": [16]}, "train": {"epochs": 2, "deterministic": True}, "device": "cpu",

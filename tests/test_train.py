@@ -87,7 +87,7 @@ def test_train_command_records_one_complete_run(tmp_path):
     assert run.info.status == "FINISHED"
     assert run.data.params == {k: str(v) for k, v in Config.from_flat(run.data.params).to_flat().items()}
     assert Config.from_flat(run.data.params) == tiny()
-    for tag in ("git_commit", "data_fingerprint", "device", "seed", "version.torch", "version.mlflow"):
+    for tag in ("git_commit", "data_fingerprint", "device", "seed", "cpu_linear", "version.torch", "version.mlflow"):
         assert run.data.tags[tag]
     steps = client.get_metric_history(run.info.run_id, "train_loss_step")
     assert [m.step for m in steps] == list(range(len(steps))) and len(steps) == 3 * 6
