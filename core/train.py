@@ -54,14 +54,15 @@ class Normalizer:
     """Turns a batch of stored samples (uint8 images or float signals) into normalised floats."""
 
     def __init__(self, mean: torch.Tensor, std: torch.Tensor, is_image: bool, channels_last: bool):
-        # (x / 255 - mean) / std as x * scale + shift, in place on the float copy
-        # (in place on 2 cores: ~3x faster than one addcmul, which makes a third tensor)
+        # (x / 255 - mean) / std as x * scale + shift, in place on a float copy
+        # (on 2 cores ~3x faster than one addcmul, which makes a third tensor)
         self.scale = 1 / (std * 255) if is_image else 1 / std
         self.shift = -mean / std
         self.channels_last = channels_last
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.float().mul_(self.scale).add_(self.shift)
+        # copy=True even for float input: x may be a view of the stored data (evaluate slices it)
+        x = x.to(torch.float32, copy=True).mul_(self.scale).add_(self.shift)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
 

@@ -10,7 +10,7 @@ import torch
 from core import checkpoint
 from core.config import Config
 from core.errors import UserError
-from core.train import fit, shift_images
+from core.train import Normalizer, fit, shift_images
 from tests.helpers import all_runs, mlflow_client, run_cli
 
 TINY = {"data.name": "synthetic", "data.samples": 300, "data.shape": [1, 8, 8], "data.num_classes": 4,
@@ -32,6 +32,18 @@ def test_same_seed_twice_is_identical_in_deterministic_mode():
     second = fit(tiny(**{"train.deterministic": True, "model.dropout": 0.2, "train.augment": "none"}))
     assert [h | {"epoch_seconds": 0} for h in first.history] == [h | {"epoch_seconds": 0} for h in second.history]
     torch.use_deterministic_algorithms(False)
+
+
+@pytest.mark.parametrize("stored", [torch.arange(12, dtype=torch.uint8).view(3, 4),
+                                    torch.linspace(-1, 1, 12).view(3, 4)])
+def test_normalizing_a_batch_leaves_the_stored_data_alone(stored):
+    before = stored.clone()
+    normalize = Normalizer(torch.tensor([0.5]), torch.tensor([2.0]), is_image=stored.dtype == torch.uint8,
+                           channels_last=False)
+    out = normalize(stored[1:])  # evaluate() normalises slices: views of the stored tensor
+    assert torch.equal(stored, before)
+    expected = (before[1:] / 255 - 0.5) / 2 if stored.dtype == torch.uint8 else (before[1:] - 0.5) / 2
+    torch.testing.assert_close(out, expected)
 
 
 def test_early_stopping_through_fit_stops_and_restores():
