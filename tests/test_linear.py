@@ -14,6 +14,15 @@ from core.train import fit
 needs_onednn = pytest.mark.skipif(not linear.ONEDNN, reason="this PyTorch build has no oneDNN linear operator")
 
 
+@pytest.fixture
+def onednn_calls(monkeypatch) -> list[int]:
+    """Counts the matrix products that go to oneDNN."""
+    calls = []
+    matmul = linear._matmul_transposed
+    monkeypatch.setattr(linear, "_matmul_transposed", lambda *args: calls.append(1) or matmul(*args))
+    return calls
+
+
 def twin_layers(in_features: int, out_features: int, bias: bool = True) -> tuple[linear.Linear, nn.Linear]:
     ours = linear.Linear(in_features, out_features, bias=bias)
     ours.backend = "onednn"
@@ -31,15 +40,12 @@ def forward_and_grads(layer: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
 
 @needs_onednn
 @pytest.mark.parametrize("bias", [True, False])
-def test_onednn_path_matches_nn_linear_forward_and_gradients(bias, monkeypatch):
-    calls = []
-    matmul = linear._matmul_transposed
-    monkeypatch.setattr(linear, "_matmul_transposed", lambda *args: calls.append(1) or matmul(*args))
+def test_onednn_path_matches_nn_linear_forward_and_gradients(bias, onednn_calls):
     torch.manual_seed(0)
     ours, reference = twin_layers(784, 200, bias)
     x = torch.randn(200, 784)
     got, want = forward_and_grads(ours, x), forward_and_grads(reference, x)
-    assert len(calls) == 3  # forward, grad of the input, grad of the weight: all in oneDNN
+    assert len(onednn_calls) == 3  # forward, grad of the input, grad of the weight: all in oneDNN
     assert len(got) == len(want) == (4 if bias else 3)
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
@@ -85,15 +91,12 @@ def test_unknown_backend_is_a_config_error_naming_the_key():
 
 
 @needs_onednn
-def test_same_seed_twice_is_identical_on_the_onednn_path(monkeypatch):
-    calls = []
-    matmul = linear._matmul_transposed
-    monkeypatch.setattr(linear, "_matmul_transposed", lambda *args: calls.append(1) or matmul(*args))
+def test_same_seed_twice_is_identical_on_the_onednn_path(onednn_calls):
     config = Config().apply({"data.name": "synthetic", "data.samples": 400, "data.shape": [1, 28, 28],
                              "model.hidden": [200], "train.epochs": 2, "train.batch_size": 100,
                              "train.cpu_linear": "onednn", "train.deterministic": True, "device": "cpu",
                              "track.visdom": "off"})
     first, second = fit(config), fit(config)
     torch.use_deterministic_algorithms(False)
-    assert calls  # the 784 -> 200 layer took the oneDNN path
+    assert onednn_calls  # the 784 -> 200 layer took the oneDNN path
     assert [h | {"epoch_seconds": 0} for h in first.history] == [h | {"epoch_seconds": 0} for h in second.history]
