@@ -22,20 +22,14 @@ class Row:
     detail: str = ""
 
 
-def cpu_model() -> str:
-    """The CPU's name from /proc/cpuinfo (Linux): the ratios against the notes' loop depend on it."""
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return ""
-    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
-    return f"{names[0]} ({platform.machine()})" if names else ""
-
-
 def machine() -> str:
     import torch
 
-    cpu = cpu_model() or platform.processor() or platform.machine()
+    from core.provenance import cpuinfo
+
+    # the CPU's name: the ratios against the notes' loop depend on it
+    name = cpuinfo("model name")
+    cpu = f"{name} ({platform.machine()})" if name else platform.processor() or platform.machine()
     device = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no GPU"
     return f"{platform.system()} {cpu}, {os.cpu_count()} cores{device}, torch {torch.__version__}"
 

@@ -15,12 +15,12 @@ take the oneDNN path; everything else is `nn.Linear` unchanged.
 
 from __future__ import annotations
 
-import functools
 import platform
-from pathlib import Path
 
 import torch
 from torch import nn
+
+from core import provenance
 
 
 def onednn_available() -> bool:
@@ -79,17 +79,9 @@ def _takes_onednn_path(x: torch.Tensor, weight: torch.Tensor) -> bool:
             and not torch.is_autocast_enabled("cpu") and not torch.compiler.is_compiling())
 
 
-@functools.lru_cache(maxsize=1)
 def cpu_vendor() -> str:
     """The x86 CPU's vendor string (e.g. GenuineIntel, AuthenticAMD); "" where it cannot be read."""
-    try:
-        cpuinfo = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return ""
-    for line in cpuinfo.splitlines():
-        if line.startswith("vendor_id"):
-            return line.partition(":")[2].strip()
-    return ""
+    return provenance.cpuinfo("vendor_id")
 
 
 def resolve_backend(backend: str) -> str:
@@ -100,9 +92,13 @@ def resolve_backend(backend: str) -> str:
     return "onednn" if ONEDNN and x86 and cpu_vendor() not in ("", "GenuineIntel") else "aten"
 
 
-def set_backend(model: nn.Module, backend: str) -> None:
-    """Choose the library behind every `Linear` of `model`: "onednn", "aten" (nn.Linear's own) or "auto"."""
+def set_backend(model: nn.Module, backend: str) -> str:
+    """Choose the library behind every `Linear` of `model`: "onednn", "aten" (nn.Linear's own) or "auto".
+
+    Returns the library chosen ("auto" resolved).
+    """
     backend = resolve_backend(backend)
     for module in model.modules():
         if isinstance(module, Linear):
             module.backend = backend
+    return backend

@@ -40,6 +40,20 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+@functools.lru_cache(maxsize=None)
+def cpuinfo(field: str) -> str:
+    """The first value of `field` in /proc/cpuinfo (e.g. "vendor_id", "model name"); "" off Linux or if absent."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return ""
+    for line in lines:
+        name, _, value = line.partition(":")
+        if name.strip() == field:
+            return value.strip()
+    return ""
+
+
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda:{torch.cuda.get_device_name(device)}"

@@ -98,7 +98,7 @@ def reproduce(run_id: str, epochs: int | None = None, tolerance: float = 1e-4,
         if epochs < 1:
             raise UserError(f"--epochs={epochs}: must be at least 1")
         config.train.epochs = epochs
-    # "auto" picks by CPU: pin the matmul library the run used (tagged since cpu_linear existed)
+    # "auto" picks by CPU: pin the matmul library the run used (runs older than the tag get this CPU's pick)
     pinned = tags.get("cpu_linear") if config.train.cpu_linear == "auto" else None
     prepared = prepare(config, cpu_linear=pinned)
     logged_fingerprint = tags["data_fingerprint"]

@@ -226,8 +226,7 @@ def prepare(config: Config, cpu_linear: str | None = None) -> Prepared:
     labels = data.train_y.cpu().numpy()
     train_idx, val_idx = make_split(labels, config.split, config.seed)
     model = build_model(config.model, data.input_shape, data.num_classes)
-    cpu_linear = linear.resolve_backend(cpu_linear or config.train.cpu_linear)
-    linear.set_backend(model, cpu_linear)
+    cpu_linear = linear.set_backend(model, cpu_linear or config.train.cpu_linear)
     channels_last = device.type == "cuda" and len(data.input_shape) == 3
     model = model.to(device, memory_format=torch.channels_last) if channels_last else model.to(device)
     train_part = data.train_x[torch.as_tensor(train_idx, device=device)]

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import platform
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
 
-from core import linear
+from core import linear, provenance
 from core.config import Config
 from core.errors import ConfigError
 from core.train import fit
@@ -83,6 +86,13 @@ def test_auto_takes_onednn_only_on_x86_cpus_mkl_does_not_tune_for(vendor, machin
     monkeypatch.setattr(linear, "ONEDNN", True)
     assert linear.resolve_backend("auto") == expected
     assert linear.resolve_backend("aten") == "aten" and linear.resolve_backend("onednn") == "onednn"
+
+
+@pytest.mark.skipif(not Path("/proc/cpuinfo").exists() or platform.machine() != "x86_64",
+                    reason="reads the vendor_id line of an x86 Linux /proc/cpuinfo")
+def test_cpu_vendor_is_read_from_proc_cpuinfo():
+    assert linear.cpu_vendor() in Path("/proc/cpuinfo").read_text() and linear.cpu_vendor().isalpha()
+    assert provenance.cpuinfo("no such field") == ""
 
 
 def test_unknown_backend_is_a_config_error_naming_the_key():
