@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup run train test test-fast bench ui visdom clean-venv
+.PHONY: setup run train test lint test-fast bench ui visdom clean-venv
 
 setup: $(STAMP)
 
@@ -22,10 +22,13 @@ run: setup
 train: setup
 	$(PY) -m core train
 
-test: setup
+test: setup lint
 	$(PY) -m pytest -m "not gpu" $(PYTEST_ARGS)
 
-test-fast: setup
+lint: setup
+	$(VENV)/bin/ruff check .
+
+test-fast: setup lint
 	$(PY) -m pytest -m "not slow and not browser and not postgres and not gpu" $(PYTEST_ARGS)
 
 bench: setup

@@ -9,8 +9,8 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from benchmarks.table import Row, main_for
 
@@ -84,7 +84,8 @@ def study_command_rate(trials: int, workers: int, replay: list[dict] | None = No
     import optuna
     import yaml
 
-    from core.study_storage import DEFAULT_STORAGE, open_storage
+    from core.study import DEFAULT_STORAGE
+    from core.study.storage import open_storage
 
     with temporary_store() as folder:
         spec = yaml.safe_load(DEFAULT_SPEC.read_text())
@@ -139,26 +140,28 @@ def bookkeeping_seconds(sizes: list[int]) -> list[float]:
     Measured in the worker loop, from one trial's end to the next one's, over the
     last 10 trials when the study reaches each size.
     """
-    import optuna
     from unittest import mock
 
+    import optuna
+
     import core.tracked
-    from core.study import run_study
-    from core.study_storage import DEFAULT_STORAGE, open_storage
+    from core.study import DEFAULT_STORAGE, run_study
+    from core.study.storage import open_storage
     from core.train import FitResult
 
     def no_training(config, tracker=None, should_stop=None, progress=False, checkpoint_path=None, prepared=None):
-        tracker.log_params(config.to_flat())
         history = [{"train_loss": 0.5, "train_acc": 0.9, "val_loss": 0.5, "val_acc": 0.9, "lr": 0.1}]
         tracker.log_metrics(history[0], step=0)
-        return FitResult(history, 0, "completed", "", {"final_val_acc": 0.9, "final_val_loss": 0.5}, None, 0.0, 1,
-                         {"parameters": 1.0})
+        return FitResult(history=history, best_epoch=0, stop_reason="completed", detail="",
+                         metrics={"final_val_acc": 0.9, "final_val_loss": 0.5}, model=None, seconds=0.0, steps=1,
+                         extra={"parameters": 1.0})
 
     seconds = []
     with temporary_store(), mock.patch.object(core.tracked, "fit", no_training):
         spec = load(sizes[0], pruner="none")
         spec.sampler = {"name": "random"}  # TPE's own cost grows with the trials; we measure ours
-        spec.base.track.log_model = False  # these trials train nothing, so there is no best model to log
+        spec.base.track.log_model = False  # these trials train nothing, so there is no model to log or plot
+        spec.base.track.figures = False
         for size in sizes:
             spec.trials = size
             run_study(spec)

@@ -14,9 +14,9 @@ from benchmarks.study import temporary_store
 from benchmarks.table import Row, main_for
 from core import visdom_server
 from core.config import Config
-from core.servers import free_port
 from core.tracked import tracked_fit
 from core.train import fit, prepare
+from tests.helpers import free_port
 
 
 def config(epochs: int, samples: int, url: str) -> Config:

@@ -17,10 +17,9 @@ import torch
 from torch import nn
 
 from benchmarks.table import Row, main_for
-from core import linear
 from core.config import Config
-from core.formats import write_mnist
 from core.train import fit
+from tests.formats import write_mnist
 
 N_TRAIN, N_TEST = 60_000, 1_000
 
@@ -42,7 +41,8 @@ def notes_loop_seconds_per_epoch(root: Path, epochs: int) -> float:
     loader = DataLoader(datasets.MNIST(str(root), train=True, download=False, transform=transform),
                         batch_size=200, shuffle=True)
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 200), nn.ReLU(), nn.Linear(200, 200), nn.ReLU(), nn.Linear(200, 10))
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 200), nn.ReLU(), nn.Linear(200, 200), nn.ReLU(),
+                          nn.Linear(200, 10))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     loss_fn = nn.CrossEntropyLoss()
     times = []
@@ -90,14 +90,8 @@ def run(quick: bool = False) -> list[Row]:
         write_fake_mnist(root)
         notes = notes_loop_seconds_per_epoch(root, epochs)
         ours, _ = our_seconds_per_epoch(notes_config(root, epochs + 1))
-        picked = linear.resolve_backend("auto")
-        other = "aten" if picked == "onednn" else "onednn"
-        ours_other, _ = our_seconds_per_epoch(notes_config(root, epochs + 1).apply({"train.cpu_linear": other}))
     rows = [Row("trainer vs the notes' DataLoader loop (MNIST MLP, 60k images, s/epoch)", notes / ours, ">= 10",
-                notes / ours >= 10, f"notes {notes:.2f} s, ours {ours:.3f} s per epoch (Linear on {picked})"),
-            Row(f"trainer's CPU Linear library: auto's pick ({picked}) vs {other}, s/epoch", ours_other / ours,
-                ">= 1 (auto picks the faster)", ours_other >= ours,
-                f"{picked} {ours:.3f} s, {other} {ours_other:.3f} s per epoch")]
+                notes / ours >= 10, f"notes {notes:.2f} s, ours {ours:.3f} s per epoch")]
     multiples = [1, 2, 4] if quick else [1, 2, 4, 8]
     seconds = scaling_seconds(multiples, 2 if quick else 3)
     per_unit = [s / m for s, m in zip(seconds, multiples)]

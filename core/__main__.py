@@ -10,10 +10,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import signal
 import sys
 
 from core.errors import UserError
+from core.signals import exit_code
 
 VERBS = ["run", "train", "study", "compare", "reproduce", "evaluate", "visdom", "ui", "keys"]
 
@@ -31,22 +31,11 @@ def build_parser() -> argparse.ArgumentParser:
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
     verbs.required = True
     for verb in VERBS:
-        module = _command(verb)
-        if module is None:
-            continue
+        module = importlib.import_module(f"core.commands.{verb}")
         sub = verbs.add_parser(verb, help=module.HELP, description=module.HELP)
         module.add_arguments(sub)
         sub.set_defaults(command=module)
     return parser
-
-
-def _command(verb: str):
-    try:
-        return importlib.import_module(f"core.commands.{verb}")
-    except ModuleNotFoundError as error:
-        if error.name == f"core.commands.{verb}":
-            return None  # verb not built yet
-        raise
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: open runs are already marked KILLED
         sys.stderr.write(f"stopped by {stop or 'Ctrl-C'}; finished work is kept\n")
-        return 128 + getattr(stop, "signum", signal.SIGINT)
+        return exit_code(stop)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,11 @@ from typing import Any
 
 import yaml
 
+from core import names
 from core.errors import ConfigError
+
+# Keys that older versions logged and this one no longer has: runs logged with them still rebuild.
+RETIRED_KEYS = {"train.cpu_linear"}  # the CPU matmul library choice (oneDNN or MKL), removed for one numerics path
 
 
 @dataclass
@@ -87,7 +91,6 @@ class TrainConfig:
     augment: str = "none"  # none | shift (random shifts on the device)
     shift: int = 2  # augment=shift: largest shift in pixels
     compile: bool = False  # torch.compile the model (CUDA)
-    cpu_linear: str = "auto"  # auto | onednn | aten: the library behind Linear layers on the CPU (core/linear.py)
     checkpoint: bool = False  # save a checkpoint after every epoch (to the run's artifacts)
 
 
@@ -126,7 +129,8 @@ class Config:
         """The exact inverse of `to_flat`; values may be strings (MLflow params)."""
         config = cls()
         for key, value in flat.items():
-            config.set(key, value)
+            if key not in RETIRED_KEYS:
+                config.set(key, value)
         config.validate()
         return config
 
@@ -147,18 +151,14 @@ class Config:
 
     # ---- checks ----------------------------------------------------------
     def validate(self) -> Config:
-        """Range and choice checks that types alone cannot express."""
-        from core.data import DATASETS
-        from core.models import MODELS
-
+        """Range and choice checks that types alone cannot express (torch-free: nothing is built here)."""
         _choice("device", self.device, ("auto", "cpu", "cuda"))
-        _choice("data.name", self.data.name, sorted(DATASETS))
-        _choice("model.name", self.model.name, sorted(MODELS))
+        _choice("data.name", self.data.name, names.DATASETS)
+        _choice("model.name", self.model.name, names.MODELS)
         _choice("split.kind", self.split.kind, ("holdout", "kfold", "stratified_kfold"))
         _choice("optim.name", self.optim.name, ("sgd", "adam", "adamw"))
         _choice("sched.name", self.sched.name, ("none", "step", "plateau", "cosine"))
         _choice("train.augment", self.train.augment, ("none", "shift"))
-        _choice("train.cpu_linear", self.train.cpu_linear, ("auto", "onednn", "aten"))
         _choice("track.visdom", self.track.visdom, ("auto", "on", "off"))
         _at_least("data.train_size", self.data.train_size, 0)
         _at_least("data.resize", self.data.resize, 0)
@@ -170,7 +170,8 @@ class Config:
         _open_unit("split.val_fraction", self.split.val_fraction)
         _at_least("split.k", self.split.k, 2)
         if not 0 <= self.split.fold < self.split.k:
-            raise ConfigError(f"split.fold={self.split.fold}: must be in 0..{self.split.k - 1} (split.k={self.split.k})")
+            raise ConfigError(f"split.fold={self.split.fold}: must be in 0..{self.split.k - 1} "
+                              f"(split.k={self.split.k})")
         for key in ("model.hidden", "model.channels"):
             widths = self.get(key)
             if any(width < 1 for width in widths):
@@ -272,23 +273,25 @@ def _resolve(config: Config, key: str) -> tuple[Any, str, Any]:
     for depth, part in enumerate(parts):
         hints = _type_hints(type(node))
         if part not in hints:
-            raise ConfigError(f"unknown config key {key!r}{_suggestion(key)}")
+            raise ConfigError(f"unknown config key {key!r}{suggestion(key)}")
         if depth == len(parts) - 1:
             if dataclasses.is_dataclass(hints[part]):
-                raise ConfigError(f"config key {key!r} is a section; set one of its keys, e.g. {key}.{dataclasses.fields(hints[part])[0].name}")
+                first = dataclasses.fields(hints[part])[0].name
+                raise ConfigError(f"config key {key!r} is a section; set one of its keys, e.g. {key}.{first}")
             return node, part, hints[part]
         node = getattr(node, part)
         if not dataclasses.is_dataclass(node):
-            raise ConfigError(f"unknown config key {key!r}{_suggestion(key)}")
+            raise ConfigError(f"unknown config key {key!r}{suggestion(key)}")
     raise ConfigError(f"unknown config key {key!r}")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _type_hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
-def _suggestion(key: str) -> str:
+def suggestion(key: str) -> str:
+    """A hint for an unknown key: the closest known one, or where the list is."""
     close = difflib.get_close_matches(str(key), valid_keys(), n=1, cutoff=0.5)
     return f" (did you mean {close[0]!r}?)" if close else " (run `python -m core keys` for the list)"
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from core.config import DataConfig
 from core.errors import DataError
+from core.names import ON_DISK
 
 
 @dataclass
@@ -74,7 +75,6 @@ def _load(config: DataConfig) -> Dataset:
 
 
 _CACHE: dict[tuple[str, str, str], Dataset] = {}
-ON_DISK = {"mnist": "MNIST/raw", "fashion_mnist": "FashionMNIST/raw", "cifar10": "cifar-10-batches-py"}
 
 
 def _files_stamp(config: DataConfig) -> str:

@@ -8,14 +8,13 @@ hand. Dropout and BatchNorm switch on by config.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
 from core.config import ModelConfig
 from core.errors import ConfigError
-from core.linear import Linear
 
 Builder = Callable[[ModelConfig, tuple[int, ...], int], nn.Module]
 MODELS: dict[str, Builder] = {}
@@ -47,14 +46,14 @@ def mlp_stack(in_features: int, widths: list[int], num_classes: int, config: Mod
     if config.dropout and not widths:
         layers.append(nn.Dropout(config.dropout))  # a head with no hidden layer still honours model.dropout
     for width in widths:
-        layers.append(Linear(in_features, width))
+        layers.append(nn.Linear(in_features, width))
         if config.batchnorm:
             layers.append(nn.BatchNorm1d(width))
         layers.append(nn.ReLU(inplace=True))
         if config.dropout:
             layers.append(nn.Dropout(config.dropout))
         in_features = width
-    layers.append(Linear(in_features, num_classes))  # logits: no activation on the output
+    layers.append(nn.Linear(in_features, num_classes))  # logits: no activation on the output
     return nn.Sequential(*layers)
 
 
@@ -189,7 +188,8 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(out_ch)
         self.shortcut = nn.Identity()
         if stride != 1 or in_ch != out_ch:
-            self.shortcut = nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False), nn.BatchNorm2d(out_ch))
+            self.shortcut = nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False),
+                                          nn.BatchNorm2d(out_ch))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = torch.relu(self.bn1(self.conv1(x)))

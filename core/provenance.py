@@ -40,7 +40,7 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def cpuinfo(field: str) -> str:
     """The first value of `field` in /proc/cpuinfo (e.g. "vendor_id", "model name"); "" off Linux or if absent."""
     try:
@@ -60,10 +60,8 @@ def device_name(device: torch.device) -> str:
     return f"cpu:{platform.machine()}"
 
 
-def run_tags(config: Config, fingerprint: str, device: torch.device, cpu_linear: str) -> dict[str, str]:
+def run_tags(config: Config, fingerprint: str, device: torch.device) -> dict[str, str]:
     tags = {"git_commit": git_commit(), "device": device_name(device), "seed": str(config.seed),
             "data_fingerprint": fingerprint, "data_name": config.data.name, "made_by": "core"}
-    if device.type == "cpu":
-        tags["cpu_linear"] = cpu_linear  # results differ by matmul library in the last bits
     tags.update({f"version.{name}": version for name, version in package_versions().items()})
     return tags

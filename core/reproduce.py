@@ -14,10 +14,16 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+from mlflow.entities import Run
+from mlflow.exceptions import MlflowException
+
 from core import provenance
 from core.config import Config
 from core.errors import ConfigError, UserError
+from core.tracked import tracked_fit
 from core.tracking import mlflow_store
+from core.train import Prepared, evaluate, prepare
 
 COMPARED = ("train_loss", "train_acc", "val_loss", "val_acc")
 SUMMARY_KINDS = {"study": "a study's parent run", "comparison": "a comparison's parent run",
@@ -48,14 +54,17 @@ def open_store() -> None:
     mlflow_store.client()
 
 
-def logged_run(run_id: str):
+def logged_run(run_id: str) -> tuple[Run, Config]:
     """The run and its config; any reason it cannot be reproduced is one UserError line."""
     open_store()
     client = mlflow_store.client()
     try:
         run = client.get_run(run_id)
-    except Exception:
-        raise UserError(f"no run {run_id!r} in {mlflow_store.tracking_uri()}") from None
+    except MlflowException as error:
+        if error.error_code == "RESOURCE_DOES_NOT_EXIST":
+            raise UserError(f"no run {run_id!r} in {mlflow_store.tracking_uri()}") from None
+        raise UserError(f"run {run_id!r} cannot be read from {mlflow_store.tracking_uri()}: "
+                        f"{str(error).strip().splitlines()[0]}") from None
     tags = run.data.tags
     if run.info.lifecycle_stage == "deleted":
         raise UserError(f"run {run_id} is deleted (restore it in the MLflow UI first)")
@@ -84,23 +93,21 @@ def environment_warnings(tags: dict[str, str], device_name: str) -> list[str]:
         warnings.append(f"code was at commit {tags['git_commit']}, is at {commit} now")
     if tags.get("device") and tags["device"] != device_name:
         warnings.append(f"device was {tags['device']}, is {device_name} now")
+    if tags.get("cpu_linear") == "onednn":
+        warnings.append("the run's Linear layers multiplied in oneDNN, which this version no longer uses: "
+                        "expect differences in the last bits")
     return warnings
 
 
 def reproduce(run_id: str, epochs: int | None = None, tolerance: float = 1e-4,
               allow_data_change: bool = False) -> Reproduction:
-    from core.tracked import tracked_fit
-    from core.train import prepare
-
     run, config = logged_run(run_id)
     tags = run.data.tags
     if epochs is not None:
         if epochs < 1:
             raise UserError(f"--epochs={epochs}: must be at least 1")
         config.train.epochs = epochs
-    # "auto" picks by CPU: pin the matmul library the run used (runs older than the tag get this CPU's pick)
-    pinned = tags.get("cpu_linear") if config.train.cpu_linear == "auto" else None
-    prepared = prepare(config, cpu_linear=pinned)
+    prepared = prepare(config)
     logged_fingerprint = tags["data_fingerprint"]
     if prepared.data.fingerprint != logged_fingerprint and not allow_data_change:
         raise UserError(f"the data differs from the run's: fingerprint {prepared.data.fingerprint} now, "
@@ -138,12 +145,8 @@ def compare_histories(original: str, reproduced: str, epochs: int,
     return rows, first
 
 
-def load_logged_weights(run_id: str):
+def load_logged_weights(run_id: str) -> tuple[Run, Prepared]:
     """(run, prepared) with the run's model rebuilt from its params and its logged weights loaded."""
-    import torch
-
-    from core.train import prepare
-
     run, config = logged_run(run_id)
     prepared = prepare(config)  # the normaliser comes from the training part, as in training
     client = mlflow_store.client()
@@ -163,10 +166,8 @@ def load_logged_weights(run_id: str):
 
 def evaluate_logged_model(run_id: str) -> tuple[dict[str, float], dict[str, float]]:
     """(logged test metrics, metrics of the logged weights re-evaluated on the test set now)."""
-    from core.train import evaluate
-
     run, prepared = load_logged_weights(run_id)
     data = prepared.data
     now = evaluate(prepared.model, data.test_x, data.test_y, prepared.normalize)
-    logged = {"test_loss": run.data.metrics.get("test_loss", math.nan), "test_acc": run.data.metrics.get("test_acc", math.nan)}
+    logged = {key: run.data.metrics.get(key, math.nan) for key in ("test_loss", "test_acc")}
     return logged, {"test_loss": now["loss"], "test_acc": now["acc"]}

@@ -50,13 +50,6 @@ def wait_until_answers(url: str, timeout: float, process=None) -> bool:
     return False
 
 
-def free_port(host: str = LOOPBACK) -> int:
-    """A port nothing listens on now (for tests and benchmarks that start servers)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        return probe.getsockname()[1]
-
-
 def run_until_interrupted(process) -> None:
     """Wait for a server started in the foreground; Ctrl-C (or SIGTERM) stops it."""
     try:

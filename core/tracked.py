@@ -1,20 +1,28 @@
 """One training run recorded in MLflow (and shown live in Visdom when a server answers).
 
-Shared by the train command, study trials and comparison folds, so every run
-in the store is recorded the same way.
+The glue between the trainer and the record: it opens the run, logs what the
+run is (params, tags, the data set, `config.yaml`), lets `fit` stream its
+per-step and per-epoch values, then logs what came out (summary metrics, the
+stop reason, figures, the model). Shared by the train command, study trials and
+comparison folds, so every run in the store is recorded the same way.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
+import torch
+
+from core import provenance, report
 from core.config import Config
-from core.data import ON_DISK
-from core.tracking import CompositeTracker, mlflow_store
+from core.names import ON_DISK
+from core.tracking import CompositeTracker, Tracker, mlflow_store
 from core.tracking.mlflow_sink import MLflowTracker
-from core.train import FitResult, Prepared, ShouldStop, fit, prepare, run_label
+from core.tracking.visdom_sink import make_visdom_tracker
+from core.train import FitResult, Prepared, ShouldStop, fit, predict, prepare, run_label
 
 
 @dataclass
@@ -40,36 +48,54 @@ def tracked_fit(config: Config, *, experiment: str | None = None, run_name: str 
         if on_run_start is not None:
             on_run_start(run_id)
         record = MLflowTracker(run_id, experiment, mlflow_model=mlflow_model)
-        _log_dataset(record, config, prepared)
-        trackers = [record]
-        live = _visdom(config, visdom_env or experiment, visdom_label or name)
-        if live is not None:
-            trackers.append(live)
-        tracker = CompositeTracker(*trackers)
-        try:
-            result = fit(config, tracker, should_stop=should_stop, progress=progress, prepared=prepared)
-            if result.detail:
-                tracker.set_tags({"stop_detail": result.detail})
-        except KeyboardInterrupt:
-            mlflow_store.drop_pooled_connections()  # before the last metrics are sent
-            raise
-        finally:
-            tracker.close()
+        live = None if config.track.visdom == "off" else make_visdom_tracker(
+            config.track.visdom, config.track.visdom_url, visdom_env or experiment, visdom_label or name)
+        with contextlib.closing(CompositeTracker(record, live)) as tracker:
+            log_inputs(record, prepared)
+            try:
+                result = fit(config, tracker, should_stop=should_stop, progress=progress, prepared=prepared)
+            except KeyboardInterrupt:
+                mlflow_store.drop_pooled_connections()  # before the last metrics are sent
+                raise
+            log_outcome(record, prepared, result)
     return TrackedRun(run_id, result)
 
 
-def _log_dataset(record: MLflowTracker, config: Config, prepared: Prepared) -> None:
-    data = prepared.data
-    on_disk = data.name in ON_DISK
-    source = str(Path(config.data.root).resolve()) if on_disk else f"builtin:{data.name}"
+def log_inputs(record: MLflowTracker, prepared: Prepared) -> None:
+    """What the run is: its flat config, provenance tags, the data set and the config as YAML."""
+    config, data = prepared.config, prepared.data
+    record.log_params(config.to_flat())
+    record.set_tags(provenance.run_tags(config, data.fingerprint, prepared.device))
+    record.log_text(report.config_yaml(config), "config.yaml")
+    source = str(Path(config.data.root).resolve()) if data.name in ON_DISK else f"builtin:{data.name}"
     record.log_dataset(data.name, data.fingerprint, source,
                        {"train_samples": len(data.train_y), "test_samples": len(data.test_y),
                         "sample_shape": list(data.input_shape), "classes": data.num_classes})
 
 
-def _visdom(config: Config, env: str, label: str):
-    if config.track.visdom == "off":
-        return None
-    from core.tracking.visdom_sink import make_visdom_tracker
+def log_outcome(record: Tracker, prepared: Prepared, result: FitResult) -> None:
+    """What came out: summary metrics, why training stopped, and (as the config asks) figures and the model."""
+    config = prepared.config
+    if result.metrics:
+        record.log_metrics(result.metrics, step=result.epochs_run - 1)
+        if config.track.figures:
+            log_figures(record, prepared, result)
+        if config.track.log_model:
+            record.log_model(result.model, input_example(prepared))
+    tags = {"stop_reason": result.stop_reason, "epochs_run": str(result.epochs_run)}
+    if result.detail:
+        tags["stop_detail"] = result.detail
+    record.set_tags(tags)
 
-    return make_visdom_tracker(config.track.visdom, config.track.visdom_url, env, label)
+
+def log_figures(record: Tracker, prepared: Prepared, result: FitResult) -> None:
+    data = prepared.data
+    record.log_figure(report.learning_curves(result.history, run_label(prepared.config)), "learning_curves.png")
+    predictions = predict(result.model, data.test_x, prepared.normalize).cpu().numpy()
+    record.log_figure(report.confusion_matrix(data.test_y.cpu().numpy(), predictions, data.num_classes),
+                      "confusion_matrix.png")
+
+
+def input_example(prepared: Prepared) -> torch.Tensor:
+    """A few test inputs as the model sees them: the logged model's example and signature."""
+    return prepared.normalize(prepared.data.test_x[:4]).cpu()

@@ -1,10 +1,13 @@
-"""The trainer: `train_one_epoch`, `evaluate` and `fit(config, tracker)`.
+"""The trainer: `train_one_epoch`, `evaluate` and `fit(config, tracker) -> FitResult`.
 
-The whole data set sits on the training device; a batch is an index slice of a
-permutation made on the device. Per-step losses stay on the device and reach
-the host once per `track.flush_every` steps, so there is no `.item()` per step.
-Training never imports mlflow, optuna or visdom: it logs through a `Tracker`
-and asks a `should_stop` callback (pruning) once per epoch.
+Data -> loop -> result. The whole data set sits on the training device; a batch
+is an index slice of a permutation made on the device. Per-step losses stay on
+the device and reach the host once per `track.flush_every` steps, so there is no
+`.item()` per step. Training never imports mlflow, optuna, visdom or the figure
+module: it streams per-step and per-epoch values to a `Tracker`, asks a
+`should_stop` callback (pruning) once per epoch, and returns what it trained.
+Recording a run (params, tags, summary metrics, figures, the model) is the
+job of `core.tracked`.
 """
 
 from __future__ import annotations
@@ -12,16 +15,16 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from core import checkpoint, linear, provenance, report
+from core import checkpoint
 from core.config import Config
 from core.data import Dataset, channel_stats, load_dataset
 from core.errors import ConfigError
@@ -33,7 +36,7 @@ from core.tracking.base import NullTracker, Tracker
 ShouldStop = Callable[[int, dict[str, float]], bool]
 
 
-@dataclass
+@dataclass(kw_only=True)
 class FitResult:
     history: list[dict[str, float]]  # one dict of metrics per epoch run
     best_epoch: int  # epoch (from 0) with the lowest validation loss
@@ -211,22 +214,21 @@ class Prepared:
     val_idx: np.ndarray
     model: nn.Module
     normalize: Normalizer
-    cpu_linear: str  # the library behind the model's Linear layers on the CPU: onednn or aten
+
+    def part(self, indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x, y) of the training set's samples at `indices` (the training or validation part)."""
+        index = torch.as_tensor(indices, device=self.device)
+        return self.data.train_x[index], self.data.train_y[index]
 
 
-def prepare(config: Config, cpu_linear: str | None = None) -> Prepared:
-    """Load data, split it and build the model: raises a UserError on bad input, logs nothing.
-
-    `cpu_linear` overrides `config.train.cpu_linear` (reproduce pins the original run's choice).
-    """
+def prepare(config: Config) -> Prepared:
+    """Load data, split it and build the model: raises a UserError on bad input, logs nothing."""
     config.validate()
     device = select_device(config.device)
     seed_everything(config.seed, config.train.deterministic)
     data = load_dataset(config.data, device)
-    labels = data.train_y.cpu().numpy()
-    train_idx, val_idx = make_split(labels, config.split, config.seed)
+    train_idx, val_idx = make_split(data.train_y.cpu().numpy(), config.split, config.seed)
     model = build_model(config.model, data.input_shape, data.num_classes)
-    cpu_linear = linear.set_backend(model, cpu_linear or config.train.cpu_linear)
     channels_last = device.type == "cuda" and len(data.input_shape) == 3
     model = model.to(device, memory_format=torch.channels_last) if channels_last else model.to(device)
     train_part = data.train_x[torch.as_tensor(train_idx, device=device)]
@@ -234,129 +236,133 @@ def prepare(config: Config, cpu_linear: str | None = None) -> Prepared:
     if not data.is_image and train_part.dim() == 2:
         mean, std = mean.view(1, -1).mean().view(1, 1), std.view(1, -1).mean().view(1, 1)
     return Prepared(config, device, data, train_idx, val_idx, model,
-                    Normalizer(mean, std, data.is_image, channels_last), cpu_linear)
+                    Normalizer(mean, std, data.is_image, channels_last))
+
+
+class LossWatch:
+    """Receives the per-step losses at each flush: streams them to the tracker and stops on a non-finite one."""
+
+    def __init__(self, tracker: Tracker):
+        self.tracker = tracker
+        self.epoch = 0
+        self.problem = ""  # where a loss went non-finite
+
+    def __call__(self, values: list[float], first_step: int) -> bool:
+        self.tracker.log_steps("train_loss_step", values, first_step)
+        bad = next((i for i, value in enumerate(values) if not math.isfinite(value)), None)
+        if bad is not None:
+            self.problem = f"train loss {values[bad]} at epoch {self.epoch}, step {first_step + bad}"
+        return bad is None
+
+
+def epoch_state(prepared: Prepared, optimizer: torch.optim.Optimizer, on_flush: LossWatch) -> EpochState:
+    config, device, model = prepared.config, prepared.device, prepared.model
+    return EpochState(
+        x=prepared.data.train_x, y=prepared.data.train_y, indices=torch.as_tensor(prepared.train_idx, device=device),
+        batch_size=config.train.batch_size, normalize=prepared.normalize, optimizer=optimizer,
+        loss_fn=nn.CrossEntropyLoss(), l1=L1Penalty(model, config.reg.l1) if config.reg.l1 > 0 else None,
+        generator=torch.Generator(device=device).manual_seed(config.seed + 1), autocast=device.type == "cuda",
+        augment_shift=config.train.shift if config.train.augment == "shift" else 0,
+        flush_every=config.track.flush_every, on_flush=on_flush)
 
 
 def fit(config: Config, tracker: Tracker | None = None, should_stop: ShouldStop | None = None,
         progress: bool = False, checkpoint_path: Path | None = None,
         prepared: Prepared | None = None) -> FitResult:
-    """Train `config` and log it to `tracker`; see FitResult for what comes back."""
+    """Train `config`, streaming per-step and per-epoch values to `tracker`; see FitResult for what comes back."""
     tracker = tracker or NullTracker()
-    run = prepared or prepare(config)
-    config, device, data, model, normalize = run.config, run.device, run.data, run.model, run.normalize
+    prepared = prepared or prepare(config)
+    config, model = prepared.config, prepared.model
     started = time.perf_counter()
-
-    tracker.log_params(config.to_flat())
-    tracker.set_tags(provenance.run_tags(config, data.fingerprint, device, run.cpu_linear))
-    tracker.log_text(report.config_yaml(config), "config.yaml")
-
-    use_autocast = device.type == "cuda"
-    optimizer = make_optimizer(model, config, device)
+    optimizer = make_optimizer(model, config, prepared.device)
     scheduler = make_scheduler(optimizer, config)
-    compiled = torch.compile(model) if config.train.compile else model
-    generator = torch.Generator(device=device).manual_seed(config.seed + 1)
     stopper = EarlyStopping(config.early_stop.patience, config.early_stop.min_delta)
-    non_finite: list[str] = []
-    epoch_box = [0]
-
-    def on_flush(values: list[float], first_step: int) -> bool:
-        tracker.log_steps("train_loss_step", values, first_step)
-        bad = next((i for i, value in enumerate(values) if not math.isfinite(value)), None)
-        if bad is not None:
-            non_finite.append(f"train loss {values[bad]} at epoch {epoch_box[0]}, step {first_step + bad}")
-        return bad is None
-
-    state = EpochState(
-        x=data.train_x, y=data.train_y, indices=torch.as_tensor(run.train_idx, device=device),
-        batch_size=config.train.batch_size, normalize=normalize, optimizer=optimizer,
-        loss_fn=nn.CrossEntropyLoss(), l1=L1Penalty(model, config.reg.l1) if config.reg.l1 > 0 else None,
-        generator=generator, autocast=use_autocast,
-        augment_shift=config.train.shift if config.train.augment == "shift" else 0,
-        flush_every=config.track.flush_every, on_flush=on_flush)
-    val_idx = torch.as_tensor(run.val_idx, device=device)
-    val_x, val_y = data.train_x[val_idx], data.train_y[val_idx]
-
+    watch = LossWatch(tracker)
+    state = epoch_state(prepared, optimizer, watch)
+    compiled = torch.compile(model) if config.train.compile else model
+    val_x, val_y = prepared.part(prepared.val_idx)
     history: list[dict[str, float]] = []
     stop_reason = "completed"
     with tqdm(range(config.train.epochs), desc=run_label(config), unit="epoch", disable=not progress,
               leave=False) as epochs:
         for epoch in epochs:
-            epoch_box[0] = epoch
-            tick = time.perf_counter()
-            lr = optimizer.param_groups[0]["lr"]
-            trained = train_one_epoch(compiled, state)
-            if trained.pop("stopped"):
+            watch.epoch = epoch
+            metrics = train_and_validate(compiled, state, val_x, val_y)
+            if metrics is None:
                 stop_reason = "non_finite"
                 break
-            val = evaluate(compiled, val_x, val_y, normalize, autocast=use_autocast)
-            metrics = {**trained, "val_loss": val["loss"], "val_acc": val["acc"], "lr": lr,
-                       "epoch_seconds": time.perf_counter() - tick}
             history.append(metrics)
             tracker.log_metrics(metrics, step=epoch)
             epochs.set_postfix(train_loss=f"{metrics['train_loss']:.4f}", val_acc=f"{metrics['val_acc']:.4f}")
-            if not math.isfinite(val["loss"]):
-                non_finite.append(f"validation loss {val['loss']} at epoch {epoch}")
+            if not math.isfinite(metrics["val_loss"]):
+                watch.problem = f"validation loss {metrics['val_loss']} at epoch {epoch}"
                 stop_reason = "non_finite"
                 break
             if checkpoint_path is not None:
                 checkpoint.save(checkpoint_path, model, optimizer, epoch, config)
-            if scheduler is not None:
-                scheduler.step(val["loss"]) if config.sched.name == "plateau" else scheduler.step()
-            if stopper.step(val["loss"], epoch, model):
-                stop_reason = "early_stopping"
+            step_scheduler(scheduler, config, metrics["val_loss"])
+            stop_reason = stop_reason_after(epoch, metrics, stopper, model, should_stop)
+            if stop_reason != "completed":
                 break
-            if should_stop is not None and should_stop(epoch, metrics):
-                stop_reason = "pruned"
-                break
-
     if config.early_stop.patience > 0:
         stopper.restore(model)
-    final: dict[str, float] = {}
-    if stop_reason != "non_finite" and history:
-        final = final_metrics(model, run, stopper.best_epoch, history, state.step, use_autocast)
-        tracker.log_metrics(final, step=len(history) - 1)
-        _log_reports(tracker, config, model, run, history)
-    seconds = time.perf_counter() - started
-    tracker.set_tags({"stop_reason": stop_reason, "epochs_run": str(len(history))})
-    return FitResult(history, stopper.best_epoch, stop_reason, "; ".join(non_finite), final, model,
-                     seconds, state.step, {"parameters": float(count_parameters(model))})
+    final = final_metrics(model, prepared, stopper.best_epoch, history, state.step) \
+        if stop_reason != "non_finite" and history else {}
+    return FitResult(history=history, best_epoch=stopper.best_epoch, stop_reason=stop_reason, detail=watch.problem,
+                     metrics=final, model=model, seconds=time.perf_counter() - started, steps=state.step,
+                     extra={"parameters": float(count_parameters(model))})
 
 
-def final_metrics(model: nn.Module, run: Prepared, best_epoch: int, history: list[dict[str, float]], steps: int,
-                  autocast: bool) -> dict[str, float]:
+def train_and_validate(model: nn.Module, state: EpochState, val_x: torch.Tensor,
+                       val_y: torch.Tensor) -> dict[str, float] | None:
+    """One epoch's training and validation metrics; None when a non-finite loss stopped the epoch."""
+    tick = time.perf_counter()
+    lr = state.optimizer.param_groups[0]["lr"]
+    trained = train_one_epoch(model, state)
+    if trained.pop("stopped"):
+        return None
+    val = evaluate(model, val_x, val_y, state.normalize, autocast=state.autocast)
+    return {**trained, "val_loss": val["loss"], "val_acc": val["acc"], "lr": lr,
+            "epoch_seconds": time.perf_counter() - tick}
+
+
+def step_scheduler(scheduler, config: Config, val_loss: float) -> None:
+    if scheduler is None:
+        return
+    if config.sched.name == "plateau":
+        scheduler.step(val_loss)
+    else:
+        scheduler.step()
+
+
+def stop_reason_after(epoch: int, metrics: dict[str, float], stopper: EarlyStopping, model: nn.Module,
+                      should_stop: ShouldStop | None) -> str:
+    """completed (go on), early_stopping or pruned."""
+    if stopper.step(metrics["val_loss"], epoch, model):
+        return "early_stopping"
+    if should_stop is not None and should_stop(epoch, metrics):
+        return "pruned"
+    return "completed"
+
+
+def final_metrics(model: nn.Module, prepared: Prepared, best_epoch: int, history: list[dict[str, float]],
+                  steps: int) -> dict[str, float]:
     """Metrics of the model as it is returned: on the training part (eval mode), validation and test."""
-    device, data = run.device, run.data
-    train_idx = torch.as_tensor(run.train_idx, device=device)
-    train = evaluate(model, data.train_x[train_idx], data.train_y[train_idx], run.normalize, autocast=autocast)
-    test = evaluate(model, data.test_x, data.test_y, run.normalize, autocast=autocast)
-    chosen = history[best_epoch] if run.config.early_stop.patience > 0 and best_epoch >= 0 else history[-1]
+    autocast = prepared.device.type == "cuda"
+    train = evaluate(model, *prepared.part(prepared.train_idx), prepared.normalize, autocast=autocast)
+    test = evaluate(model, prepared.data.test_x, prepared.data.test_y, prepared.normalize, autocast=autocast)
+    chosen = history[best_epoch] if prepared.config.early_stop.patience > 0 and best_epoch >= 0 else history[-1]
     return {"final_train_loss": train["loss"], "final_train_acc": train["acc"],
             "final_val_loss": chosen["val_loss"], "final_val_acc": chosen["val_acc"],
             "test_loss": test["loss"], "test_acc": test["acc"],
             "best_epoch": float(best_epoch), "epochs_run": float(len(history)), "steps_run": float(steps)}
 
 
-def _log_reports(tracker: Tracker, config: Config, model: nn.Module, run: Prepared,
-                 history: list[dict[str, float]]) -> None:
-    if config.track.figures:
-        tracker.log_figure(report.learning_curves(history, run_label(config)), "learning_curves.png")
-        predictions = predict(model, run.data.test_x, run.normalize).cpu().numpy()
-        tracker.log_figure(report.confusion_matrix(run.data.test_y.cpu().numpy(), predictions,
-                                                   run.data.num_classes), "confusion_matrix.png")
-    if config.track.log_model:
-        tracker.log_model(model, input_example(run))
-
-
-def input_example(run: Prepared) -> torch.Tensor:
-    """A few test inputs as the model sees them: the logged model's example and signature."""
-    return run.normalize(run.data.test_x[:4]).cpu()
-
-
 def warm_up(config: Config) -> None:
     """Load the data and build a model and optimizer once, so that the imports (seconds) and loading they
     trigger are not counted in the first run's time, which studies record and may optimise."""
-    run = prepare(config)
-    make_optimizer(run.model, config, run.device)
+    prepared = prepare(config)
+    make_optimizer(prepared.model, config, prepared.device)
 
 
 def run_label(config: Config) -> str:

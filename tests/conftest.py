@@ -44,14 +44,6 @@ def artifacts_dir(request) -> Path:
     return folder
 
 
-@pytest.fixture
-def tiny_overrides() -> list[str]:
-    """A config that trains in well under a second."""
-    return ["data.name=synthetic", "data.samples=200", "data.shape=[1,8,8]", "data.num_classes=4",
-            "model.name=mlp", "model.hidden=[16]", "train.epochs=2", "train.batch_size=32",
-            "device=cpu", "track.visdom=off"]
-
-
 @pytest.fixture(autouse=True)
 def isolated_store(tmp_path, monkeypatch) -> Path:
     """Every test runs in its own folder with its own tracking store, never the user's mlruns/."""

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import yaml
+
+from core.config import Config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -20,6 +23,27 @@ TINY_CONFIG = {
 }
 
 
+def tiny_flat(**overrides) -> dict:
+    """TINY_CONFIG as dotted keys, with dotted-key overrides, e.g. tiny_flat(**{"train.epochs": 1})."""
+    def flatten(node: dict, prefix: str = "") -> dict:
+        flat = {}
+        for key, value in node.items():
+            flat.update(flatten(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+        return flat
+    return {**flatten(TINY_CONFIG), **overrides}
+
+
+def tiny_config(**overrides) -> Config:
+    """The tiny config (well under a second of training), e.g. tiny_config(**{"data.samples": 300})."""
+    return Config().apply(tiny_flat(**overrides)).validate()
+
+
+def tiny_overrides(**overrides) -> list[str]:
+    """The same config as the CLI's key=value arguments."""
+    as_text = lambda value: str(value).lower() if isinstance(value, bool) else str(value)  # noqa: E731
+    return [f"{key}={as_text(value)}" for key, value in tiny_flat(**overrides).items()]
+
+
 def tiny_study_spec(folder: Path, name: str = "tiny", trials: int = 3, **sections) -> Path:
     """A study spec that trains in a fraction of a second per trial."""
     spec = {"name": name, "seed": 0, "config": TINY_CONFIG,
@@ -30,6 +54,13 @@ def tiny_study_spec(folder: Path, name: str = "tiny", trials: int = 3, **section
     path = Path(folder) / f"{name}.yaml"
     path.write_text(yaml.safe_dump(spec))
     return path
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on now (for tests and benchmarks that start servers)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
 
 
 def cli_env(**extra: str) -> dict[str, str]:
@@ -69,6 +100,6 @@ def all_runs(experiment: str | None = None) -> list:
 def load_study(name: str, storage: str = "mlruns/optuna.journal"):
     import optuna
 
-    from core.study_storage import open_storage
+    from core.study.storage import open_storage
 
     return optuna.load_study(study_name=name, storage=open_storage(storage))

@@ -8,10 +8,9 @@ import sys
 
 import pytest
 
-from core.servers import free_port
 from core.study import load_spec, run_study
 from tests.browser import browser_page, outside_loopback
-from tests.helpers import cli_env, tiny_study_spec
+from tests.helpers import cli_env, free_port, tiny_study_spec
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

@@ -6,7 +6,9 @@ import pytest
 import torch
 from torch import nn
 
+from core import names
 from core.config import ModelConfig
+from core.data import DATASETS
 from core.errors import ConfigError
 from core.models import MODELS, build_model, count_parameters
 
@@ -14,8 +16,12 @@ SHAPES = {"mlp": (1, 28, 28), "quickstart": (1, 28, 28), "seed_net": (1, 32, 32)
           "alexnet_cifar": (3, 96, 96), "vgg_small": (3, 32, 32), "resnet_small": (3, 32, 32), "conv1d": (2, 64)}
 
 
-def test_every_model_has_a_shape_here():
-    assert set(SHAPES) == set(MODELS)
+def test_every_model_has_a_shape_here_and_its_name_in_the_torch_free_list():
+    assert set(SHAPES) == set(MODELS) == set(names.MODELS)
+
+
+def test_every_data_set_has_a_loader_under_its_torch_free_name():
+    assert set(DATASETS) == set(names.DATASETS) and set(names.ON_DISK) <= set(DATASETS)
 
 
 @pytest.mark.parametrize("name", sorted(SHAPES))

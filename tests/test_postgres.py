@@ -20,9 +20,8 @@ from pathlib import Path
 import optuna
 import pytest
 
-from core.servers import free_port
 from tests.conftest import need_service
-from tests.helpers import cli_env, tiny_study_spec
+from tests.helpers import cli_env, free_port, tiny_study_spec
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 

@@ -8,8 +8,8 @@ import optuna
 import pytest
 
 from core.config import Config
-from core.study import load_spec, run_study, trial_seed
-from core.study_storage import DEFAULT_STORAGE, open_storage
+from core.study import DEFAULT_STORAGE, load_spec, run_study, trial_seed
+from core.study.storage import open_storage
 from tests.helpers import TINY_CONFIG, all_runs, load_study, mlflow_client, run_cli, tiny_study_spec
 
 COMPLETE, PRUNED, FAIL = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED,
@@ -55,7 +55,8 @@ def test_pruned_and_failed_trials(tmp_path):
     spec = load_spec(tiny_study_spec(tmp_path, name="s2", trials=3,
                                      pruner={"name": "median", "n_startup_trials": 1, "n_warmup_steps": 0},
                                      space={"optim.lr": {"type": "categorical", "choices": [0.3, 1.0e-6]},
-                                            "model.name": {"type": "categorical", "choices": ["mlp", "alexnet_cifar"]}}))
+                                            "model.name": {"type": "categorical",
+                                                           "choices": ["mlp", "alexnet_cifar"]}}))
     study = optuna.create_study(study_name="s2", storage=open_storage(DEFAULT_STORAGE), direction="maximize")
     study.enqueue_trial({"optim.lr": 0.3, "model.name": "mlp"})  # learns: complete
     study.enqueue_trial({"optim.lr": 1.0e-6, "model.name": "mlp"})  # barely moves: pruned at its first epoch
@@ -145,6 +146,7 @@ def test_multi_objective_logs_the_pareto_front(tmp_path):
     assert "pareto_front.csv" in paths
 
 
+@pytest.mark.slow
 def test_cli_prints_what_it_promises(tmp_path):
     result = run_cli("study", str(tiny_study_spec(tmp_path, name="s6")), "--trials", "2", cwd=tmp_path)
     assert result.returncode == 0, result.stderr

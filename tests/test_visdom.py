@@ -11,9 +11,8 @@ import pytest
 
 from core import visdom_assets, visdom_server
 from core.errors import UserError
-from core.servers import free_port
 from core.tracking.visdom_sink import VisdomTracker, make_visdom_tracker
-
+from tests.helpers import free_port
 
 
 @pytest.fixture
@@ -134,6 +133,7 @@ def test_server_command_binds_loopback_unless_told():
     assert "-bind_local" not in visdom_server.server_command(8097, "0.0.0.0", visdom_server.ENV_PATH)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("port", ["0", "70000"])
 def test_bad_port_is_one_line_and_exit_2(tmp_path, port):
     from tests.helpers import run_cli

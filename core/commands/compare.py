@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from core import signals
 from core.compare import load_experiment, markdown_table, run_comparison
-from core.tracking import mlflow_store
 
 HELP = "compare overfitting remedies with K-fold cross-validation (paired against the baseline)"
 
@@ -17,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     spec = load_experiment(args.spec, args.overrides)
-    mlflow_store.install_signal_handlers()
+    signals.install_signal_handlers()
     result = run_comparison(spec, progress=True)
     print(markdown_table(result.table))
     print(f"\ncomparison run: {result.parent_run_id} (experiment {spec.name!r}); browse: python -m core ui")

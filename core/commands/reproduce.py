@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from core.tracking import mlflow_store
+from core import signals
 
 HELP = "rerun a logged run from its params and compare the two runs epoch by epoch"
 
@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from core.reproduce import reproduce  # torch loads here, not for --help or a usage error
 
-    mlflow_store.install_signal_handlers()
+    signals.install_signal_handlers()
     result = reproduce(args.run_id, args.epochs, args.tolerance, args.allow_data_change)
     for warning in result.warnings:
         sys.stderr.write(f"warning: {warning}\n")

@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 
+from core import signals
 from core.commands.study import add_study_options, print_outcome
-from core.study import load_spec, run_study
-from core.tracking import mlflow_store
 
 HELP = "run the default study (studies/digits_mlp.yaml) with a Visdom server for the live view"
 DEFAULT_SPEC = "studies/digits_mlp.yaml"
@@ -22,8 +21,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from core.study.runner import run_study  # Optuna and torch load here, not for --help or a usage error
+    from core.study.spec import load_spec
+
     spec = load_spec(args.spec, args.overrides, name=args.name, trials=args.trials, timeout=args.timeout)
-    mlflow_store.install_signal_handlers()
+    signals.install_signal_handlers()
     if not args.no_visdom and spec.base.track.visdom != "off":
         from core.visdom_server import ensure_server
 

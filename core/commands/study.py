@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from core import signals
 from core.commands.train import split_spec
-from core.study import StudyOutcome, load_spec, run_study
-from core.study_storage import DEFAULT_STORAGE
-from core.tracking import mlflow_store
+from core.errors import UserError
+from core.study import DEFAULT_STORAGE
 
 HELP = "run (or resume) an Optuna hyperparameter study; every trial is an MLflow run"
 
@@ -23,23 +23,26 @@ def add_study_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, help="start no new trial after this many seconds")
     parser.add_argument("--workers", type=int, default=1, help="worker processes on this machine (default 1)")
     parser.add_argument("--storage", default=DEFAULT_STORAGE,
-                        help=f"Optuna storage: a journal file, sqlite:///..., or postgresql://... (default {DEFAULT_STORAGE})")
+                        help="Optuna storage: a journal file, sqlite:///..., or postgresql://... "
+                             f"(default {DEFAULT_STORAGE})")
     parser.add_argument("--name", help="study name (default: the spec's name)")
 
 
 def main(args: argparse.Namespace) -> int:
     spec_path, overrides = split_spec(args.items)
     if spec_path is None:
-        from core.errors import UserError
         raise UserError("give a study spec first, e.g. python -m core study studies/digits_mlp.yaml")
+    from core.study.runner import run_study  # Optuna and torch load here, not for --help or a usage error
+    from core.study.spec import load_spec
+
     spec = load_spec(spec_path, overrides, name=args.name, trials=args.trials, timeout=args.timeout)
-    mlflow_store.install_signal_handlers()
+    signals.install_signal_handlers()
     outcome = run_study(spec, storage=args.storage, workers=args.workers, progress=True)
     print_outcome(outcome, spec.metrics)
     return 1 if outcome.interrupted else 0
 
 
-def print_outcome(outcome: StudyOutcome, metrics: list[str]) -> None:
+def print_outcome(outcome, metrics: list[str]) -> None:
     print(f"study {outcome.name}: {outcome.finished} complete, {outcome.pruned} pruned, {outcome.failed} failed "
           f"({outcome.epochs_used} epochs trained in all)")
     if outcome.best_values is None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from core import signals
 from core.config import load_config
-from core.tracking import mlflow_store
 
 HELP = "train one model and record it as one MLflow run"
 
@@ -25,9 +25,10 @@ def split_spec(items: list[str]) -> tuple[str | None, list[str]]:
 def main(args: argparse.Namespace) -> int:
     spec, overrides = split_spec(args.items)
     config = load_config(spec, overrides)
-    mlflow_store.install_signal_handlers()
+    signals.install_signal_handlers()
     # torch loads only once the config is valid: a bad key fails fast
     from core.tracked import tracked_fit
+    from core.tracking import mlflow_store
     from core.train import prepare
 
     prepared = prepare(config)  # bad data or model: an error before anything is written

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from core import servers
+from core import servers, signals
 from core.errors import UserError
 from core.tracking import mlflow_store
 
@@ -40,7 +40,7 @@ def ui_env() -> dict[str, str]:
 
 
 def main(args: argparse.Namespace) -> int:
-    mlflow_store.install_signal_handlers()  # SIGTERM stops `mlflow ui` too, instead of orphaning it
+    signals.install_signal_handlers()  # SIGTERM stops `mlflow ui` too, instead of orphaning it
     servers.check_port(args.port, args.host)
     uri = mlflow_store.tracking_uri()
     path = mlflow_store.sqlite_path(uri)

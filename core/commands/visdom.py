@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from core import servers, visdom_server
-from core.tracking import mlflow_store
+from core import servers, signals, visdom_server
 
 HELP = "start the Visdom server (bound to 127.0.0.1) with its env files under mlruns/visdom/"
 
@@ -17,7 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    mlflow_store.install_signal_handlers()  # SIGTERM stops the server too instead of orphaning it
+    signals.install_signal_handlers()  # SIGTERM stops the server too instead of orphaning it
     process, url = visdom_server.start(args.port, args.host)
     print(f"Visdom: {url}   (env files: {visdom_server.ENV_PATH}/, log: {visdom_server.ENV_PATH / 'server.log'})",
           flush=True)

@@ -7,8 +7,9 @@ runs and tests without any server.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol
 
 
 class Tracker(Protocol):

@@ -13,15 +13,15 @@ import functools
 import logging
 import os
 import re
-import signal
 import socket
 import time
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 from urllib.parse import urlparse
 
 from core.errors import UserError
+from core.signals import process_alive
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no bars in logs and tests
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # no calls home: runs work offline
@@ -31,26 +31,6 @@ log = logging.getLogger(__name__)
 STORE_DIR = Path("mlruns")
 PARENT_TAG = "mlflow.parentRunId"
 NOTE_TAG = "mlflow.note.content"
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised like Ctrl-C so that every open run ends KILLED."""
-
-    def __init__(self, signum: int = signal.SIGTERM):
-        super().__init__(f"signal {signum}")
-        self.signum = signum
-
-
-def install_signal_handlers() -> None:
-    """Turn SIGTERM into `Terminated` and make sure Ctrl-C raises (the CLI calls this; library code does not).
-
-    SIGINT is set explicitly because a process started in the background of a
-    non-interactive shell inherits it ignored.
-    """
-    def on_term(signum, frame):
-        raise Terminated(signum)
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def tracking_uri() -> str:
@@ -92,7 +72,8 @@ def check_uri(uri: str) -> None:
         try:
             urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5).read()
         except Exception as error:
-            raise UserError(f"tracking server {uri} does not answer ({error}); start it or fix MLFLOW_TRACKING_URI") from None
+            raise UserError(f"tracking server {uri} does not answer ({error}); "
+                            f"start it or fix MLFLOW_TRACKING_URI") from None
         return
     if scheme.startswith(("postgresql", "mysql")):
         return
@@ -101,8 +82,10 @@ def check_uri(uri: str) -> None:
 
 @functools.lru_cache(maxsize=8)
 def _client_for(uri: str):
+    """Checked and opened once per URI and process (a failed check is not cached, so it is tried again)."""
     import mlflow
 
+    check_uri(uri)
     path = sqlite_path(uri)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -130,7 +113,6 @@ def client():
     import mlflow
 
     uri = tracking_uri()
-    check_uri(uri)
     mlflow_client = _client_for(uri)
     if mlflow.get_tracking_uri() != uri:
         mlflow.set_tracking_uri(uri)  # the fluent API (log_model) follows the store in use now
@@ -212,16 +194,6 @@ def open_run(experiment: str, name: str, tags: dict[str, str] | None = None,
         raise
     else:
         end_run(run_id, "FINISHED")
-
-
-def process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def fail_stale_runs(experiment_ids: list[str] | None = None) -> list[str]:

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from core import servers
 from core.errors import UserError
@@ -81,7 +82,8 @@ def make_visdom_tracker(mode: str, url: str, env: str, label: str) -> VisdomTrac
         return None
     if not servers.answers(url):
         if mode == "on":
-            raise UserError(f"track.visdom=on but no Visdom server answers at {url}: start one with python -m core visdom")
+            raise UserError(f"track.visdom=on but no Visdom server answers at {url}: "
+                            f"start one with python -m core visdom")
         return None
     from visdom import Visdom
 

@@ -6,12 +6,12 @@ import socket
 from pathlib import Path
 
 import pytest
-from tests.helpers import run_cli, tiny_study_spec
+
+from tests.helpers import run_cli, tiny_overrides, tiny_study_spec
 
 pytestmark = pytest.mark.slow  # each case starts the CLI (a few seconds of imports)
 
-TINY = ["data.name=synthetic", "data.samples=200", "data.shape=[1,8,8]", "data.num_classes=4", "model.hidden=[16]",
-        "train.epochs=1", "track.visdom=off"]
+TINY = tiny_overrides(**{"train.epochs": 1})
 
 
 def write(folder: Path, name: str, text: str) -> str:
@@ -50,9 +50,12 @@ CASES = {
     "unknown sampler": lambda d: ["study", spec_with(d, sampler={"name": "bayes"})],
     "unknown pruner": lambda d: ["study", spec_with(d, pruner={"name": "early"})],
     "low above high": lambda d: ["study", spec_with(d, space={"optim.lr": {"type": "float", "low": 1, "high": 0.1}})],
-    "log with low 0": lambda d: ["study", spec_with(d, space={"optim.lr": {"type": "float", "low": 0, "high": 1, "log": True}})],
-    "empty categorical": lambda d: ["study", spec_with(d, space={"optim.name": {"type": "categorical", "choices": []}})],
-    "unknown parameter": lambda d: ["study", spec_with(d, space={"optim.learning_rate": {"type": "float", "low": 0.1, "high": 1}})],
+    "log with low 0": lambda d: ["study", spec_with(d, space={"optim.lr": {"type": "float", "low": 0, "high": 1,
+                                                                           "log": True}})],
+    "empty categorical": lambda d: ["study", spec_with(d, space={"optim.name": {"type": "categorical",
+                                                                                "choices": []}})],
+    "unknown parameter": lambda d: ["study", spec_with(d, space={"optim.learning_rate": {"type": "float", "low": 0.1,
+                                                                                         "high": 1}})],
     "zero trials": lambda d: ["study", spec_with(d), "--trials", "0"],
     "non-numeric trials": lambda d: ["study", spec_with(d), "--trials", "ten"],
     "unknown verb": lambda d: ["fly"],

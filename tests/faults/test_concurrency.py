@@ -23,7 +23,8 @@ def test_four_workers_hundred_trials(tmp_path):
 
     trials = load_study("busy").trials
     failures = [t.user_attrs.get("fail_reason") for t in trials if t.state != optuna.trial.TrialState.COMPLETE]
-    assert Counter(t.state for t in trials) == {optuna.trial.TrialState.COMPLETE: 100}, (failures, result.stderr[-3000:])
+    states = Counter(t.state for t in trials)
+    assert states == {optuna.trial.TrialState.COMPLETE: 100}, (failures, result.stderr[-3000:])
     assert len({t.user_attrs["pid"] for t in trials}) == 4  # every worker took trials
 
     runs = [r for r in all_runs("busy") if r.data.tags.get("trial_number")]

@@ -8,8 +8,8 @@ import threading
 import pytest
 import sqlalchemy.orm.loading
 
+from core.signals import Terminated
 from core.tracking import mlflow_store
-from core.tracking.mlflow_store import Terminated
 
 
 def test_run_ends_killed_after_a_query_cut_short(monkeypatch):

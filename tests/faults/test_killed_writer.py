@@ -9,12 +9,15 @@ from __future__ import annotations
 import signal
 import textwrap
 
+import pytest
+
 from tests.helpers import run_python
 
 DIE_WHILE_WRITING = textwrap.dedent("""
     import os, signal
     import optuna
-    from core.study_storage import DEFAULT_STORAGE, open_storage
+    from core.study import DEFAULT_STORAGE
+    from core.study.storage import open_storage
 
     storage = open_storage(DEFAULT_STORAGE)
     optuna.create_study(study_name="s", storage=storage)
@@ -23,13 +26,15 @@ DIE_WHILE_WRITING = textwrap.dedent("""
 """)
 ASK_A_TRIAL = textwrap.dedent("""
     import optuna
-    from core.study_storage import DEFAULT_STORAGE, open_storage
+    from core.study import DEFAULT_STORAGE
+    from core.study.storage import open_storage
 
     optuna.load_study(study_name="s", storage=open_storage(DEFAULT_STORAGE)).ask()
     print("asked")
 """)
 
 
+@pytest.mark.slow
 def test_worker_killed_while_writing_the_journal_blocks_no_one(tmp_path):
     died = run_python(DIE_WHILE_WRITING, cwd=tmp_path, timeout=120)
     assert died.returncode == -signal.SIGKILL, died.stderr

@@ -33,7 +33,8 @@ def test_signal_kills_runs_and_study_resumes(tmp_path, sent):
     # Slow trials, so the signal lands during one.
     spec = tiny_study_spec(tmp_path, name="sig", trials=3,
                            config={**TINY_CONFIG,
-                                   "data": {"name": "synthetic", "samples": 4000, "shape": [1, 16, 16], "num_classes": 4},
+                                   "data": {"name": "synthetic", "samples": 4000, "shape": [1, 16, 16],
+                                            "num_classes": 4},
                                    "train": {"epochs": 40, "batch_size": 16}})
     process = start_cli("study", str(spec))
     wait_for_running_trial("sig", process)

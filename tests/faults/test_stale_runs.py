@@ -6,6 +6,8 @@ import os
 import socket
 import subprocess
 
+import pytest
+
 from core.tracking import mlflow_store
 
 
@@ -30,10 +32,11 @@ def test_only_dead_processes_runs_are_failed():
     assert client.get_run(alive).data.tags["pid"] == str(os.getpid())
 
 
-def test_train_command_sweeps_stale_runs_at_start(tmp_path, tiny_overrides):
-    from tests.helpers import run_cli
+@pytest.mark.slow
+def test_train_command_sweeps_stale_runs_at_start(tmp_path):
+    from tests.helpers import run_cli, tiny_overrides
 
     stale = mlflow_store.start_run("train", "left by a dead process", {"pid": str(dead_pid())})
-    result = run_cli("train", *tiny_overrides)
+    result = run_cli("train", *tiny_overrides(**{"train.epochs": 2}))
     assert result.returncode == 0, result.stderr
     assert mlflow_store.client().get_run(stale).info.status == "FAILED"

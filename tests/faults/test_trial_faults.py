@@ -10,9 +10,9 @@ import pytest
 import torch
 
 import core.train
-from core.study import load_spec, run_study
-from core.study_storage import DEFAULT_STORAGE, open_storage
-from core.tracking.mlflow_store import Terminated
+from core.signals import Terminated
+from core.study import DEFAULT_STORAGE, load_spec, run_study
+from core.study.storage import open_storage
 from tests.helpers import all_runs, load_study, tiny_study_spec
 
 

@@ -12,10 +12,24 @@ import logging
 import tempfile
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import optuna
+import optuna.visualization as plotly_plots
+import optuna.visualization.matplotlib as png_plots
+import pandas as pd
+from matplotlib import pyplot as plt
+from mlflow.entities import Metric
+
+from core.reproduce import load_logged_weights
+from core.study.spec import StudySpec
+from core.tracked import input_example
 from core.tracking import mlflow_store
+from core.tracking.mlflow_sink import MLflowTracker
+from core.tracking.visdom_sink import make_visdom_tracker
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +38,24 @@ BEST_MODEL_TAG = "best_model_run_id"  # the trial run that holds the study's mod
 PLOTS = ("optimization_history", "param_importances", "parallel_coordinate", "intermediate_values")
 
 
+@dataclass
+class StudyOutcome:
+    name: str
+    storage: str
+    parent_run_id: str
+    finished: int
+    pruned: int
+    failed: int
+    best_values: list[float] | None
+    best_params: dict[str, Any]
+    best_run_id: str
+    best_trial: int | None
+    epochs_used: int
+    interrupted: bool = False
+
+
 class StudyReporter:
-    def __init__(self, spec, study, storage: str, parent_run_id: str | None = None):
+    def __init__(self, spec: StudySpec, study: optuna.Study, storage: str, parent_run_id: str | None = None):
         self.spec, self.study, self.storage = spec, study, storage
         self.parent_run_id = parent_run_id
         self.client = mlflow_store.client()
@@ -44,12 +74,9 @@ class StudyReporter:
             tags = {"study": self.spec.name, "kind": "study", "storage": self.storage,
                     "objective": ",".join(f"{m}:{d}" for m, d in zip(self.spec.metrics, self.spec.directions))}
             self.parent_run_id = mlflow_store.start_run(self.spec.name, f"study {self.spec.name}", tags)
-            from core.tracking.mlflow_sink import MLflowTracker
-
-            tracker = MLflowTracker(self.parent_run_id, self.spec.name)
-            tracker.log_params({**self.spec.base.to_flat(), "study.sampler": self.spec.sampler["name"],
-                                "study.pruner": self.spec.pruner["name"], "study.seed": self.spec.seed})
-            tracker.close()
+            with contextlib.closing(MLflowTracker(self.parent_run_id, self.spec.name)) as record:
+                record.log_params({**self.spec.base.to_flat(), "study.sampler": self.spec.sampler["name"],
+                                   "study.pruner": self.spec.pruner["name"], "study.seed": self.spec.seed})
             self.study.set_user_attr("mlflow_parent_run_id", self.parent_run_id)
         self.client.set_tag(self.parent_run_id, "budget_trials", str(self.spec.trials))
         return self.parent_run_id
@@ -65,10 +92,8 @@ class StudyReporter:
             mlflow_store.end_run(self.parent_run_id, status)
 
     # ---- as the study goes -----------------------------------------------------------
-    def after_trial(self, trial) -> None:
+    def after_trial(self, trial: optuna.trial.FrozenTrial) -> None:
         """Cheap facts of the finished (frozen) trial now; the table and note when they are due."""
-        import optuna
-
         if trial.state == optuna.trial.TrialState.COMPLETE and not self.spec.multi_objective:
             metrics = {"trial_value": trial.value, "best_value": self.study.best_value}
             self.client.log_batch(self.parent_run_id, metrics=[_metric(k, v, trial.number) for k, v in metrics.items()])
@@ -79,12 +104,10 @@ class StudyReporter:
     def _send_best_to_visdom(self, number: int, best: float) -> None:
         if self.spec.base.track.visdom == "off":
             return
-        from core.tracking.visdom_sink import make_visdom_tracker
-
         live = make_visdom_tracker("auto", self.spec.base.track.visdom_url, self.spec.name, "best")
         if live is not None:
-            live.log_best(number, best)
-            live.close()
+            with contextlib.closing(live):
+                live.log_best(number, best)
 
     def refresh(self) -> None:
         """The trials table, the best trial as tags, and the summary note."""
@@ -100,8 +123,6 @@ class StudyReporter:
             for key, value in tags.items():
                 self.client.set_tag(self.parent_run_id, key, value)
         if self.spec.multi_objective and best:
-            import pandas as pd
-
             pareto = pd.DataFrame([{"number": t.number, **dict(zip(self.spec.metrics, t.values)), **t.params}
                                    for t in best])
             self.client.log_text(self.parent_run_id, pareto.to_csv(index=False), "pareto_front.csv")
@@ -116,8 +137,6 @@ class StudyReporter:
             return []
 
     def counts(self) -> dict[str, int]:
-        import optuna
-
         states = optuna.trial.TrialState
         trials = self.study.get_trials(deepcopy=False)
         return {"finished": sum(t.state == states.COMPLETE for t in trials),
@@ -139,9 +158,7 @@ class StudyReporter:
         if not self.spec.multi_objective:
             lines.append(f"**Best value: {best[0].value:.4f}** (trial {best[0].number})")
             lines.append("")
-        import optuna
-
-        complete = [t for t in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))]
+        complete = self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
         if self.spec.multi_objective:
             ranked = best
         else:
@@ -156,9 +173,7 @@ class StudyReporter:
         return "\n".join(lines)
 
     # ---- at the end -------------------------------------------------------------------
-    def final_report(self):
-        from core.study import StudyOutcome
-
+    def final_report(self) -> StudyOutcome:
         self.refresh()
         self.log_plots()
         self.log_best_model()
@@ -186,10 +201,6 @@ class StudyReporter:
         run_id = best[0].user_attrs.get("mlflow_run_id", "")
         if not run_id or self.client.get_run(self.parent_run_id).data.tags.get(BEST_MODEL_TAG) == run_id:
             return
-        from core.reproduce import load_logged_weights
-        from core.tracking.mlflow_sink import MLflowTracker
-        from core.train import input_example
-
         try:
             _, prepared = load_logged_weights(run_id)
             with contextlib.closing(MLflowTracker(run_id, self.spec.name)) as record:
@@ -201,11 +212,8 @@ class StudyReporter:
 
     def log_plots(self) -> None:
         """Optuna's plots as HTML (plotly, self-contained) and PNG (matplotlib)."""
-        import optuna.visualization as plotly_plots
-        import optuna.visualization.matplotlib as png_plots
-        from matplotlib import pyplot as plt
-
-        names = list(PLOTS) + (["pareto_front"] if self.spec.multi_objective and len(self.spec.metrics) in (2, 3) else [])
+        front = self.spec.multi_objective and len(self.spec.metrics) in (2, 3)
+        names = list(PLOTS) + (["pareto_front"] if front else [])
         with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the matplotlib backend is marked experimental
             for name in names:
@@ -230,15 +238,11 @@ class StudyReporter:
 
 
 def _figure_of(axes):
-    import numpy as np
-
     first = axes.flat[0] if isinstance(axes, np.ndarray) else axes
     return first.get_figure()
 
 
-def _metric(key: str, value: float, step: int):
-    from mlflow.entities import Metric
-
+def _metric(key: str, value: float, step: int) -> Metric:
     return Metric(key, float(value), int(time.time() * 1000), step)
 
 

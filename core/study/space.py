@@ -18,10 +18,13 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.config import Config, valid_keys
+from core.config import Config, suggestion, valid_keys
 from core.errors import ConfigError
 
 KINDS = ("float", "int", "categorical")
+# How many layers a sampled width applies to when the base config leaves the list empty
+# (the models' usual defaults: the MLP has two hidden layers, the conv nets about three blocks).
+DEFAULT_DEPTH = {"model.hidden": 2, "model.channels": 3}
 
 
 @dataclass
@@ -52,8 +55,7 @@ def parse_space(space: Any, base: Config) -> list[Param]:
     for key, entry in space.items():
         where = f"space.{key}"
         if key not in keys:
-            from core.config import _suggestion
-            raise ConfigError(f"{where}: unknown parameter {key!r}{_suggestion(key)}")
+            raise ConfigError(f"{where}: unknown parameter {key!r}{suggestion(key)}")
         if not isinstance(entry, dict):
             raise ConfigError(f"{where}: expected a mapping like {{type: float, low: 0.001, high: 0.1}}")
         unknown = set(entry) - {"type", "low", "high", "log", "step", "choices", "when"}
@@ -70,7 +72,8 @@ def parse_space(space: Any, base: Config) -> list[Param]:
             if any(not isinstance(choice, (str, int, float, bool)) and choice is not None for choice in param.choices):
                 raise ConfigError(f"{where}: choices must be plain values (write lists as text, e.g. \"[64, 64]\")")
         else:
-            param.low, param.high, param.step = _number(where, entry, "low"), _number(where, entry, "high"), entry.get("step")
+            param.low, param.high = _number(where, entry, "low"), _number(where, entry, "high")
+            param.step = entry.get("step")
             if param.low > param.high:
                 raise ConfigError(f"{where}: low ({param.low}) is greater than high ({param.high})")
             if param.log and param.low <= 0:
@@ -97,14 +100,9 @@ def sample(params: list[Param], trial, base: Config) -> Config:
 def apply_value(config: Config, key: str, value: Any) -> None:
     """Set a sampled value; a number for a list of widths makes every layer that wide."""
     if isinstance(config.get(key), list) and isinstance(value, (int, float)) and not isinstance(value, bool):
-        depth = len(config.get(key)) or _default_depth(config, key)
+        depth = len(config.get(key)) or DEFAULT_DEPTH.get(key, 1)
         value = [int(value)] * depth
     config.set(key, value)
-
-
-def _default_depth(config: Config, key: str) -> int:
-    """Layers of the models' usual default widths (e.g. mlp has two hidden layers)."""
-    return {"model.hidden": 2, "model.channels": 3}.get(key, 1)
 
 
 def _parse_when(where: str, when: Any) -> dict[str, list[Any]]:

@@ -12,13 +12,16 @@ import contextlib
 import fcntl
 import os
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 from urllib.parse import urlparse
+
+import sqlalchemy
+from optuna.storages import BaseStorage, RDBStorage, RetryFailedTrialCallback
+from optuna.storages.journal import JournalFileBackend, JournalStorage
 
 from core.errors import UserError
 
-DEFAULT_STORAGE = "mlruns/optuna.journal"
 RDB_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg2", "postgres", "mysql", "mysql+pymysql")
 HEARTBEAT_SECONDS = 20
 GRACE_SECONDS = 60
@@ -39,8 +42,6 @@ def check_storage(url: str) -> None:
             raise UserError(f"storage {url!r}: use sqlite:///path/to/optuna.db")
         _check_writable(path)
     elif scheme in RDB_SCHEMES:
-        import sqlalchemy
-
         try:
             engine = sqlalchemy.create_engine(_sqlalchemy_url(url), connect_args={"connect_timeout": 5})
             with engine.connect():
@@ -64,11 +65,8 @@ def _sqlalchemy_url(url: str) -> str:
     return "postgresql://" + url[len("postgres://"):] if url.startswith("postgres://") else url
 
 
-def open_storage(url: str):
+def open_storage(url: str) -> BaseStorage:
     """The Optuna storage object for `url` (creates the schema or file on first use)."""
-    from optuna.storages import RDBStorage, RetryFailedTrialCallback
-    from optuna.storages.journal import JournalFileBackend, JournalStorage
-
     if is_rdb(url):
         engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
         # A worker that stops beating is failed, and its parameters are retried once.
@@ -107,8 +105,6 @@ def budget_lock(url: str, study_name: str) -> Iterator[None]:
     """
     scheme = urlparse(url).scheme
     if scheme.startswith("postgres"):
-        import sqlalchemy
-
         key = zlib.crc32(f"core-study:{study_name}".encode())
         engine = _advisory_engine(url)
         with engine.connect() as connection:
@@ -137,12 +133,10 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-_ENGINES: dict[str, object] = {}
+_ENGINES: dict[str, sqlalchemy.Engine] = {}
 
 
-def _advisory_engine(url: str):
-    import sqlalchemy
-
+def _advisory_engine(url: str) -> sqlalchemy.Engine:
     if url not in _ENGINES:
         _ENGINES[url] = sqlalchemy.create_engine(_sqlalchemy_url(url), pool_size=1, pool_pre_ping=True)
     return _ENGINES[url]

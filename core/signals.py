@@ -1,0 +1,54 @@
+"""Stopping cleanly: SIGTERM raised like Ctrl-C, and telling whether a process still lives.
+
+Every command that runs something installs the handlers, so an open run ends
+KILLED whether the user pressed Ctrl-C or a scheduler sent SIGTERM.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that every open run ends KILLED."""
+
+    def __init__(self, signum: int = signal.SIGTERM):
+        super().__init__(f"signal {signum}")
+        self.signum = signum
+
+
+def install_signal_handlers() -> None:
+    """Turn SIGTERM into `Terminated` and make sure Ctrl-C raises (the CLI calls this; library code does not).
+
+    SIGINT is set explicitly because a process started in the background of a
+    non-interactive shell inherits it ignored.
+    """
+    def on_term(signum, frame):
+        raise Terminated(signum)
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def interrupt_behind(error: BaseException | None) -> KeyboardInterrupt | None:
+    """The Ctrl-C or SIGTERM that `error` is, or was raised while handling; None for a plain error."""
+    while error is not None:  # Python keeps __context__ chains free of cycles
+        if isinstance(error, KeyboardInterrupt):
+            return error
+        error = error.__context__
+    return None
+
+
+def exit_code(interrupt: KeyboardInterrupt) -> int:
+    """128 + the signal's number, as shells report a process ended by a signal."""
+    return 128 + getattr(interrupt, "signum", signal.SIGINT)
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,31 @@
+"""Optuna studies where every trial is an MLflow run.
+
+One MLflow experiment per study, one parent run for the study, one child run
+per trial (with k-fold, the trial's run has one child per fold). The modules:
+
+- `spec`: the study spec (base config, space, objective, sampler, pruner, budget), checked on load;
+- `space`: the search space, parsed from YAML and sampled by a trial;
+- `storage`: where Optuna keeps the study, and the lock that keeps workers within the budget;
+- `trial`: one trial, trained (per fold) as MLflow runs;
+- `runner`: the study's loop, in one process or N workers;
+- `report`: the study's parent run (best so far, trials table, plots, the best model).
+
+`load_spec` and `run_study` are re-exported here, loaded on first use: the
+package pulls in Optuna and torch, which the CLI imports only once a command runs.
+"""
+
+DEFAULT_STORAGE = "mlruns/optuna.journal"
+
+_EXPORTS = {"load_spec": "core.study.spec", "trial_seed": "core.study.spec", "StudySpec": "core.study.spec",
+            "run_study": "core.study.runner", "StudyOutcome": "core.study.report"}
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'core.study' has no attribute {name!r}")
+
+
+__all__ = ["DEFAULT_STORAGE", "StudyOutcome", "StudySpec", "load_spec", "run_study", "trial_seed"]

@@ -1,0 +1,198 @@
+"""Running a study: one process or N workers on a shared storage, until the budget is finished.
+
+Workers are processes that share the storage. Each one, holding the budget
+lock, counts the finished and running trials and asks for a new trial only when
+the budget is not reached, so N workers finish exactly the requested number.
+Trials left RUNNING by dead workers of this host are failed, and their
+parameters queued again, before a study (re)starts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import logging
+import multiprocessing
+import os
+import socket
+import time
+from collections.abc import Iterator
+
+import optuna
+import torch
+from tqdm.auto import tqdm
+
+from core.errors import UserError
+from core.signals import exit_code, install_signal_handlers, interrupt_behind, process_alive
+from core.study import DEFAULT_STORAGE
+from core.study.report import StudyOutcome, StudyReporter
+from core.study.spec import StudySpec, make_pruner, make_sampler
+from core.study.storage import budget_lock, check_storage, is_rdb, open_storage
+from core.study.trial import run_trial
+from core.tracking import mlflow_store
+from core.train import prepare, warm_up
+
+log = logging.getLogger(__name__)
+
+
+def run_study(spec: StudySpec, storage: str = DEFAULT_STORAGE, workers: int = 1,
+              progress: bool = False) -> StudyOutcome:
+    """Run `spec` until `spec.trials` trials are finished (complete or pruned) in the study."""
+    if workers < 1:
+        raise UserError(f"--workers={workers}: must be at least 1")
+    prepare(spec.base)  # the base config's data and model load, before anything is written
+    check_storage(storage)
+    mlflow_store.client()  # MLflow's schema is created once, here, before any worker starts
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name=spec.name, storage=open_storage(storage), load_if_exists=True,
+                                directions=spec.directions, sampler=make_sampler(spec, 0), pruner=make_pruner(spec))
+    _check_same_objective(study, spec)
+    experiment_id = mlflow_store.experiment_id(spec.name)
+    sweep_dead_trials(study, storage)
+    mlflow_store.fail_stale_runs([experiment_id])
+
+    reporter = StudyReporter(spec, study, storage)
+    parent_run_id = reporter.open_parent_run()
+    interrupted = False
+    try:
+        if workers == 1:
+            work(spec, storage, parent_run_id, worker=0, progress=progress)
+        else:
+            interrupted = _run_workers(spec, storage, parent_run_id, workers)
+    except BaseException as error:
+        interrupt = interrupt_behind(error)
+        reporter.close_parent_run("FAILED" if interrupt is None else "KILLED")
+        if interrupt is None or interrupt is error:
+            raise
+        # Clean-up after Ctrl-C or SIGTERM failed too (a store call cut short): still a stop, not a crash.
+        log.warning("while stopping: %s: %s", type(error).__name__, error)
+        raise interrupt from None
+    outcome = reporter.final_report()
+    reporter.close_parent_run("FAILED" if interrupted else "FINISHED")
+    outcome.interrupted = interrupted
+    return outcome
+
+
+def _check_same_objective(study: optuna.Study, spec: StudySpec) -> None:
+    directions = [d.name.lower() for d in study.directions]
+    if directions != spec.directions:
+        raise UserError(f"study {spec.name!r} exists with directions {directions}, not {spec.directions}; "
+                        f"use another --name")
+
+
+def _run_workers(spec: StudySpec, storage: str, parent_run_id: str, workers: int) -> bool:
+    """N worker processes; True when one of them died (killed, crashed)."""
+    context = multiprocessing.get_context("spawn")
+    threads = max(1, (os.cpu_count() or 1) // workers)  # no oversubscription of the cores
+    processes = [context.Process(target=_worker_entry, args=(spec, storage, parent_run_id, index, threads),
+                                 name=f"study-worker-{index}") for index in range(workers)]
+    for process in processes:
+        process.start()
+    try:
+        for process in processes:
+            process.join()
+    except KeyboardInterrupt:
+        for process in processes:
+            if process.is_alive():
+                process.terminate()  # SIGTERM: each worker ends its run KILLED
+        for process in processes:
+            process.join(30)
+        raise
+    failed = [p for p in processes if p.exitcode != 0]
+    for process in failed:
+        log.warning("%s exited with code %s", process.name, process.exitcode)
+    return bool(failed)
+
+
+def _worker_entry(spec: StudySpec, storage: str, parent_run_id: str, worker: int, threads: int) -> None:
+    logging.basicConfig(level=logging.WARNING, format=f"worker {worker} %(levelname)s %(name)s: %(message)s")
+    install_signal_handlers()
+    torch.set_num_threads(threads)
+    try:
+        work(spec, storage, parent_run_id, worker)
+    except BaseException as error:
+        interrupt = interrupt_behind(error)
+        if interrupt is None:
+            raise
+        raise SystemExit(exit_code(interrupt)) from None
+
+
+@contextlib.contextmanager
+def objects_so_far_frozen() -> Iterator[None]:
+    """Leave what exists now (imports, the data set) out of the garbage collector's full passes while inside.
+
+    Those passes walk every object and took ~0.4 s each, stalling a trial every few hundred.
+    """
+    gc.collect()  # the garbage made so far first, so that none of it is kept
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()  # as a library call, the caller's objects are collected as usual afterwards
+
+
+def work(spec: StudySpec, storage: str, parent_run_id: str, worker: int, progress: bool = False) -> int:
+    """One worker's loop: take a trial while the budget allows, run it, report it. Returns trials run."""
+    study = optuna.load_study(study_name=spec.name, storage=open_storage(storage),
+                              sampler=make_sampler(spec, worker), pruner=make_pruner(spec))
+    reporter = StudyReporter(spec, study, storage, parent_run_id)
+    warm_up(spec.base)
+    started = time.monotonic()
+    ran = 0
+    bar = tqdm(total=spec.trials, initial=count_trials(study)[0], desc=f"study {spec.name}", unit="trial",
+               disable=not progress)
+    with objects_so_far_frozen(), bar:
+        while spec.timeout is None or time.monotonic() - started < spec.timeout:
+            trial = _next_trial(spec, study, storage)
+            if trial is None:
+                break
+            finished_trial = run_trial(spec, study, trial, parent_run_id)
+            ran += 1
+            reporter.after_trial(finished_trial)
+            bar.n = count_trials(study)[0]
+            bar.refresh()
+    return ran
+
+
+def _next_trial(spec: StudySpec, study: optuna.Study, storage: str) -> optuna.Trial | None:
+    """A new trial, or None once the finished and running trials fill the budget."""
+    with budget_lock(storage, spec.name):
+        finished, running = count_trials(study)
+        if finished + running >= spec.trials:
+            return None
+        trial = study.ask()
+        trial.set_user_attr("host", socket.gethostname())
+        trial.set_user_attr("pid", os.getpid())
+        return trial
+
+
+def count_trials(study: optuna.Study) -> tuple[int, int]:
+    """(finished: complete or pruned, running) trials of the study."""
+    states = optuna.trial.TrialState
+    trials = study.get_trials(deepcopy=False, states=(states.COMPLETE, states.PRUNED, states.RUNNING))
+    running = sum(1 for t in trials if t.state == states.RUNNING)
+    return len(trials) - running, running
+
+
+def sweep_dead_trials(study: optuna.Study, storage: str) -> list[int]:
+    """Fail the trials left RUNNING by dead workers of this host and queue their parameters again.
+
+    The retry names the trial it repeats (user attribute `retry_of`). RDB storages also fail
+    trials whose heartbeat stopped (workers on other machines).
+    """
+    if is_rdb(storage):
+        optuna.storages.fail_stale_trials(study)
+    host = socket.gethostname()
+    swept = []
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        attrs = trial.user_attrs
+        if attrs.get("host") != host or process_alive(int(attrs.get("pid", 0) or 0)):
+            continue
+        study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+        if trial.params:
+            retry = {"retry_of": trial.number, "retry_reason": f"worker {attrs.get('pid')} died"}
+            study.enqueue_trial(trial.params, user_attrs=retry, skip_if_exists=False)
+        swept.append(trial.number)
+    if swept:
+        log.warning("trials %s were left RUNNING by dead workers: marked FAIL, parameters queued again", swept)
+    return swept

@@ -1,0 +1,136 @@
+"""A study spec: the base config, the search space, the objective, the sampler, the pruner and the budget.
+
+Loading a spec checks all of it, so every problem is one ConfigError before any
+study, trial or run exists.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from core.config import Config, parse_overrides, read_yaml
+from core.errors import ConfigError
+from core.study.space import Param, parse_space
+
+SECTIONS = ("name", "config", "space", "objective", "sampler", "pruner", "budget", "seed")
+SAMPLERS = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler,
+            "cmaes": optuna.samplers.CmaEsSampler, "gp": optuna.samplers.GPSampler}
+PRUNERS = {"median": optuna.pruners.MedianPruner, "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
+           "hyperband": optuna.pruners.HyperbandPruner, "none": optuna.pruners.NopPruner}
+# What a trial can be scored on: the validation metrics of fit(), or the model's size.
+METRICS = {"val_acc": "final_val_acc", "val_loss": "final_val_loss", "train_acc": "final_train_acc",
+           "parameters": "parameters", "seconds": "seconds"}
+PER_EPOCH = {"val_acc", "val_loss", "train_acc"}  # metrics that can be reported to the pruner each epoch
+
+
+@dataclass
+class StudySpec:
+    name: str
+    base: Config
+    params: list[Param]
+    metrics: list[str]
+    directions: list[str]
+    sampler: dict[str, Any] = field(default_factory=lambda: {"name": "tpe"})
+    pruner: dict[str, Any] = field(default_factory=lambda: {"name": "median"})
+    trials: int = 30
+    timeout: float | None = None
+    seed: int = 0
+    path: str = ""
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.metrics) > 1
+
+    @property
+    def folds(self) -> int:
+        return self.base.split.k if self.base.split.kind != "holdout" else 1
+
+
+def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = (), name: str | None = None,
+              trials: int | None = None, timeout: float | None = None) -> StudySpec:
+    """Read and check a study spec; every problem is one ConfigError before anything is created."""
+    document = read_yaml(path)
+    unknown = set(document) - set(SECTIONS)
+    if unknown:
+        raise ConfigError(f"{path}: unknown section(s) {', '.join(sorted(unknown))} "
+                          f"(expected {', '.join(SECTIONS)})")
+    base = Config().apply(document.get("config") or {}).apply(parse_overrides(overrides)).validate()
+    metrics, directions = _objective(path, document.get("objective"))
+    budget = document.get("budget") or {}
+    spec = StudySpec(
+        name=name or str(document.get("name") or Path(path).stem),
+        base=base, params=parse_space(document.get("space"), base), metrics=metrics, directions=directions,
+        sampler=_section(path, document, "sampler", "tpe"), pruner=_section(path, document, "pruner", "median"),
+        trials=int(trials if trials is not None else budget.get("trials", 30)),
+        timeout=timeout if timeout is not None else budget.get("timeout"),
+        seed=int(document.get("seed", base.seed)), path=str(path))
+    _check(path, spec)
+    if spec.multi_objective and spec.pruner["name"] != "none":
+        spec.pruner = {"name": "none"}  # Optuna cannot prune multi-objective trials
+    make_sampler(spec, 0)
+    make_pruner(spec)
+    return spec
+
+
+def _objective(path, objective: Any) -> tuple[list[str], list[str]]:
+    objective = objective or {"metric": "val_acc", "direction": "maximize"}
+    metrics = objective.get("metrics") or [objective.get("metric", "val_acc")]
+    directions = objective.get("directions") or [objective.get("direction", "maximize")]
+    if len(metrics) != len(directions):
+        raise ConfigError(f"{path}: objective has {len(metrics)} metrics but {len(directions)} directions")
+    for metric in metrics:
+        if metric not in METRICS:
+            raise ConfigError(f"{path}: objective metric {metric!r} is not one of {', '.join(METRICS)}")
+    for direction in directions:
+        if direction not in ("maximize", "minimize"):
+            raise ConfigError(f"{path}: direction {direction!r} must be maximize or minimize")
+    return list(metrics), list(directions)
+
+
+def _check(path, spec: StudySpec) -> None:
+    if spec.trials < 1:
+        raise ConfigError(f"--trials={spec.trials}: must be at least 1")
+    if spec.timeout is not None and spec.timeout <= 0:
+        raise ConfigError(f"--timeout={spec.timeout}: must be more than 0 seconds")
+    if not spec.name.strip() or len(spec.name) > 200:
+        raise ConfigError(f"study name {spec.name!r}: give a non-empty name of at most 200 characters")
+    if spec.sampler["name"] not in SAMPLERS:
+        raise ConfigError(f"{path}: sampler {spec.sampler['name']!r} is not one of {', '.join(SAMPLERS)}")
+    if spec.pruner["name"] not in PRUNERS:
+        raise ConfigError(f"{path}: pruner {spec.pruner['name']!r} is not one of {', '.join(PRUNERS)}")
+
+
+def _section(path, document: dict, key: str, default: str) -> dict[str, Any]:
+    value = document.get(key) or {"name": default}
+    if isinstance(value, str):
+        value = {"name": value}
+    if not isinstance(value, dict) or "name" not in value:
+        raise ConfigError(f"{path}: `{key}:` needs a name, e.g. {key}: {{name: {default}}}")
+    return dict(value)
+
+
+def make_sampler(spec: StudySpec, worker: int) -> optuna.samplers.BaseSampler:
+    options = {k: v for k, v in spec.sampler.items() if k != "name"}
+    # Workers explore differently; trial seeds stay derived from trial numbers.
+    seed = int(options.pop("seed", spec.seed)) * 1000 + worker
+    try:
+        return SAMPLERS[spec.sampler["name"]](seed=seed, **options)
+    except TypeError as error:
+        raise ConfigError(f"sampler {spec.sampler['name']}: {error}") from None
+
+
+def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
+    options = {k: v for k, v in spec.pruner.items() if k != "name"}
+    try:
+        return PRUNERS[spec.pruner["name"]](**options)
+    except TypeError as error:
+        raise ConfigError(f"pruner {spec.pruner['name']}: {error}") from None
+
+
+def trial_seed(study_seed: int, number: int) -> int:
+    """Each trial's seed, from the study seed and trial number alone (not the worker)."""
+    return (study_seed * 1_000_003 + number * 7919 + 17) % (2**31 - 1)
