@@ -12,6 +12,7 @@ import dataclasses
 import difflib
 import functools
 import math
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from core import names
+from core import names, user_code
 from core.errors import ConfigError
 
 # Keys that older versions logged and this one no longer has: runs logged with them still rebuild.
@@ -28,8 +29,10 @@ RETIRED_KEYS = {"train.cpu_linear"}  # the CPU matmul library choice (oneDNN or 
 
 @dataclass
 class DataConfig:
-    name: str = "digits"  # digits | mnist | fashion_mnist | cifar10 | synthetic
-    root: str = "data"  # where mnist / fashion_mnist / cifar10 files live
+    name: str = "digits"  # digits | mnist | fashion_mnist | cifar10 | synthetic | npz | image_folder | module:function
+    root: str = "data"  # where mnist / fashion_mnist / cifar10 files live; image_folder: the folder of class folders
+    path: str = ""  # npz: the .npz file (arrays x_train, y_train, optionally x_test, y_test)
+    args: dict[str, Any] = field(default_factory=dict)  # a module:function loader's own arguments (open section)
     train_size: int = 0  # use only this many training samples; 0 = all
     resize: int = 0  # resize images to resize x resize; 0 = native size
     test_fraction: float = 0.2  # digits and synthetic only: size of their fixed test part
@@ -49,7 +52,8 @@ class SplitConfig:
 
 @dataclass
 class ModelConfig:
-    name: str = "mlp"
+    name: str = "mlp"  # a built-in name, or module:function of your own builder
+    args: dict[str, Any] = field(default_factory=dict)  # your builder's own arguments (open section)
     hidden: list[int] = field(default_factory=list)  # fully connected widths; [] = the model's own
     channels: list[int] = field(default_factory=list)  # conv widths; [] = the model's own
     dropout: float = 0.0
@@ -103,6 +107,7 @@ class TrackConfig:
     flush_every: int = 50  # steps between sends of per-step values
     log_model: bool = True  # the model (MLflow format) and its weights
     figures: bool = True  # learning curves and confusion matrix as PNG
+    metrics: list[str] = field(default_factory=list)  # extra metrics: macro_f1, ..., or module:function
 
 
 @dataclass
@@ -136,9 +141,12 @@ class Config:
 
     # ---- edits -----------------------------------------------------------
     def set(self, key: str, value: Any) -> None:
-        """Set one dotted key, converting `value` to the field's type."""
+        """Set one dotted key, converting `value` to the field's type (open sections: parsed as YAML)."""
         owner, name, kind = _resolve(self, key)
-        setattr(owner, name, _convert(key, kind, value))
+        if isinstance(owner, dict):
+            owner[name] = _open_value(key, value)
+        else:
+            setattr(owner, name, _convert(key, kind, value))
 
     def apply(self, values: dict[str, Any]) -> Config:
         """Set several dotted keys (nested dicts are flattened first)."""
@@ -153,8 +161,9 @@ class Config:
     def validate(self) -> Config:
         """Range and choice checks that types alone cannot express (torch-free: nothing is built here)."""
         _choice("device", self.device, ("auto", "cpu", "cuda"))
-        _choice("data.name", self.data.name, names.DATASETS)
-        _choice("model.name", self.model.name, names.MODELS)
+        _builtin_or_reference("data.name", self.data.name, names.DATASETS, "loader")
+        _builtin_or_reference("model.name", self.model.name, names.MODELS, "builder")
+        self._check_user_parts()
         _choice("split.kind", self.split.kind, ("holdout", "kfold", "stratified_kfold"))
         _choice("optim.name", self.optim.name, ("sgd", "adam", "adamw"))
         _choice("sched.name", self.sched.name, ("none", "step", "plateau", "cosine"))
@@ -193,13 +202,42 @@ class Config:
         _at_least("track.flush_every", self.track.flush_every, 1)
         return self
 
+    def _check_user_parts(self) -> None:
+        """Open sections belong to user code; npz needs its file; metrics are built-in or user code."""
+        for part, section in (("model", self.model), ("data", self.data)):
+            if section.args and not user_code.is_reference(section.name):
+                raise ConfigError(f"{part}.args.* are the arguments of your own code ({part}.name=module:function); "
+                                  f"the built-in {section.name!r} takes none")
+        if self.data.name == "npz" and not self.data.path:
+            raise ConfigError("data.name=npz needs data.path=FILE.npz (arrays x_train, y_train[, x_test, y_test])")
+        short_names = []
+        for metric in self.track.metrics:
+            _builtin_or_reference("track.metrics", metric, names.METRICS, "metric function")
+            short_names.append(metric_name(metric))
+        if len(set(short_names)) != len(short_names):
+            raise ConfigError(f"track.metrics={self.track.metrics}: two metrics share a name")
+
     def get(self, key: str) -> Any:
         owner, name, _ = _resolve(self, key)
-        return getattr(owner, name)
+        return owner.get(name) if isinstance(owner, dict) else getattr(owner, name)
+
+    def user_references(self) -> list[str]:
+        """The import paths (module:function) of the user's own model, data set and metrics in this config."""
+        names = [self.model.name, self.data.name, *self.track.metrics]
+        return [name for name in names if user_code.is_reference(name)]
 
 
 def valid_keys() -> list[str]:
     return list(Config().to_flat())
+
+
+OPEN_SECTIONS = ("model.args", "data.args")  # their keys are the user's: any name, values typed from YAML
+
+
+def is_valid_key(key: str) -> bool:
+    """A fixed key, or one key of an open section (e.g. model.args.width)."""
+    section, _, name = str(key).rpartition(".")
+    return key in valid_keys() or (section in OPEN_SECTIONS and _IDENTIFIER.match(name) is not None)
 
 
 def load_config(spec: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
@@ -251,6 +289,8 @@ def _flatten(node: Any, prefix: str) -> dict[str, Any]:
         value = getattr(node, item.name)
         if dataclasses.is_dataclass(value):
             flat.update(_flatten(value, f"{prefix}{item.name}."))
+        elif isinstance(value, dict):  # an open section: one key each
+            flat.update({f"{prefix}{item.name}.{key}": _copy(entry) for key, entry in sorted(value.items())})
         else:
             flat[f"{prefix}{item.name}"] = list(value) if isinstance(value, list) else value
     return flat
@@ -274,6 +314,12 @@ def _resolve(config: Config, key: str) -> tuple[Any, str, Any]:
         hints = _type_hints(type(node))
         if part not in hints:
             raise ConfigError(f"unknown config key {key!r}{suggestion(key)}")
+        if typing.get_origin(hints[part]) is dict:  # an open section: the rest of the key is the user's
+            rest = parts[depth + 1:]
+            if len(rest) != 1 or not _IDENTIFIER.match(rest[0]):
+                raise ConfigError(f"config key {key!r}: {'.'.join(parts[:depth + 1])} is an open section; "
+                                  f"set one name in it, e.g. {'.'.join(parts[:depth + 1])}.width=64")
+            return getattr(node, part), rest[0], Any
         if depth == len(parts) - 1:
             if dataclasses.is_dataclass(hints[part]):
                 first = dataclasses.fields(hints[part])[0].name
@@ -296,7 +342,35 @@ def suggestion(key: str) -> str:
     return f" (did you mean {close[0]!r}?)" if close else " (run `python -m core keys` for the list)"
 
 
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _TRUE = {"true", "yes", "on", "1"}
+_PLAIN = (str, int, float, bool)
+
+
+def _copy(value: Any) -> Any:
+    return list(value) if isinstance(value, list) else value
+
+
+def _open_value(key: str, value: Any) -> Any:
+    """A value of an open section: text is read as YAML (64 -> int, 0.5 -> float, [1, 2] -> list), as the
+    fixed keys' values are, so CLI overrides and MLflow's string params give back the same types."""
+    if isinstance(value, str):
+        try:
+            parsed = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError:
+            parsed = value
+        if isinstance(parsed, str):
+            try:
+                parsed = float(value) if math.isfinite(float(value)) else value  # YAML reads 1e-3 as text
+            except ValueError:
+                pass
+        value = parsed
+    items = value if isinstance(value, list) else [value]
+    if not all(isinstance(item, _PLAIN) for item in items):
+        raise ConfigError(f"{key}: give a number, text, true/false or a list of them, got {value!r}")
+    if any(isinstance(item, float) and not math.isfinite(item) for item in items):
+        raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+    return _copy(value)
 _FALSE = {"false", "no", "off", "0"}
 
 
@@ -341,14 +415,25 @@ def _convert(key: str, kind: Any, value: Any) -> Any:
             try:
                 value = yaml.safe_load(value) if value.strip() else []
             except yaml.YAMLError:
-                raise ConfigError(f"{key}: expected a list of whole numbers like [64, 64], got {value!r}") from None
-            if isinstance(value, int):
+                raise ConfigError(f"{key}: expected a list like [64, 64], got {value!r}") from None
+            if isinstance(value, int | str):
                 value = [value]
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list of whole numbers like [64, 64], got {value!r}")
+            raise ConfigError(f"{key}: expected a list like [64, 64], got {value!r}")
         (item_kind,) = typing.get_args(kind)
         return [_convert(key, item_kind, item) for item in value]
     raise ConfigError(f"{key}: unsupported field type {kind}")
+
+
+def metric_name(metric: str) -> str:
+    """How a metric is logged: macro_f1 -> final_val_macro_f1 and test_macro_f1; module:score -> ..._score."""
+    return metric.rpartition(":")[2]
+
+
+def _builtin_or_reference(key: str, value: str, builtins: typing.Sequence[str], kind: str) -> None:
+    if value not in builtins and not user_code.is_reference(value):
+        raise ConfigError(f"{key}={value!r} is not one of: {', '.join(builtins)}, "
+                          f"nor an import path of your own {kind} (module:function)")
 
 
 def _choice(key: str, value: str, choices: typing.Sequence[str]) -> None:

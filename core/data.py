@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from core import user_code
 from core.config import DataConfig
 from core.errors import DataError
 from core.names import ON_DISK
@@ -61,7 +62,7 @@ def load_dataset(config: DataConfig, device: torch.device | str = "cpu") -> Data
 
 
 def _load(config: DataConfig) -> Dataset:
-    dataset = DATASETS[config.name](config)
+    dataset = load_user_data(config) if user_code.is_reference(config.name) else DATASETS[config.name](config)
     if config.train_size and config.train_size < len(dataset.train_y):
         # A fixed seed: every run and trial on this config sees the same subset.
         keep = _stratified_subset(dataset.train_y, config.train_size, seed=0)
@@ -79,11 +80,15 @@ _CACHE: dict[tuple[str, str, str], Dataset] = {}
 
 def _files_stamp(config: DataConfig) -> str:
     """Sizes and modification times of a set's files: a changed file is loaded again."""
-    folder = ON_DISK.get(config.name)
-    if folder is None:
+    if config.name == "npz":
+        files = [Path(config.path)]
+    elif config.name == "image_folder":
+        files = sorted(Path(config.root).rglob("*"))
+    elif config.name in ON_DISK:
+        files = sorted((Path(config.root) / ON_DISK[config.name]).glob("*"))
+    else:
         return ""
-    files = sorted((Path(config.root) / folder).glob("*"))
-    return repr([(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files if f.is_file()])
+    return repr([(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files if f.is_file()])
 
 
 def fingerprint(*tensors: torch.Tensor) -> str:
@@ -220,10 +225,162 @@ def _stratified_subset(labels: torch.Tensor, size: int, seed: int) -> torch.Tens
     return torch.from_numpy(np.sort(keep))
 
 
+# ---- the user's own data --------------------------------------------------
+
+def load_npz(config: DataConfig) -> Dataset:
+    """`data.path`: an .npz file with arrays x_train, y_train and optionally x_test, y_test."""
+    path = Path(config.path)
+    if not path.is_file():
+        raise DataError(f"npz: no file {path} (data.path)")
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            parts = {key: arrays[key] for key in arrays.files}
+    except Exception as error:
+        raise DataError(f"npz: cannot read {path}: {_first_line(error)}") from None
+    missing = [key for key in ("x_train", "y_train") if key not in parts]
+    if missing:
+        raise DataError(f"npz: {path} has no {' or '.join(missing)} array (it has: {', '.join(parts) or 'none'})")
+    if ("x_test" in parts) != ("y_test" in parts):
+        raise DataError(f"npz: {path} has only one of x_test and y_test; give both or neither")
+    return from_arrays("npz", parts["x_train"], parts["y_train"], parts.get("x_test"), parts.get("y_test"),
+                       test_fraction=config.test_fraction)
+
+
+def load_user_data(config: DataConfig) -> Dataset:
+    """`data.name=module:function`: the function, called with `data.args`, returns (x, y) or
+    (x_train, y_train, x_test, y_test) as NumPy arrays or tensors."""
+    loader = user_code.load(config.name, "data.name")
+    try:
+        arrays = loader(**config.args)
+    except Exception as error:  # the user's code: whatever it raises is bad input, said in one line
+        raise DataError(f"data.name={config.name}: the loader raised {type(error).__name__}: "
+                        f"{_first_line(error)} (args {config.args})") from None
+    if not isinstance(arrays, tuple | list) or len(arrays) not in (2, 4):
+        raise DataError(f"data.name={config.name}: the loader must return (x, y) or "
+                        f"(x_train, y_train, x_test, y_test), not {type(arrays).__name__}")
+    return from_arrays(config.name, *arrays, test_fraction=config.test_fraction)
+
+
+def from_arrays(name: str, x_train, y_train, x_test=None, y_test=None, test_fraction: float = 0.2) -> Dataset:
+    """A Dataset from the user's arrays: uint8 images (N, H, W) or (N, C, H, W), or float samples of any
+    shape (vectors, signals); integer labels from 0. Without a test part, a fixed stratified one is made."""
+    x_train, y_train = _samples(name, "x_train", x_train), _labels(name, "y_train", y_train)
+    _same_length(name, "x_train", x_train, "y_train", y_train)
+    if x_test is None:
+        classes = _class_count(name, y_train)
+        x, y = torch.from_numpy(x_train), torch.from_numpy(y_train)
+        return _with_fixed_test_part(name, x, y, classes, test_fraction)
+    x_test, y_test = _samples(name, "x_test", x_test), _labels(name, "y_test", y_test)
+    _same_length(name, "x_test", x_test, "y_test", y_test)
+    if x_test.shape[1:] != x_train.shape[1:] or x_test.dtype != x_train.dtype:
+        raise DataError(f"{name}: x_test samples are {x_test.dtype} {list(x_test.shape[1:])}, "
+                        f"x_train's {x_train.dtype} {list(x_train.shape[1:])}")
+    parts = [torch.from_numpy(array) for array in (x_train, y_train, x_test, y_test)]
+    return Dataset(name, *parts, _class_count(name, np.concatenate([y_train, y_test])), fingerprint(*parts))
+
+
+def _samples(name: str, what: str, x) -> np.ndarray:
+    x = np.asarray(x.cpu() if isinstance(x, torch.Tensor) else x)
+    if x.ndim < 2 or len(x) == 0:
+        raise DataError(f"{name}: {what} must hold samples along its first axis, got shape {list(x.shape)}")
+    if x.dtype == np.uint8:
+        return np.ascontiguousarray(x[:, None] if x.ndim == 3 else x)  # images get their channel axis
+    if not np.issubdtype(x.dtype, np.number) and x.dtype != np.bool_:
+        raise DataError(f"{name}: {what} must be numbers, got {x.dtype}")
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if not np.isfinite(x).all():
+        raise DataError(f"{name}: {what} holds NaN or infinite values")
+    return x
+
+
+def _labels(name: str, what: str, y) -> np.ndarray:
+    y = np.asarray(y.cpu() if isinstance(y, torch.Tensor) else y)
+    if y.ndim != 1:
+        raise DataError(f"{name}: {what} must be one label per sample (1-D), got shape {list(y.shape)}")
+    whole = np.issubdtype(y.dtype, np.integer) or (np.issubdtype(y.dtype, np.floating) and np.all(np.mod(y, 1) == 0))
+    if not whole:
+        raise DataError(f"{name}: {what} must be whole-number class labels 0, 1, 2, ..., got {y.dtype}")
+    if len(y) and y.min() < 0:
+        raise DataError(f"{name}: {what} has negative labels (e.g. {int(y.min())}); classes count from 0")
+    return y.astype(np.int64)
+
+
+def _same_length(name: str, x_name: str, x: np.ndarray, y_name: str, y: np.ndarray) -> None:
+    if len(x) != len(y):
+        raise DataError(f"{name}: {x_name} has {len(x)} samples but {y_name} has {len(y)} labels")
+
+
+def _class_count(name: str, labels: np.ndarray) -> int:
+    classes = int(labels.max()) + 1
+    if classes < 2:
+        raise DataError(f"{name}: the labels hold one class only; a classifier needs at least two")
+    return classes
+
+
+def load_image_folder(config: DataConfig) -> Dataset:
+    """`data.root`: one folder per class of image files (torchvision's ImageFolder layout), and optionally
+    `test/` with the same class folders. Images take the first image's size (or data.resize, applied after)."""
+    root = Path(config.root)
+    if not root.is_dir():
+        raise DataError(f"image_folder: no folder {root} (data.root)")
+    classes = sorted(entry.name for entry in root.iterdir() if entry.is_dir() and entry.name != "test")
+    train_files = _image_files(root, classes)
+    test_files = _image_files(root / "test", classes) if (root / "test").is_dir() else []
+    images = _read_images([path for path, _ in train_files + test_files])
+    labels = np.asarray([label for _, label in train_files + test_files], dtype=np.int64)
+    n = len(train_files)
+    if not test_files:
+        return from_arrays("image_folder", images, labels, test_fraction=config.test_fraction)
+    return from_arrays("image_folder", images[:n], labels[:n], images[n:], labels[n:])
+
+
+def _image_files(folder: Path, classes: list[str]) -> list[tuple[str, int]]:
+    """(path, class index) of every image under folder/<class>/, by torchvision's rules (extensions, order)."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
+
+    unknown = sorted(entry.name for entry in folder.iterdir() if entry.is_dir() and entry.name not in classes)
+    if folder.name == "test" and unknown:
+        raise DataError(f"image_folder: {folder} has class folders the training part lacks: {', '.join(unknown)}")
+    if not classes:
+        raise DataError(f"image_folder: {folder} has no class folders (expected {folder}/<class>/<image file>)")
+    files = make_dataset(str(folder), {name: i for i, name in enumerate(classes)}, extensions=IMG_EXTENSIONS,
+                         allow_empty=True)
+    if not files:
+        raise DataError(f"image_folder: no image files ({', '.join(IMG_EXTENSIONS)}) in the class folders of "
+                        f"{folder}")
+    return files
+
+
+def _read_images(paths: list[str]) -> np.ndarray:
+    """uint8 images (N, H, W) for greyscale or (N, 3, H, W), all at the first image's mode and size."""
+    from PIL import Image
+
+    arrays, mode, size = [], "", (0, 0)
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                if not mode:
+                    mode, size = ("L" if image.mode in ("1", "L", "I;16", "I") else "RGB"), image.size
+                image = image.convert(mode)
+                if image.size != size:
+                    image = image.resize(size, Image.Resampling.BILINEAR)
+                arrays.append(np.asarray(image, dtype=np.uint8))
+        except OSError as error:
+            raise DataError(f"image_folder: cannot read {path}: {_first_line(error)}") from None
+    images = np.stack(arrays)
+    return images if mode == "L" else images.transpose(0, 3, 1, 2)
+
+
+def _first_line(error: Exception) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
 DATASETS: dict[str, Callable[[DataConfig], Dataset]] = {
     "digits": load_digits,
     "mnist": load_mnist,
     "fashion_mnist": load_fashion_mnist,
     "cifar10": load_cifar10,
     "synthetic": load_synthetic,
+    "npz": load_npz,
+    "image_folder": load_image_folder,
 }

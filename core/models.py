@@ -13,8 +13,9 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from core import user_code
 from core.config import ModelConfig
-from core.errors import ConfigError
+from core.errors import ConfigError, UserError
 
 Builder = Callable[[ModelConfig, tuple[int, ...], int], nn.Module]
 MODELS: dict[str, Builder] = {}
@@ -28,10 +29,48 @@ def register(name: str) -> Callable[[Builder], Builder]:
 
 
 def build_model(config: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
-    """The model `config.name` for samples of `input_shape` and `num_classes` outputs."""
+    """The model `config.name` for samples of `input_shape` and `num_classes` outputs.
+
+    A built-in name, or `module:function` of the user's own builder, called as
+    `function(input_shape, num_classes, **model.args)`.
+    """
+    if user_code.is_reference(config.name):
+        return build_user_model(config, tuple(input_shape), num_classes)
     if config.name not in MODELS:
         raise ConfigError(f"model.name={config.name!r} is not one of: {', '.join(sorted(MODELS))}")
     return MODELS[config.name](config, tuple(input_shape), num_classes)
+
+
+def build_user_model(config: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    builder = user_code.load(config.name, "model.name")
+    try:
+        model = builder(input_shape, num_classes, **config.args)
+    except Exception as error:  # the user's code: whatever it raises is bad input, said in one line
+        raise UserError(f"model.name={config.name}: the builder raised {_first_line(error, with_type=True)} "
+                        f"(called with input_shape={list(input_shape)}, num_classes={num_classes}, "
+                        f"args {config.args})") from None
+    if not isinstance(model, nn.Module):
+        raise UserError(f"model.name={config.name}: the builder returned a {type(model).__name__}, "
+                        f"not a torch.nn.Module")
+    return model
+
+
+def check_forward(model: nn.Module, sample: torch.Tensor, num_classes: int, name: str) -> None:
+    """A forward pass on a couple of samples, so a user's model that does not fit the data fails before any run."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(sample)
+    except Exception as error:
+        raise UserError(f"model.name={name}: a forward pass on inputs of shape {list(sample.shape)} failed: "
+                        f"{_first_line(error, with_type=True)}") from None
+    finally:
+        model.train(was_training)
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (len(sample), num_classes):
+        shape = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise UserError(f"model.name={name}: the model gives {shape} for inputs of shape {list(sample.shape)}; "
+                        f"it must give logits of shape [batch, {num_classes}]")
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -107,8 +146,11 @@ def _feature_size(features: nn.Module, input_shape: tuple[int, ...], name: str) 
     return out.numel()
 
 
-def _first_line(error: Exception) -> str:
-    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+def _first_line(error: Exception, with_type: bool = False) -> str:
+    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    if with_type:
+        return f"{type(error).__name__}: {text}" if text else type(error).__name__
+    return text or type(error).__name__
 
 
 def _image_shape(input_shape: tuple[int, ...], name: str) -> tuple[int, int, int]:

@@ -1,11 +1,15 @@
 """The names of the built-in models and data sets, in one place that imports nothing heavy.
 
-A config is checked against these without importing torch, so a bad value is an
+Besides these, a model, a data set or a metric can be the user's own, named by
+import path (`module:attribute`, see core/user_code.py). A config is checked
+against these without importing torch, so a bad value is an
 error in a fraction of a second; `core.models` and `core.data` hold the builders
 under the same names (a test keeps the two in step).
 """
 
 MODELS = ("mlp", "quickstart", "seed_net", "lenet5", "alexnet_cifar", "vgg_small", "resnet_small", "conv1d")
-DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "synthetic")
+DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "synthetic", "npz", "image_folder")
+# Metrics for track.metrics, computed from scikit-learn on the validation and test predictions.
+METRICS = ("macro_f1", "weighted_f1", "balanced_accuracy", "cohen_kappa", "matthews_corrcoef", "log_loss")
 # Data sets read from files under data.root: the folder each one's files are in.
 ON_DISK = {"mnist": "MNIST/raw", "fashion_mnist": "FashionMNIST/raw", "cifar10": "cifar-10-batches-py"}

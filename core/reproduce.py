@@ -18,10 +18,10 @@ import torch
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 
-from core import provenance
+from core import provenance, user_code
 from core.config import Config
 from core.errors import ConfigError, UserError
-from core.tracked import tracked_fit
+from core.tracked import CODE_TAG, tracked_fit
 from core.tracking import mlflow_store
 from core.train import Prepared, evaluate, prepare
 
@@ -99,10 +99,26 @@ def environment_warnings(tags: dict[str, str], device_name: str) -> list[str]:
     return warnings
 
 
+def code_warnings(tags: dict[str, str], config: Config, allow_code_change: bool) -> list[str]:
+    """Refuse (one UserError line) when a user source file the run used differs now, unless allowed."""
+    logged = {key[len(CODE_TAG):]: digest for key, digest in tags.items() if key.startswith(CODE_TAG)}
+    now = {source.relative: source for source in user_code.sources(config.user_references())}
+    changed = sorted(path for path, digest in logged.items() if path not in now or now[path].sha256 != digest)
+    changed += sorted(path for path in now if path not in logged and logged)  # a file the run did not import
+    if not changed:
+        return []
+    where = ", ".join(str(now[path].path) if path in now else f"{path} (missing now)" for path in changed)
+    if not allow_code_change:
+        raise UserError(f"the code differs from the run's: {where} changed since the run "
+                        f"(--allow-code-change to rerun anyway)")
+    return [f"code changed since the run: {where}"]
+
+
 def reproduce(run_id: str, epochs: int | None = None, tolerance: float = 1e-4,
-              allow_data_change: bool = False) -> Reproduction:
+              allow_data_change: bool = False, allow_code_change: bool = False) -> Reproduction:
     run, config = logged_run(run_id)
     tags = run.data.tags
+    changed_code = code_warnings(tags, config, allow_code_change)
     if epochs is not None:
         if epochs < 1:
             raise UserError(f"--epochs={epochs}: must be at least 1")
@@ -113,7 +129,7 @@ def reproduce(run_id: str, epochs: int | None = None, tolerance: float = 1e-4,
         raise UserError(f"the data differs from the run's: fingerprint {prepared.data.fingerprint} now, "
                         f"{logged_fingerprint} logged (--allow-data-change to rerun anyway)")
     device = provenance.device_name(prepared.device)
-    warnings = environment_warnings(tags, device)
+    warnings = environment_warnings(tags, device) + changed_code
     if prepared.data.fingerprint != logged_fingerprint:
         warnings.append(f"data fingerprint {prepared.data.fingerprint} differs from the logged {logged_fingerprint}")
     exact = (config.train.deterministic and prepared.device.type == "cpu"
@@ -145,9 +161,10 @@ def compare_histories(original: str, reproduced: str, epochs: int,
     return rows, first
 
 
-def load_logged_weights(run_id: str) -> tuple[Run, Prepared]:
+def load_logged_weights(run_id: str, allow_code_change: bool = False) -> tuple[Run, Prepared]:
     """(run, prepared) with the run's model rebuilt from its params and its logged weights loaded."""
     run, config = logged_run(run_id)
+    code_warnings(run.data.tags, config, allow_code_change)
     prepared = prepare(config)  # the normaliser comes from the training part, as in training
     client = mlflow_store.client()
     with tempfile.TemporaryDirectory() as folder:
@@ -164,9 +181,9 @@ def load_logged_weights(run_id: str) -> tuple[Run, Prepared]:
     return run, prepared
 
 
-def evaluate_logged_model(run_id: str) -> tuple[dict[str, float], dict[str, float]]:
+def evaluate_logged_model(run_id: str, allow_code_change: bool = False) -> tuple[dict[str, float], dict[str, float]]:
     """(logged test metrics, metrics of the logged weights re-evaluated on the test set now)."""
-    run, prepared = load_logged_weights(run_id)
+    run, prepared = load_logged_weights(run_id, allow_code_change)
     data = prepared.data
     now = evaluate(prepared.model, data.test_x, data.test_y, prepared.normalize)
     logged = {key: run.data.metrics.get(key, math.nan) for key in ("test_loss", "test_acc")}

@@ -16,13 +16,15 @@ from pathlib import Path
 
 import torch
 
-from core import provenance, report
+from core import provenance, report, user_code
 from core.config import Config
 from core.names import ON_DISK
 from core.tracking import CompositeTracker, Tracker, mlflow_store
 from core.tracking.mlflow_sink import MLflowTracker
 from core.tracking.visdom_sink import make_visdom_tracker
 from core.train import FitResult, Prepared, ShouldStop, fit, predict, prepare, run_label
+
+CODE_TAG = "code."  # code.<path> = the SHA-256 of a user source file the run used
 
 
 @dataclass
@@ -62,15 +64,38 @@ def tracked_fit(config: Config, *, experiment: str | None = None, run_name: str 
 
 
 def log_inputs(record: MLflowTracker, prepared: Prepared) -> None:
-    """What the run is: its flat config, provenance tags, the data set and the config as YAML."""
+    """What the run is: its flat config, provenance tags, the user's code, the data set and the config as YAML."""
     config, data = prepared.config, prepared.data
     record.log_params(config.to_flat())
     record.set_tags(provenance.run_tags(config, data.fingerprint, prepared.device))
+    log_user_code(record, config)
     record.log_text(report.config_yaml(config), "config.yaml")
-    source = str(Path(config.data.root).resolve()) if data.name in ON_DISK else f"builtin:{data.name}"
-    record.log_dataset(data.name, data.fingerprint, source,
+    record.log_dataset(data.name, data.fingerprint, data_source(config),
                        {"train_samples": len(data.train_y), "test_samples": len(data.test_y),
                         "sample_shape": list(data.input_shape), "classes": data.num_classes})
+
+
+def log_user_code(record: MLflowTracker, config: Config) -> None:
+    """The user's source files as artifacts under code/, their SHA-256 as tags `code.<path>`, and the git
+    commit of the folder they came from (`code_git`, with +dirty): what `reproduce` checks."""
+    sources = user_code.sources(config.user_references())
+    if not sources:
+        return
+    tags = {f"{CODE_TAG}{source.relative}": source.sha256 for source in sources}
+    record.set_tags({**tags, "code_git": user_code.git_commit(sources[0].path.parent) or "not in git"})
+    for source in sources:
+        folder = Path("code", source.relative).parent.as_posix()
+        record.log_file(source.path, folder)
+
+
+def data_source(config: Config) -> str:
+    """Where the data came from, for MLflow's Datasets column."""
+    data = config.data
+    if data.name == "npz":
+        return str(Path(data.path).resolve())
+    if data.name == "image_folder" or data.name in ON_DISK:
+        return str(Path(data.root).resolve())
+    return data.name if user_code.is_reference(data.name) else f"builtin:{data.name}"
 
 
 def log_outcome(record: Tracker, prepared: Prepared, result: FitResult) -> None:

@@ -24,11 +24,12 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from core import checkpoint
+from core import checkpoint, user_code
+from core import metrics as run_metrics
 from core.config import Config
 from core.data import Dataset, channel_stats, load_dataset
 from core.errors import ConfigError
-from core.models import build_model, count_parameters
+from core.models import build_model, check_forward, count_parameters
 from core.regularizers import EarlyStopping, L1Penalty, parameter_groups
 from core.splits import make_split
 from core.tracking.base import NullTracker, Tracker
@@ -177,9 +178,15 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, normalize: Norm
 
 
 @torch.no_grad()
-def predict(model: nn.Module, x: torch.Tensor, normalize: Normalizer, batch_size: int = 1024) -> torch.Tensor:
+def predict_proba(model: nn.Module, x: torch.Tensor, normalize: Normalizer, batch_size: int = 1024) -> torch.Tensor:
+    """Class probabilities (softmax of the logits), in eval mode."""
     model.eval()
-    return torch.cat([model(normalize(x[s:s + batch_size])).argmax(dim=1) for s in range(0, len(x), batch_size)])
+    return torch.cat([model(normalize(x[s:s + batch_size])).float().softmax(dim=1)
+                      for s in range(0, len(x), batch_size)])
+
+
+def predict(model: nn.Module, x: torch.Tensor, normalize: Normalizer, batch_size: int = 1024) -> torch.Tensor:
+    return predict_proba(model, x, normalize, batch_size).argmax(dim=1)
 
 
 def make_optimizer(model: nn.Module, config: Config, device: torch.device) -> torch.optim.Optimizer:
@@ -232,11 +239,12 @@ def prepare(config: Config) -> Prepared:
     channels_last = device.type == "cuda" and len(data.input_shape) == 3
     model = model.to(device, memory_format=torch.channels_last) if channels_last else model.to(device)
     train_part = data.train_x[torch.as_tensor(train_idx, device=device)]
-    mean, std = channel_stats(train_part)  # from the training part only
-    if not data.is_image and train_part.dim() == 2:
-        mean, std = mean.view(1, -1).mean().view(1, 1), std.view(1, -1).mean().view(1, 1)
-    return Prepared(config, device, data, train_idx, val_idx, model,
-                    Normalizer(mean, std, data.is_image, channels_last))
+    mean, std = channel_stats(train_part)  # from the training part only; per feature for vectors (N, D)
+    normalize = Normalizer(mean, std, data.is_image, channels_last)
+    if user_code.is_reference(config.model.name):
+        check_forward(model, normalize(train_part[:2]), data.num_classes, config.model.name)
+    run_metrics.check(config.track.metrics, data.num_classes)
+    return Prepared(config, device, data, train_idx, val_idx, model, normalize)
 
 
 class LossWatch:
@@ -355,7 +363,22 @@ def final_metrics(model: nn.Module, prepared: Prepared, best_epoch: int, history
     return {"final_train_loss": train["loss"], "final_train_acc": train["acc"],
             "final_val_loss": chosen["val_loss"], "final_val_acc": chosen["val_acc"],
             "test_loss": test["loss"], "test_acc": test["acc"],
-            "best_epoch": float(best_epoch), "epochs_run": float(len(history)), "steps_run": float(steps)}
+            "best_epoch": float(best_epoch), "epochs_run": float(len(history)), "steps_run": float(steps),
+            **extra_metrics(model, prepared)}
+
+
+def extra_metrics(model: nn.Module, prepared: Prepared) -> dict[str, float]:
+    """`track.metrics` on the returned model's validation and test predictions."""
+    names = prepared.config.track.metrics
+    if not names:
+        return {}
+    val_x, val_y = prepared.part(prepared.val_idx)
+    parts = {"final_val_": (val_x, val_y), "test_": (prepared.data.test_x, prepared.data.test_y)}
+    values: dict[str, float] = {}
+    for prefix, (x, y) in parts.items():
+        probabilities = predict_proba(model, x, prepared.normalize).cpu().numpy()
+        values.update(run_metrics.score(names, y.cpu().numpy(), probabilities, prefix))
+    return values
 
 
 def warm_up(config: Config) -> None:

@@ -11,12 +11,14 @@ TOLERANCE = 1e-6
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_id")
+    parser.add_argument("--allow-code-change", action="store_true",
+                        help="evaluate even if the run's own model, data or metric code (logged under code/) changed")
 
 
 def main(args: argparse.Namespace) -> int:
     from core.reproduce import evaluate_logged_model  # torch loads here, not for --help or a usage error
 
-    logged, now = evaluate_logged_model(args.run_id)
+    logged, now = evaluate_logged_model(args.run_id, args.allow_code_change)
     print(f"{'metric':<10} {'logged':>12} {'now':>12}")
     agree = True
     for key in ("test_loss", "test_acc"):

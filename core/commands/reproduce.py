@@ -16,13 +16,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tolerance", type=float, default=1e-4,
                         help="largest difference that still agrees when bit-identity is not expected (default 1e-4)")
     parser.add_argument("--allow-data-change", action="store_true", help="rerun even if the data's fingerprint differs")
+    parser.add_argument("--allow-code-change", action="store_true",
+                        help="rerun even if the run's own model, data or metric code (logged under code/) changed")
 
 
 def main(args: argparse.Namespace) -> int:
     from core.reproduce import reproduce  # torch loads here, not for --help or a usage error
 
     signals.install_signal_handlers()
-    result = reproduce(args.run_id, args.epochs, args.tolerance, args.allow_data_change)
+    result = reproduce(args.run_id, args.epochs, args.tolerance, args.allow_data_change, args.allow_code_change)
     for warning in result.warnings:
         sys.stderr.write(f"warning: {warning}\n")
     print(f"{'epoch':>5}  {'metric':<10} {'original':>14} {'reproduced':>14}")

@@ -18,7 +18,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.config import Config, suggestion, valid_keys
+from core.config import OPEN_SECTIONS, Config, is_valid_key, suggestion
 from core.errors import ConfigError
 
 KINDS = ("float", "int", "categorical")
@@ -50,11 +50,10 @@ def parse_space(space: Any, base: Config) -> list[Param]:
     """Check every entry of a spec's `space:` section; any problem is one ConfigError line."""
     if not isinstance(space, dict) or not space:
         raise ConfigError("study spec: `space:` must map config keys to parameter specs")
-    keys = set(valid_keys())
     params: list[Param] = []
     for key, entry in space.items():
         where = f"space.{key}"
-        if key not in keys:
+        if not is_valid_key(key):
             raise ConfigError(f"{where}: unknown parameter {key!r}{suggestion(key)}")
         if not isinstance(entry, dict):
             raise ConfigError(f"{where}: expected a mapping like {{type: float, low: 0.001, high: 0.1}}")
@@ -110,10 +109,9 @@ def _parse_when(where: str, when: Any) -> dict[str, list[Any]]:
         return {}
     if not isinstance(when, dict) or not when:
         raise ConfigError(f"{where}: `when` must map config keys to values, e.g. {{optim.name: sgd}}")
-    keys = set(valid_keys())
     parsed = {}
     for key, values in when.items():
-        if key not in keys:
+        if not is_valid_key(key):
             raise ConfigError(f"{where}: `when` names unknown key {key!r}")
         parsed[key] = values if isinstance(values, list) else [values]
     return parsed
@@ -134,7 +132,8 @@ def _number(where: str, entry: dict, name: str) -> float:
 def _check_values_fit(param: Param, base: Config) -> None:
     """Every value the parameter can take must suit its config key (types and ranges)."""
     probes = param.choices if param.kind == "categorical" else [param.low, param.high]
-    field_type = typing.get_type_hints(type(_owner(base, param.key)))[param.key.split(".")[-1]]
+    open_key = param.key.rpartition(".")[0] in OPEN_SECTIONS  # the user's own argument: no declared type
+    field_type = None if open_key else typing.get_type_hints(type(_owner(base, param.key)))[param.key.split(".")[-1]]
     for value in probes:
         if param.kind == "int":
             value = int(value)

@@ -12,7 +12,7 @@ from typing import Any
 
 import optuna
 
-from core.config import Config, parse_overrides, read_yaml
+from core.config import Config, metric_name, parse_overrides, read_yaml
 from core.errors import ConfigError
 from core.study.space import Param, parse_space
 
@@ -59,7 +59,7 @@ def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = (), nam
         raise ConfigError(f"{path}: unknown section(s) {', '.join(sorted(unknown))} "
                           f"(expected {', '.join(SECTIONS)})")
     base = Config().apply(document.get("config") or {}).apply(parse_overrides(overrides)).validate()
-    metrics, directions = _objective(path, document.get("objective"))
+    metrics, directions = _objective(path, document.get("objective"), base)
     budget = document.get("budget") or {}
     spec = StudySpec(
         name=name or str(document.get("name") or Path(path).stem),
@@ -76,15 +76,17 @@ def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = (), nam
     return spec
 
 
-def _objective(path, objective: Any) -> tuple[list[str], list[str]]:
+def _objective(path, objective: Any, base: Config) -> tuple[list[str], list[str]]:
     objective = objective or {"metric": "val_acc", "direction": "maximize"}
     metrics = objective.get("metrics") or [objective.get("metric", "val_acc")]
     directions = objective.get("directions") or [objective.get("direction", "maximize")]
     if len(metrics) != len(directions):
         raise ConfigError(f"{path}: objective has {len(metrics)} metrics but {len(directions)} directions")
+    extra = [f"val_{metric_name(m)}" for m in base.track.metrics]
     for metric in metrics:
-        if metric not in METRICS:
-            raise ConfigError(f"{path}: objective metric {metric!r} is not one of {', '.join(METRICS)}")
+        if metric not in METRICS and metric not in extra:
+            raise ConfigError(f"{path}: objective metric {metric!r} is not one of {', '.join([*METRICS, *extra])} "
+                              f"(val_<name> for a metric named in track.metrics)")
     for direction in directions:
         if direction not in ("maximize", "minimize"):
             raise ConfigError(f"{path}: direction {direction!r} must be maximize or minimize")
@@ -129,6 +131,11 @@ def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
         return PRUNERS[spec.pruner["name"]](**options)
     except TypeError as error:
         raise ConfigError(f"pruner {spec.pruner['name']}: {error}") from None
+
+
+def result_key(metric: str) -> str:
+    """The FitResult metric an objective metric reads: val_acc -> final_val_acc, val_macro_f1 -> final_val_macro_f1."""
+    return METRICS.get(metric, f"final_{metric}")
 
 
 def trial_seed(study_seed: int, number: int) -> int:

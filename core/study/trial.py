@@ -20,7 +20,7 @@ import torch
 
 from core.config import Config
 from core.study.space import sample
-from core.study.spec import METRICS, PER_EPOCH, StudySpec, trial_seed
+from core.study.spec import PER_EPOCH, StudySpec, result_key, trial_seed
 from core.tracked import tracked_fit
 from core.tracking import mlflow_store
 from core.tracking.mlflow_sink import MLflowTracker
@@ -148,7 +148,7 @@ def _value(metric: str, result: FitResult) -> float:
     elif metric == "seconds":
         value = result.seconds
     else:
-        value = result.metrics.get(METRICS[metric])
+        value = result.metrics.get(result_key(metric))
     if value is None or not math.isfinite(value):
         raise RuntimeError(f"metric {metric} is missing or not finite ({value})")
     return float(value)
