@@ -85,7 +85,8 @@ def load_experiment(path: str | Path, overrides: list[str] | tuple[str, ...] = (
         if name not in remedies_doc:
             raise ConfigError(f"sweeps.{name}: no remedy of that name")
         if not isinstance(sweep, dict) or "key" not in sweep or not sweep.get("values"):
-            raise ConfigError(f"sweeps.{name}: give a key and a list of values, e.g. {{key: reg.l1, values: [1e-5, 1e-4]}}")
+            raise ConfigError(f"sweeps.{name}: give a key and a list of values, "
+                              f"e.g. {{key: reg.l1, values: [1e-5, 1e-4]}}")
         for value in sweep["values"]:
             _remedy(f"{name} at {value}", {**(remedies_doc[name] or {}), sweep["key"]: value}, base)
         sweeps[name] = (sweep["key"], list(sweep["values"]))
@@ -132,7 +133,8 @@ def summarize(folds: dict[str, list[FoldResult]]) -> list[dict[str, Any]]:
         row: dict[str, Any] = {"remedy": name}
         for metric in ("train_acc", "val_acc", "gap", "test_acc"):
             values = [getattr(result, metric) for result in results]
-            row[metric], row[f"{metric}_std"] = float(np.mean(values)), float(np.std(values, ddof=1) if len(values) > 1 else 0.0)
+            row[metric] = float(np.mean(values))
+            row[f"{metric}_std"] = float(np.std(values, ddof=1) if len(values) > 1 else 0.0)
         row["epochs"] = float(np.mean([r.epochs for r in results]))
         row["seconds"] = float(np.sum([r.seconds for r in results]))
         row["gap_p"], row["gap_d"] = paired_test([r.gap for r in results], [r.gap for r in baseline])
@@ -195,7 +197,8 @@ def run_comparison(spec: ExperimentSpec, progress: bool = False) -> ComparisonRe
             {**spec.base.to_flat(), "compare.k": spec.k, "compare.remedies": ",".join(r.name for r in spec.remedies)})
         for name, config, overrides in jobs:
             tags = {"remedy": name, "overrides": repr(overrides)[:5000]}
-            with mlflow_store.open_run(spec.name, f"remedy {name}", {**tags, "kind": "remedy"}, parent_run_id) as run_id:
+            remedy_tags = {**tags, "kind": "remedy"}
+            with mlflow_store.open_run(spec.name, f"remedy {name}", remedy_tags, parent_run_id) as run_id:
                 results = []
                 for fold in range(spec.k):
                     tracked = tracked_fit(fold_config(config, fold), experiment=spec.name,

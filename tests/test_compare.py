@@ -13,7 +13,8 @@ from tests.helpers import TINY_CONFIG, all_runs, mlflow_client, run_cli
 
 
 def write_spec(folder, **changes) -> str:
-    spec = {"name": "tiny compare", "seed": 0, "k": 3, "config": {**TINY_CONFIG, "train": {"epochs": 2, "batch_size": 32}},
+    spec = {"name": "tiny compare", "seed": 0, "k": 3,
+            "config": {**TINY_CONFIG, "train": {"epochs": 2, "batch_size": 32}},
             "remedies": {"baseline": {}, "dropout": {"model.dropout": 0.5}, "l2": {"optim.weight_decay": 0.01}},
             "sweeps": {"l2": {"key": "optim.weight_decay", "values": [0.001, 0.1]}}}
     spec.update(changes)
