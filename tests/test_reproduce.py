@@ -101,3 +101,18 @@ def test_bad_run_ids(tmp_path):
     result = run_cli("reproduce", real, MLFLOW_TRACKING_URI=missing_store)
     assert result.returncode == 2 and "no MLflow store" in result.stderr
     assert not (tmp_path / "elsewhere").exists()
+
+
+def test_a_store_that_fails_to_answer_is_not_called_a_missing_run(monkeypatch):
+    from mlflow.exceptions import MlflowException
+
+    real = train()
+
+    def broken(run_id):
+        raise MlflowException("connection reset by peer", error_code="INTERNAL_ERROR")
+
+    monkeypatch.setattr(mlflow_store.client(), "get_run", broken)
+    with pytest.raises(UserError) as error:
+        reproduce(real)
+    assert "cannot be read" in str(error.value) and "connection reset" in str(error.value)
+    assert "no run" not in str(error.value)
