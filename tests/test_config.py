@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from core import names
 from core.config import Config, ConfigError, load_config, parse_overrides
 from tests.helpers import run_python
 
@@ -28,6 +29,8 @@ def value_strategy(key: str, kind):
         return st.floats(0.0, 0.95)
     if key == "data.shape":
         return st.lists(st.integers(1, 64), min_size=1, max_size=3)
+    if key == "track.metrics":
+        return st.lists(st.sampled_from(names.METRICS), unique=True, max_size=3)
     if kind is bool:
         return st.booleans()
     if kind is int:
@@ -49,7 +52,7 @@ def field_types() -> dict[str, object]:
             hint = typing.get_type_hints(cls)[item.name]
             if dataclasses.is_dataclass(hint):
                 walk(hint, f"{prefix}{item.name}.")
-            else:
+            elif typing.get_origin(hint) is not dict:  # open sections (model.args) have no fixed keys
                 types[f"{prefix}{item.name}"] = hint
     walk(Config, "")
     return types
