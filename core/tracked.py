@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from core import provenance, report, user_code
+from core import provenance, report, serving, user_code
 from core.config import Config
 from core.names import ON_DISK
 from core.tracking import CompositeTracker, Tracker, mlflow_store
@@ -49,7 +49,7 @@ def tracked_fit(config: Config, *, experiment: str | None = None, run_name: str 
     with mlflow_store.open_run(experiment, name, tags, parent_run_id) as run_id:
         if on_run_start is not None:
             on_run_start(run_id)
-        record = MLflowTracker(run_id, experiment, mlflow_model=mlflow_model)
+        record = MLflowTracker(run_id, experiment)
         live = None if config.track.visdom == "off" else make_visdom_tracker(
             config.track.visdom, config.track.visdom_url, visdom_env or experiment, visdom_label or name)
         with contextlib.closing(CompositeTracker(record, live)) as tracker:
@@ -59,7 +59,7 @@ def tracked_fit(config: Config, *, experiment: str | None = None, run_name: str 
             except KeyboardInterrupt:
                 mlflow_store.drop_pooled_connections()  # before the last metrics are sent
                 raise
-            log_outcome(record, prepared, result)
+            log_outcome(record, prepared, result, name if mlflow_model else "")
     return TrackedRun(run_id, result)
 
 
@@ -98,15 +98,18 @@ def data_source(config: Config) -> str:
     return data.name if user_code.is_reference(data.name) else f"builtin:{data.name}"
 
 
-def log_outcome(record: Tracker, prepared: Prepared, result: FitResult) -> None:
-    """What came out: summary metrics, why training stopped, and (as the config asks) figures and the model."""
+def log_outcome(record: MLflowTracker, prepared: Prepared, result: FitResult, model_name: str) -> None:
+    """What came out: summary metrics, why training stopped, and (as the config asks) figures, the weights and,
+    when `model_name` is given, the model in MLflow's format under that name."""
     config = prepared.config
     if result.metrics:
         record.log_metrics(result.metrics, step=result.epochs_run - 1)
         if config.track.figures:
             log_figures(record, prepared, result)
         if config.track.log_model:
-            record.log_model(result.model, input_example(prepared))
+            record.log_weights(result.model)
+            if model_name:
+                log_served_model(record, prepared, result.model, model_name)
     tags = {"stop_reason": result.stop_reason, "epochs_run": str(result.epochs_run)}
     if result.detail:
         tags["stop_detail"] = result.detail
@@ -121,6 +124,7 @@ def log_figures(record: Tracker, prepared: Prepared, result: FitResult) -> None:
                       "confusion_matrix.png")
 
 
-def input_example(prepared: Prepared) -> torch.Tensor:
-    """A few test inputs as the model sees them: the logged model's example and signature."""
-    return prepared.normalize(prepared.data.test_x[:4]).cpu()
+def log_served_model(record: MLflowTracker, prepared: Prepared, network: torch.nn.Module, name: str) -> None:
+    """The model in MLflow's format as it is served: raw inputs, the run's normalisation inside (core.serving)."""
+    record.log_mlflow_model(serving.serving_model(prepared, network), name, serving.raw_example(prepared),
+                            serving.signature(prepared), serving.code_paths(prepared))

@@ -112,8 +112,10 @@ def test_trials_keep_weights_and_the_best_trial_gets_the_mlflow_model(tmp_path):
     assert {m.key: m.value for m in logged.metrics} == {k: v for k, v in best_run.data.metrics.items()
                                                          if k.startswith(("final_", "test_"))}
     assert len(client.get_metric_history(outcome.best_run_id, "test_acc")) == 1  # the run's history is unchanged
-    model = mlflow.pytorch.load_model(f"runs:/{outcome.best_run_id}/model")
-    assert model(torch.zeros(2, 1, 8, 8)).shape == (2, 4)
+    assert logged.name == f"s7-trial-{outcome.best_trial:03d}"  # says what it is, not "model"
+    model = mlflow.pytorch.load_model(f"models:/{logged.model_id}")
+    probabilities = model(torch.zeros(2, 1, 8, 8, dtype=torch.uint8))  # raw pixels in, as the data stores them
+    assert probabilities.shape == (2, 4) and torch.allclose(probabilities.sum(dim=1), torch.ones(2))
     spec.trials = 4  # resumed: the model is logged again only if the best trial changed
     second = run_study(spec)
     models = client.search_logged_models([parent.info.experiment_id]).to_list()
@@ -132,6 +134,23 @@ def test_k_fold_objective_is_the_mean_over_folds(tmp_path):
         mean = sum(r.data.metrics["final_val_acc"] for r in folds) / 3
         assert trial.value == pytest.approx(mean)
         assert sorted(trial.intermediate_values) == [0, 1, 2]  # reported after each fold
+
+
+def test_a_pruned_k_fold_trial_is_a_finished_run_tagged_pruned(tmp_path):
+    config = {**TINY_CONFIG, "split": {"kind": "stratified_kfold", "k": 3}}
+    spec = load_spec(tiny_study_spec(tmp_path, name="s8", trials=2, config=config,
+                                     pruner={"name": "median", "n_startup_trials": 1, "n_warmup_steps": 0},
+                                     space={"optim.lr": {"type": "categorical", "choices": [0.3, 1.0e-6]}}))
+    study = optuna.create_study(study_name="s8", storage=open_storage(DEFAULT_STORAGE), direction="maximize")
+    study.enqueue_trial({"optim.lr": 0.3})  # learns: complete
+    study.enqueue_trial({"optim.lr": 1.0e-6})  # barely moves: pruned after its first fold
+    outcome = run_study(spec)
+    assert (outcome.finished, outcome.pruned) == (1, 1)
+    _, trial_runs, runs = runs_by_kind("s8")
+    (pruned,) = [r for r in trial_runs if r.data.tags["trial_number"] == "1"]
+    assert pruned.info.status == "FINISHED" and pruned.data.tags["state"] == "pruned"
+    folds = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == pruned.info.run_id]
+    assert [r.data.tags["fold"] for r in folds] == ["0"] and folds[0].info.status == "FINISHED"
 
 
 def test_multi_objective_logs_the_pareto_front(tmp_path):
@@ -153,3 +172,17 @@ def test_cli_prints_what_it_promises(tmp_path):
     for text in ("2 complete", "best: trial", "optim.lr =", "best trial's MLflow run:", "python -m core ui",
                  "python -m core visdom"):
         assert text in result.stdout
+    again = run_cli("study", str(tiny_study_spec(tmp_path, name="s6")), "--trials", "2", cwd=tmp_path)
+    assert again.returncode == 0 and "already has 2 finished trials" in again.stdout and "--trials" in again.stdout
+    assert len(load_study("s6").trials) == 2  # nothing was run
+
+
+@pytest.mark.slow
+def test_cli_shows_a_multi_objective_front_not_one_best(tmp_path):
+    spec = tiny_study_spec(tmp_path, name="s9", trials=3,
+                           objective={"metrics": ["val_acc", "parameters"], "directions": ["maximize", "minimize"]},
+                           space={"model.hidden": {"type": "int", "low": 2, "high": 64, "log": True}})
+    result = run_cli("study", str(spec), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "Pareto front:" in result.stdout and "highest val_acc: trial" in result.stdout
+    assert "best: trial" not in result.stdout

@@ -43,10 +43,17 @@ def main(args: argparse.Namespace) -> int:
 
 
 def print_outcome(outcome, metrics: list[str]) -> None:
+    if outcome.already_done:
+        finished = outcome.finished + outcome.pruned
+        print(f"study {outcome.name} already has {finished} finished trials, as many as asked for: nothing was run.")
+        print(f"  to extend it: --trials {finished + 10} (or any larger number); to start another: --name NEW_NAME")
+        print("  its results so far:")
     print(f"study {outcome.name}: {outcome.finished} complete, {outcome.pruned} pruned, {outcome.failed} failed "
           f"({outcome.epochs_used} epochs trained in all)")
     if outcome.best_values is None:
         print("  no trial completed")
+    elif outcome.pareto_front:
+        print_front(outcome.pareto_front, metrics)
     else:
         values = ", ".join(f"{metric}={value:.4f}" for metric, value in zip(metrics, outcome.best_values))
         print(f"  best: trial {outcome.best_trial}, {values}")
@@ -57,3 +64,13 @@ def print_outcome(outcome, metrics: list[str]) -> None:
     print(f"  Optuna storage:          {outcome.storage}")
     print("  browse:  python -m core ui        (or: make ui)")
     print("  live:    python -m core visdom    (or: make visdom)")
+
+
+def print_front(front: list[tuple[int, list[float]]], metrics: list[str]) -> None:
+    """A multi-objective study has no one best trial: the size of its Pareto front and the trial best at each."""
+    print(f"  Pareto front: {len(front)} trials (all in the parent run's pareto_front.csv)")
+    for index, metric in enumerate(metrics):
+        ends = sorted(front, key=lambda item: item[1][index])
+        for label, (number, values) in (("lowest", ends[0]), ("highest", ends[-1])):
+            shown = ", ".join(f"{m}={v:.4g}" for m, v in zip(metrics, values))
+            print(f"    {label} {metric}: trial {number} ({shown})")

@@ -12,7 +12,7 @@ import logging
 import tempfile
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from mlflow.entities import Metric
 
 from core.reproduce import load_logged_weights
 from core.study.spec import StudySpec
-from core.tracked import input_example
+from core.tracked import log_served_model
 from core.tracking import mlflow_store
 from core.tracking.mlflow_sink import MLflowTracker
 from core.tracking.visdom_sink import make_visdom_tracker
@@ -51,7 +51,9 @@ class StudyOutcome:
     best_run_id: str
     best_trial: int | None
     epochs_used: int
+    pareto_front: list[tuple[int, list[float]]] = field(default_factory=list)  # multi-objective: (trial, values)
     interrupted: bool = False
+    already_done: bool = False  # the study had its trials before this command: nothing was run
 
 
 class StudyReporter:
@@ -177,6 +179,10 @@ class StudyReporter:
         self.refresh()
         self.log_plots()
         self.log_best_model()
+        return self.outcome()
+
+    def outcome(self) -> StudyOutcome:
+        """What the study holds now: counts, the best trial (or the Pareto front), epochs trained."""
         counts = self.counts()
         best = self.best_trials()
         epochs = sum(int(t.user_attrs.get("epochs", len(t.intermediate_values)))
@@ -187,7 +193,8 @@ class StudyReporter:
             finished=counts["finished"], pruned=counts["pruned"], failed=counts["failed"],
             best_values=list(head.values) if head else None, best_params=dict(head.params) if head else {},
             best_run_id=head.user_attrs.get("mlflow_run_id", "") if head else "",
-            best_trial=head.number if head else None, epochs_used=epochs)
+            best_trial=head.number if head else None, epochs_used=epochs,
+            pareto_front=[(t.number, list(t.values)) for t in best] if self.spec.multi_objective else [])
 
     def log_best_model(self) -> None:
         """The best trial's model in MLflow's format, in that trial's run, rebuilt from its params and weights.
@@ -204,7 +211,7 @@ class StudyReporter:
         try:
             _, prepared = load_logged_weights(run_id)
             with contextlib.closing(MLflowTracker(run_id, self.spec.name)) as record:
-                record.log_mlflow_model(prepared.model, input_example(prepared))
+                log_served_model(record, prepared, prepared.model, f"{self.spec.name}-trial-{best[0].number:03d}")
         except Exception as error:  # the study's results stand without it
             log.warning("the best trial's model was not logged in MLflow's format: %s", error)
             return

@@ -50,6 +50,11 @@ def run_study(spec: StudySpec, storage: str = DEFAULT_STORAGE, workers: int = 1,
     experiment_id = mlflow_store.experiment_id(spec.name)
     sweep_dead_trials(study, storage)
     mlflow_store.fail_stale_runs([experiment_id])
+    if count_trials(study)[0] >= spec.trials:  # e.g. `make run` again: say so rather than "resume" nothing
+        reporter = StudyReporter(spec, study, storage, study.user_attrs.get("mlflow_parent_run_id", ""))
+        outcome = reporter.outcome()
+        outcome.already_done = True
+        return outcome
 
     reporter = StudyReporter(spec, study, storage)
     parent_run_id = reporter.open_parent_run()

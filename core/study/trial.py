@@ -115,31 +115,45 @@ def _run_holdout(spec: StudySpec, trial: optuna.Trial, config: Config, name: str
 
 def _run_folds(spec: StudySpec, trial: optuna.Trial, config: Config, name: str, tags: dict[str, str],
                parent_run_id: str, on_run_start: OnRunStart) -> tuple[list[float], int]:
-    """K-fold: the trial's value is the mean over folds, reported to the pruner after each fold."""
+    """K-fold: the trial's value is the mean over folds, reported to the pruner after each fold.
+
+    A pruned trial's run (and its fold runs) end FINISHED, tagged state=pruned like holdout trials:
+    the pruning is raised only once the trial's run is closed.
+    """
     with mlflow_store.open_run(spec.name, name, tags, parent_run_id) as trial_run_id, \
             contextlib.closing(MLflowTracker(trial_run_id, spec.name)) as summary:
         on_run_start(trial_run_id)
         summary.log_params(config.to_flat())
-        per_fold: list[list[float]] = []
-        epochs = 0
-        for fold in range(spec.folds):
-            fold_config = config.copy()
-            fold_config.split.fold = fold
-            tracked = tracked_fit(fold_config, experiment=spec.name, run_name=f"{name} fold-{fold}",
-                                  parent_run_id=trial_run_id, tags={**tags, "fold": str(fold)},
-                                  visdom_env=spec.name, visdom_label=f"{name} fold {fold}", mlflow_model=False)
-            result = tracked.result
-            epochs += result.epochs_run
-            if result.stop_reason == "non_finite":
-                raise optuna.TrialPruned(f"non-finite loss in fold {fold}: {result.detail}")
-            per_fold.append([_value(metric, result) for metric in spec.metrics])
-            mean = [sum(values) / len(values) for values in zip(*per_fold)]
-            summary.log_metrics({f"cv_{metric}": value for metric, value in zip(spec.metrics, mean)}, step=fold)
-            if not spec.multi_objective:
-                trial.report(mean[0], fold)
-                if trial.should_prune():
-                    raise optuna.TrialPruned(f"pruned by the {spec.pruner['name']} pruner after fold {fold}")
-        return mean, epochs
+        mean, epochs, pruned = _folds(spec, trial, config, name, tags, trial_run_id, summary)
+    if pruned:
+        raise optuna.TrialPruned(pruned)
+    return mean, epochs
+
+
+def _folds(spec: StudySpec, trial: optuna.Trial, config: Config, name: str, tags: dict[str, str],
+           trial_run_id: str, summary: MLflowTracker) -> tuple[list[float], int, str]:
+    """(mean values over the folds run, epochs, why the trial was pruned or "")."""
+    per_fold: list[list[float]] = []
+    mean: list[float] = []
+    epochs = 0
+    for fold in range(spec.folds):
+        fold_config = config.copy()
+        fold_config.split.fold = fold
+        tracked = tracked_fit(fold_config, experiment=spec.name, run_name=f"{name} fold-{fold}",
+                              parent_run_id=trial_run_id, tags={**tags, "fold": str(fold)},
+                              visdom_env=spec.name, visdom_label=f"{name} fold {fold}", mlflow_model=False)
+        result = tracked.result
+        epochs += result.epochs_run
+        if result.stop_reason == "non_finite":
+            return mean, epochs, f"non-finite loss in fold {fold}: {result.detail}"
+        per_fold.append([_value(metric, result) for metric in spec.metrics])
+        mean = [sum(values) / len(values) for values in zip(*per_fold)]
+        summary.log_metrics({f"cv_{metric}": value for metric, value in zip(spec.metrics, mean)}, step=fold)
+        if not spec.multi_objective:
+            trial.report(mean[0], fold)
+            if trial.should_prune():
+                return mean, epochs, f"pruned by the {spec.pruner['name']} pruner after fold {fold}"
+    return mean, epochs, ""
 
 
 def _value(metric: str, result: FitResult) -> float:

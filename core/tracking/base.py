@@ -34,9 +34,6 @@ class Tracker(Protocol):
     def log_text(self, text: str, filename: str) -> None:
         """Text (YAML, CSV, Markdown), saved as `filename` with the run."""
 
-    def log_model(self, model: Any, input_example: Any) -> None:
-        """The trained model, loadable later."""
-
     def close(self) -> None:
         """Send whatever is buffered; the run itself stays open."""
 
@@ -63,9 +60,6 @@ class NullTracker:
         pass
 
     def log_text(self, text: str, filename: str) -> None:
-        pass
-
-    def log_model(self, model: Any, input_example: Any) -> None:
         pass
 
     def close(self) -> None:

@@ -7,6 +7,7 @@ values, never one call per step. Params, tags and artifacts are written at once.
 from __future__ import annotations
 
 import logging
+import re
 import tempfile
 import time
 from collections.abc import Sequence
@@ -22,18 +23,17 @@ MAX_METRICS_PER_BATCH = 1000  # MLflow's limit for one log_batch
 MAX_PARAMS_PER_BATCH = 100
 MODEL_METRIC_PREFIXES = ("final_", "test_")  # what a logged model is ranked by
 
-# Pickle is MLflow's fast format; our own `model/state_dict.pt` is the safe one (weights only).
+# Pickle is MLflow's fast format; our own `weights/state_dict.pt` is the safe one (weights only).
 logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
 
 
 class MLflowTracker:
-    def __init__(self, run_id: str, experiment: str, mlflow_model: bool = True):
+    def __init__(self, run_id: str, experiment: str):
         from mlflow.entities import Metric, Param, RunTag
 
         self._Metric, self._Param, self._RunTag = Metric, Param, RunTag
         self.run_id = run_id
         self.experiment = experiment
-        self.mlflow_model = mlflow_model  # log_model: also the model in MLflow's format, or the weights alone
         self.client = mlflow_store.client()
         # At most one metrics write a second: parallel workers share one SQLite write lock.
         # The record loses nothing: when the queue is full, training waits for the sender.
@@ -93,39 +93,30 @@ class MLflowTracker:
             # between makes the insert fail on its unique key. The second try finds it and only links it.
             self.client.log_inputs(self.run_id, inputs)
 
-    def log_model(self, model: torch.nn.Module, input_example: torch.Tensor) -> None:
-        """The weights for safe reloading (`weights/state_dict.pt`) and, unless switched off, the model in
-        MLflow's format."""
-        model = _cpu_copy(model)
+    def log_weights(self, model: torch.nn.Module) -> None:
+        """The weights for safe reloading (`weights/state_dict.pt`): what `evaluate` and `reproduce` load."""
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / "state_dict.pt"
-            torch.save(model.state_dict(), path)
+            torch.save(_cpu_copy(model).state_dict(), path)
             self.client.log_artifact(self.run_id, str(path), artifact_path="weights")
-        if self.mlflow_model:
-            self._log_mlflow_model(model, input_example)
 
-    def log_mlflow_model(self, model: torch.nn.Module, input_example: torch.Tensor) -> None:
-        """The model in MLflow's format, with signature and input example (the Models tab, `mlflow.pytorch`)."""
-        self._log_mlflow_model(_cpu_copy(model), input_example)
-
-    def _log_mlflow_model(self, model: torch.nn.Module, input_example: torch.Tensor) -> None:
-        """As log_mlflow_model, for a model already copied to the CPU in eval mode."""
+    def log_mlflow_model(self, model: torch.nn.Module, name: str, example: Any, signature: Any,
+                         code_paths: list[str]) -> None:
+        """The model in MLflow's format (the Models tab, `mlflow.pytorch`, `mlflow models serve`), named
+        `name`, with its signature, input example and the code its pickle needs."""
         import mlflow
-        from mlflow.models import infer_signature
 
-        example = input_example.detach().cpu().float().numpy()
-        with torch.no_grad():
-            output = model(torch.from_numpy(example)).numpy()
+        model = _cpu_copy(model)
         self._sender.flush()  # the summary metrics may still be queued
         summary = self.client.get_run(self.run_id).data.metrics
         mlflow.set_experiment(experiment_id=mlflow_store.experiment_id(self.experiment))  # where the model is filed
         # MLflow links the run's metrics at the model's step to the model. Its step is the number of optimizer
         # steps taken, where the run has no metric (steps and epochs both count from 0), so only the summary
         # below is linked, not the first epoch's or a single batch's values.
-        info = mlflow.pytorch.log_model(model, name="model", run_id=self.run_id,
-                                        step=int(summary.get("steps_run", 0)),
-                                        signature=infer_signature(example, output), input_example=example,
-                                        serialization_format="pickle",
+        info = mlflow.pytorch.log_model(model, name=model_name(name), run_id=self.run_id,
+                                        step=int(summary.get("steps_run", 0)), signature=signature,
+                                        input_example=example, serialization_format="pickle",
+                                        code_paths=code_paths,
                                         pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
         self._log_model_metrics(info.model_id, [key for key in summary if key.startswith(MODEL_METRIC_PREFIXES)])
 
@@ -145,6 +136,11 @@ class MLflowTracker:
 
     def close(self) -> None:
         self._sender.close()
+
+
+def model_name(name: str) -> str:
+    """A run or trial name as a logged model's name: MLflow refuses / : . % and quotes in them."""
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", name).strip("_")[:100] or "model"
 
 
 def _cpu_copy(model: torch.nn.Module) -> torch.nn.Module:

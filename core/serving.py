@@ -1,0 +1,63 @@
+"""The model as it is served: what the data set stores goes in, class probabilities come out.
+
+A trained network expects normalised inputs, with statistics of its run's
+training part. The model logged in MLflow's format wraps it with those
+statistics as buffers, so `mlflow.pyfunc`, `mlflow models serve` and
+`mlflow.pytorch.load_model` all take raw inputs (uint8 images as 0-255 values,
+or the user's float arrays) and give the same predictions as `evaluate`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from mlflow.models import ModelSignature
+from mlflow.types import Schema, TensorSpec
+from torch import nn
+
+from core import user_code
+from core.train import Prepared
+
+CORE = Path(__file__).resolve().parent
+
+
+class ServingModel(nn.Module):
+    """softmax(network((x as float) * scale + shift)): the run's own normalisation, then probabilities."""
+
+    def __init__(self, network: nn.Module, scale: torch.Tensor, shift: torch.Tensor):
+        super().__init__()
+        self.network = network
+        self.register_buffer("scale", scale.detach().clone().float().cpu())
+        self.register_buffer("shift", shift.detach().clone().float().cpu())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.network(x.float() * self.scale + self.shift).float().softmax(dim=1)
+
+
+def serving_model(prepared: Prepared, network: nn.Module) -> ServingModel:
+    return ServingModel(network, prepared.normalize.scale, prepared.normalize.shift)
+
+
+def raw_example(prepared: Prepared) -> np.ndarray:
+    """A few test samples as the data set stores them: the logged model's input example."""
+    return prepared.data.test_x[:4].cpu().numpy()
+
+
+def signature(prepared: Prepared) -> ModelSignature:
+    """Raw samples in (their dtype and shape), one named output: the probability of each class."""
+    data = prepared.data
+    inputs = TensorSpec(np.dtype(np.uint8 if data.is_image else np.float32), (-1, *data.input_shape))
+    outputs = TensorSpec(np.dtype(np.float32), (-1, data.num_classes), name="probabilities")
+    return ModelSignature(inputs=Schema([inputs]), outputs=Schema([outputs]))
+
+
+def code_paths(prepared: Prepared) -> list[str]:
+    """What loading the pickled model needs besides PyTorch: this package, and the user's own packages."""
+    folders = {CORE}
+    for source in user_code.sources(prepared.config.user_references()):
+        top = source.relative.split("/")[0]
+        root = source.path.parents[source.relative.count("/")]
+        folders.add(root / top)
+    return sorted(str(folder) for folder in folders)
