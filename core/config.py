@@ -32,6 +32,8 @@ class DataConfig:
     name: str = "digits"  # digits | mnist | fashion_mnist | cifar10 | synthetic | npz | image_folder | module:function
     root: str = "data"  # where mnist / fashion_mnist / cifar10 files live; image_folder: the folder of class folders
     path: str = ""  # npz: the .npz file (arrays x_train, y_train, optionally x_test, y_test)
+    download: bool = False  # mnist, fashion_mnist, cifar10: fetch missing files (checksums verified) into root
+    mirror: str = ""  # with download: another host to fetch from, e.g. http://mirror.example.org/mnist/
     args: dict[str, Any] = field(default_factory=dict)  # a module:function loader's own arguments (open section)
     train_size: int = 0  # use only this many training samples; 0 = all
     resize: int = 0  # resize images to resize x resize; 0 = native size
@@ -108,6 +110,7 @@ class TrackConfig:
     log_model: bool = True  # the model (MLflow format) and its weights
     figures: bool = True  # learning curves and confusion matrix as PNG
     metrics: list[str] = field(default_factory=list)  # extra metrics: macro_f1, ..., or module:function
+    system_metrics: bool = False  # MLflow's own CPU, memory (and GPU) sampling, as system/* metrics of each run
 
 
 @dataclass
@@ -208,6 +211,10 @@ class Config:
             if section.args and not user_code.is_reference(section.name):
                 raise ConfigError(f"{part}.args.* are the arguments of your own code ({part}.name=module:function); "
                                   f"the built-in {section.name!r} takes none")
+        if self.data.download and self.data.name not in names.ON_DISK:
+            raise ConfigError(f"data.download applies to {', '.join(names.ON_DISK)}, not data.name={self.data.name}")
+        if self.data.mirror and not re.match(r"^(https?|file)://", self.data.mirror):
+            raise ConfigError(f"data.mirror={self.data.mirror!r}: give a URL, e.g. http://mirror.example.org/mnist/")
         if self.data.name == "npz" and not self.data.path:
             raise ConfigError("data.name=npz needs data.path=FILE.npz (arrays x_train, y_train[, x_test, y_test])")
         short_names = []

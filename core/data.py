@@ -10,7 +10,10 @@ the split only (see `channel_stats`).
 from __future__ import annotations
 
 import hashlib
+import os
 import pickle
+import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +65,8 @@ def load_dataset(config: DataConfig, device: torch.device | str = "cpu") -> Data
 
 
 def _load(config: DataConfig) -> Dataset:
+    if config.download:
+        download(config)
     dataset = load_user_data(config) if user_code.is_reference(config.name) else DATASETS[config.name](config)
     if config.train_size and config.train_size < len(dataset.train_y):
         # A fixed seed: every run and trial on this config sees the same subset.
@@ -148,6 +153,52 @@ def load_synthetic(config: DataConfig) -> Dataset:
     return _with_fixed_test_part("synthetic", samples, labels, config.num_classes, config.test_fraction)
 
 
+def download(config: DataConfig) -> None:
+    """Fetch mnist, fashion_mnist or cifar10 through torchvision's own classes, which verify each file's
+    checksum, into `data.root` in the layout the loaders read. Files already there are kept. The download
+    goes to a staging folder beside them and moves into place only when complete, so a failed try leaves
+    nothing half-extracted and the next one starts clean."""
+    from torchvision import datasets
+
+    folder = Path(config.root) / ON_DISK[config.name]
+    if not _missing_files(config):
+        return
+    source = {"mnist": datasets.MNIST, "fashion_mnist": datasets.FashionMNIST, "cifar10": datasets.CIFAR10}[config.name]
+    if config.mirror:  # the same class, fetching from another host
+        base = config.mirror.rstrip("/") + "/"
+        source = type(source.__name__, (source,), {"url": base + source.filename} if config.name == "cifar10"
+                      else {"mirrors": [base]})
+    Path(config.root).mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".download-", dir=config.root))
+    try:
+        source(str(staging), train=True, download=True)
+        _move_into_place(staging / ON_DISK[config.name], folder)
+    except Exception as error:  # no network, a checksum mismatch, a broken archive: one line, nothing left
+        tried = config.mirror or "torchvision's default hosts"
+        raise DataError(f"{config.name}: download from {tried} failed: {' '.join(str(error).split())[:400]} "
+                        f"(or put the unpacked files in {folder}/ by hand)") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+_IDX = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
+FILES = {"mnist": _IDX, "fashion_mnist": _IDX,
+         "cifar10": [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]}  # the files the loaders read
+
+
+def _missing_files(config: DataConfig) -> list[str]:
+    folder = Path(config.root) / ON_DISK[config.name]
+    return [name for name in FILES[config.name] if not (folder / name).is_file()]
+
+
+def _move_into_place(staged: Path, folder: Path) -> None:
+    """The staged data files into `folder` (not the downloaded archives, which the loaders do not read)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in staged.iterdir():
+        if path.is_file() and not path.name.endswith((".gz", ".tar", ".zip")):
+            os.replace(path, folder / path.name)
+
+
 def load_mnist(config: DataConfig) -> Dataset:
     return _load_idx("MNIST", "mnist", config)
 
@@ -161,11 +212,10 @@ def _load_idx(folder: str, name: str, config: DataConfig) -> Dataset:
     from torchvision import datasets
 
     raw = Path(config.root) / folder / "raw"
-    expected = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-                "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
-    missing = [f for f in expected if not (raw / f).is_file()]
+    missing = _missing_files(config)
     if missing:
-        raise DataError(f"{name}: missing {', '.join(missing)} in {raw}/ (put the unpacked IDX files there)")
+        raise DataError(f"{name}: missing {', '.join(missing)} in {raw}/ (put the unpacked IDX files there, "
+                        f"or add data.download=true)")
     cls = getattr(datasets, folder)
     try:
         train = cls(config.root, train=True, download=False)
@@ -181,9 +231,10 @@ def load_cifar10(config: DataConfig) -> Dataset:
     """The real python-pickle batches of CIFAR-10 (cifar-10-batches-py/)."""
     folder = Path(config.root) / "cifar-10-batches-py"
     train_files = [f"data_batch_{i}" for i in range(1, 6)]
-    missing = [f for f in train_files + ["test_batch"] if not (folder / f).is_file()]
+    missing = _missing_files(config)
     if missing:
-        raise DataError(f"cifar10: missing {', '.join(missing)} in {folder}/ (unpack cifar-10-python.tar.gz there)")
+        raise DataError(f"cifar10: missing {', '.join(missing)} in {folder}/ (unpack cifar-10-python.tar.gz there, "
+                        f"or add data.download=true)")
     train_x, train_y = zip(*(_read_cifar_batch(folder / f) for f in train_files))
     test_x, test_y = _read_cifar_batch(folder / "test_batch")
     train_x, train_y = torch.cat(train_x), torch.cat(train_y)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import platform
 import subprocess
 from importlib import metadata
@@ -63,5 +64,7 @@ def device_name(device: torch.device) -> str:
 def run_tags(config: Config, fingerprint: str, device: torch.device) -> dict[str, str]:
     tags = {"git_commit": git_commit(), "device": device_name(device), "seed": str(config.seed),
             "data_fingerprint": fingerprint, "data_name": config.data.name, "made_by": "core"}
+    if "CUDA_VISIBLE_DEVICES" in os.environ:  # e.g. the GPU a study worker was given
+        tags["cuda_visible_devices"] = os.environ["CUDA_VISIBLE_DEVICES"]
     tags.update({f"version.{name}": version for name, version in package_versions().items()})
     return tags

@@ -10,7 +10,7 @@ comparison folds, so every run in the store is recorded the same way.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,7 +46,8 @@ def tracked_fit(config: Config, *, experiment: str | None = None, run_name: str 
     prepared = prepared or prepare(config)
     experiment = experiment or config.track.experiment
     name = run_name or run_label(config)
-    with mlflow_store.open_run(experiment, name, tags, parent_run_id) as run_id:
+    with mlflow_store.open_run(experiment, name, tags, parent_run_id) as run_id, \
+            system_metrics(run_id, config.track.system_metrics):
         if on_run_start is not None:
             on_run_start(run_id)
         record = MLflowTracker(run_id, experiment)
@@ -61,6 +62,23 @@ def tracked_fit(config: Config, *, experiment: str | None = None, run_name: str 
                 raise
             log_outcome(record, prepared, result, name if mlflow_model else "")
     return TrackedRun(run_id, result)
+
+
+@contextlib.contextmanager
+def system_metrics(run_id: str, on: bool) -> Iterator[None]:
+    """MLflow's own sampler of CPU, memory, disk, network (and GPU, with NVIDIA's library) as the run's
+    system/* metrics, every 10 s (MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL sets another interval)."""
+    if not on:
+        yield
+        return
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    monitor = SystemMetricsMonitor(run_id, tracking_uri=mlflow_store.tracking_uri())
+    monitor.start()
+    try:
+        yield
+    finally:
+        monitor.finish()
 
 
 def log_inputs(record: MLflowTracker, prepared: Prepared) -> None:

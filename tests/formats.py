@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import gzip
 import pickle
 import struct
+import tarfile
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +48,42 @@ def write_cifar10(root: Path, train_images: np.ndarray, train_labels: np.ndarray
 
 
 def _write_cifar_batch(path: Path, images: np.ndarray, labels: np.ndarray) -> None:
-    batch = {b"data": np.ascontiguousarray(images, dtype=np.uint8).reshape(len(images), -1),
-             b"labels": [int(label) for label in labels]}
-    with open(path, "wb") as handle:
-        pickle.dump(batch, handle)
+    batch = {"data": np.ascontiguousarray(images, dtype=np.uint8).reshape(len(images), -1),
+             "labels": [int(label) for label in labels]}
+    path.write_bytes(_python2_pickle(batch))
+
+
+def _python2_pickle(mapping: dict) -> bytes:
+    """A dict pickled as Python 2 did for the real CIFAR files: its keys are byte strings that unpickle as
+    bytes with encoding="bytes" (our loader) and as text with encoding="latin1" (torchvision's)."""
+    data = pickle.dumps(mapping, protocol=2)
+    for key in mapping:
+        raw = key.encode()
+        data = data.replace(b"X" + len(raw).to_bytes(4, "little") + raw, b"U" + bytes([len(raw)]) + raw, 1)
+    return data
+
+
+def write_cifar10_archive(path: Path, train_images: np.ndarray, train_labels: np.ndarray,
+                          test_images: np.ndarray, test_labels: np.ndarray) -> Path:
+    """cifar-10-python.tar.gz as published: cifar-10-batches-py/ with the batches and batches.meta."""
+    with tempfile.TemporaryDirectory() as folder:
+        batches = write_cifar10(Path(folder), train_images, train_labels, test_images, test_labels)
+        meta = {"label_names": [f"class{i}" for i in range(10)], "num_cases_per_batch": 10, "num_vis": 3072}
+        (batches / "batches.meta").write_bytes(_python2_pickle(meta))
+        with tarfile.open(path, "w:gz") as archive:
+            archive.add(batches, arcname="cifar-10-batches-py")
+    return path
+
+
+def write_mnist_archives(folder: Path, train_images: np.ndarray, train_labels: np.ndarray,
+                         test_images: np.ndarray, test_labels: np.ndarray) -> list[Path]:
+    """The four gzipped IDX files as published (train-images-idx3-ubyte.gz, ...)."""
+
+    with tempfile.TemporaryDirectory() as unpacked:
+        raw = write_mnist(Path(unpacked), train_images, train_labels, test_images, test_labels)
+        archives = []
+        for name in [*IDX_FILES["train"], *IDX_FILES["test"]]:
+            target = Path(folder) / f"{name}.gz"
+            target.write_bytes(gzip.compress((raw / name).read_bytes(), mtime=0))
+            archives.append(target)
+    return archives

@@ -29,6 +29,10 @@ def value_strategy(key: str, kind):
         return st.floats(0.0, 0.95)
     if key == "data.shape":
         return st.lists(st.integers(1, 64), min_size=1, max_size=3)
+    if key == "data.download":
+        return st.just(False)  # valid only with an on-disk data set; its own tests are in test_download.py
+    if key == "data.mirror":
+        return st.sampled_from(["", "http://127.0.0.1:8000/mnist/"])
     if key == "track.metrics":
         return st.lists(st.sampled_from(names.METRICS), unique=True, max_size=3)
     if kind is bool:

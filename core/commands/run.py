@@ -31,6 +31,6 @@ def main(args: argparse.Namespace) -> int:
 
         url = ensure_server()
         print(f"Visdom (live per-step loss): {url}  env: {spec.name}", flush=True)
-    outcome = run_study(spec, storage=args.storage, workers=args.workers, progress=True)
+    outcome = run_study(spec, storage=args.storage, workers=args.workers, progress=True, gpus=args.gpus)
     print_outcome(outcome, spec.metrics)
     return 1 if outcome.interrupted else 0

@@ -26,6 +26,8 @@ def add_study_options(parser: argparse.ArgumentParser) -> None:
                         help="Optuna storage: a journal file, sqlite:///..., or postgresql://... "
                              f"(default {DEFAULT_STORAGE})")
     parser.add_argument("--name", help="study name (default: the spec's name)")
+    parser.add_argument("--gpus", type=gpu_list, metavar="0,1,...",
+                        help="with --workers: the GPUs to give the workers, round robin (default: every visible one)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -37,9 +39,17 @@ def main(args: argparse.Namespace) -> int:
 
     spec = load_spec(spec_path, overrides, name=args.name, trials=args.trials, timeout=args.timeout)
     signals.install_signal_handlers()
-    outcome = run_study(spec, storage=args.storage, workers=args.workers, progress=True)
+    outcome = run_study(spec, storage=args.storage, workers=args.workers, progress=True, gpus=args.gpus)
     print_outcome(outcome, spec.metrics)
     return 1 if outcome.interrupted else 0
+
+
+def gpu_list(text: str) -> list[str]:
+    """`0,1,3` -> ["0", "1", "3"]: GPU indices (or UUIDs) as CUDA_VISIBLE_DEVICES takes them."""
+    gpus = [gpu.strip() for gpu in text.split(",") if gpu.strip()]
+    if not gpus or any(not (gpu.isdigit() or gpu.startswith(("GPU-", "MIG-"))) for gpu in gpus):
+        raise argparse.ArgumentTypeError(f"--gpus {text!r}: give GPU numbers separated by commas, e.g. 0,1")
+    return gpus
 
 
 def print_outcome(outcome, metrics: list[str]) -> None:

@@ -36,8 +36,11 @@ log = logging.getLogger(__name__)
 
 
 def run_study(spec: StudySpec, storage: str = DEFAULT_STORAGE, workers: int = 1,
-              progress: bool = False) -> StudyOutcome:
-    """Run `spec` until `spec.trials` trials are finished (complete or pruned) in the study."""
+              progress: bool = False, gpus: list[str] | None = None) -> StudyOutcome:
+    """Run `spec` until `spec.trials` trials are finished (complete or pruned) in the study.
+
+    With several workers and several GPUs (`gpus`, default: every visible one), each worker gets its own.
+    """
     if workers < 1:
         raise UserError(f"--workers={workers}: must be at least 1")
     prepare(spec.base)  # the base config's data and model load, before anything is written
@@ -63,7 +66,7 @@ def run_study(spec: StudySpec, storage: str = DEFAULT_STORAGE, workers: int = 1,
         if workers == 1:
             work(spec, storage, parent_run_id, worker=0, progress=progress)
         else:
-            interrupted = _run_workers(spec, storage, parent_run_id, workers)
+            interrupted = _run_workers(spec, storage, parent_run_id, workers, gpus)
     except BaseException as error:
         interrupt = interrupt_behind(error)
         reporter.close_parent_run("FAILED" if interrupt is None else "KILLED")
@@ -85,12 +88,15 @@ def _check_same_objective(study: optuna.Study, spec: StudySpec) -> None:
                         f"use another --name")
 
 
-def _run_workers(spec: StudySpec, storage: str, parent_run_id: str, workers: int) -> bool:
+def _run_workers(spec: StudySpec, storage: str, parent_run_id: str, workers: int,
+                 gpus: list[str] | None) -> bool:
     """N worker processes; True when one of them died (killed, crashed)."""
     context = multiprocessing.get_context("spawn")
     threads = max(1, (os.cpu_count() or 1) // workers)  # no oversubscription of the cores
-    processes = [context.Process(target=_worker_entry, args=(spec, storage, parent_run_id, index, threads),
-                                 name=f"study-worker-{index}") for index in range(workers)]
+    devices = assign_gpus(workers, visible_gpus() if gpus is None else gpus)
+    processes = [context.Process(target=_worker_entry, name=f"study-worker-{index}",
+                                 args=(spec, storage, parent_run_id, index, threads, devices[index]))
+                 for index in range(workers)]
     for process in processes:
         process.start()
     try:
@@ -109,7 +115,25 @@ def _run_workers(spec: StudySpec, storage: str, parent_run_id: str, workers: int
     return bool(failed)
 
 
-def _worker_entry(spec: StudySpec, storage: str, parent_run_id: str, worker: int, threads: int) -> None:
+def visible_gpus() -> list[str]:
+    """The GPUs this process may use: CUDA_VISIBLE_DEVICES when set, else every one the driver reports."""
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        return [gpu.strip() for gpu in listed.split(",") if gpu.strip()]
+    return [str(index) for index in range(torch.cuda.device_count())]  # asks the driver, starts no CUDA context
+
+
+def assign_gpus(workers: int, gpus: list[str]) -> list[str | None]:
+    """The GPU of each worker, round robin; None for all (the process's own view) with fewer than two GPUs."""
+    if len(gpus) < 2:
+        return [None] * workers
+    return [gpus[index % len(gpus)] for index in range(workers)]
+
+
+def _worker_entry(spec: StudySpec, storage: str, parent_run_id: str, worker: int, threads: int,
+                  gpu: str | None) -> None:
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu  # before CUDA starts in this process: the worker sees one GPU
     logging.basicConfig(level=logging.WARNING, format=f"worker {worker} %(levelname)s %(name)s: %(message)s")
     install_signal_handlers()
     torch.set_num_threads(threads)
