@@ -102,8 +102,8 @@ def test_comparison_logs_the_hierarchy_and_artifacts_and_repeats_exactly(tmp_pat
             "sweep_l2.md"} <= artifacts
     assert [(p.value, p.run) for p in first.sweeps["l2"]] == [(0.001, "l2@0.001"), (0.01, "l2"), (0.1, "l2@0.1")]
     assert first.sweeps["l2"][1].folds is first.folds["l2"]
-    assert {"l2.val_diff", "l2.val_diff_low", "l2.val_diff_high", "l2.val_p", "l2.val_p_holm"} <= set(
-        parents[0].data.metrics)
+    assert {"l2.val_diff", "l2.val_diff_low", "l2.val_diff_high", "l2.val_p", "l2.val_p_holm",
+            "warm_up_seconds"} <= set(parents[0].data.metrics)
 
     # The same folds and seeds for every remedy, a new partition per repeat, and each fold run's params rebuild it.
     params = {(r.data.tags["remedy"], r.data.tags["repeat"], r.data.tags["fold"]): r.data.params for r in folds}
