@@ -1,15 +1,18 @@
-"""Compare overfitting remedies on the same K folds, with paired statistics against the baseline.
+"""Compare overfitting remedies on the same repeated K folds, with corrected paired statistics against the baseline.
 
-Every remedy is a set of config overrides on one base config. Each is trained
-on the same stratified folds with the same seed, so fold i of a remedy and fold
-i of the baseline differ only by the remedy: a paired design. MLflow gets one
-parent run for the comparison, one child run per remedy and one grandchild per
-fold; the parent holds the table, the figures and the strength curves.
+Every remedy is a set of config overrides on one base config. Each is trained on the same R x K stratified folds
+(repeat r splits and trains with seed + r), so fold (r, i) of a remedy and of the baseline differ only by the
+remedy: a paired design. K-fold training sets overlap, so the paired differences are correlated and a plain
+paired t-test is too optimistic: the test is Nadeau and Bengio's corrected resampled t-test, and the p-values of
+all remedies are adjusted together with Holm's method. MLflow gets one parent run for the comparison, one child
+run per remedy and one grandchild per fold; the parent holds the tables, the figures and the strength curves.
 """
 
 from __future__ import annotations
 
 import math
+import time
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,8 +23,13 @@ from core.config import Config, parse_overrides, read_yaml
 from core.errors import ConfigError
 
 BASELINE = "baseline"
+DEFAULT_REPEATS = 3  # 3 x 10 folds of the default spec train in a few minutes on 2 CPU cores
+SPEC_KEYS = ("name", "config", "remedies", "k", "repeats", "seed", "sweeps")
+METRICS = ("train_acc", "val_acc", "gap", "test_acc")
 COLUMNS = ["remedy", "train_acc", "train_acc_std", "val_acc", "val_acc_std", "gap", "gap_std", "test_acc",
-           "test_acc_std", "epochs", "seconds", "gap_p", "gap_d", "val_p", "val_d", "rank"]
+           "test_acc_std", "epochs", "seconds", "seconds_mean", "seconds_std", "val_diff", "val_diff_low",
+           "val_diff_high", "val_p", "val_p_holm", "gap_diff", "gap_diff_low", "gap_diff_high", "test_diff", "rank",
+           "test_rank", "disagrees"]
 
 
 @dataclass
@@ -39,6 +47,7 @@ class ExperimentSpec:
     k: int = 5
     seed: int = 0
     sweeps: dict[str, tuple[str, list[Any]]] = field(default_factory=dict)
+    repeats: int = DEFAULT_REPEATS
 
 
 @dataclass
@@ -47,8 +56,10 @@ class FoldResult:
     val_acc: float
     test_acc: float
     epochs: int
-    seconds: float
+    seconds: float  # training only: the epochs' own time, without data loading, final evaluation or logging
     history: list[dict[str, float]]
+    n_train: int
+    n_val: int
 
     @property
     def gap(self) -> float:
@@ -56,23 +67,43 @@ class FoldResult:
 
 
 @dataclass
+class PairedTest:
+    """A remedy minus the baseline over the same folds: mean difference, its 95% CI, two-sided p-value."""
+
+    difference: float
+    low: float
+    high: float
+    p: float
+
+
+@dataclass
+class SweepPoint:
+    value: Any
+    run: str  # the job whose folds these are: a remedy's name when the point is that remedy
+    folds: list[FoldResult]
+
+
+@dataclass
 class ComparisonResult:
     spec: ExperimentSpec
     folds: dict[str, list[FoldResult]]
     table: list[dict[str, Any]]
-    sweeps: dict[str, list[tuple[Any, float, float]]]  # remedy -> (strength, mean val acc, std)
+    sweeps: dict[str, list[SweepPoint]]
     parent_run_id: str = ""
 
 
 def load_experiment(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentSpec:
     """Read and check an experiment spec; every problem is one ConfigError before anything runs."""
     document = read_yaml(path)
-    unknown = set(document) - {"name", "config", "remedies", "k", "seed", "sweeps"}
+    unknown = set(document) - set(SPEC_KEYS)
     if unknown:
-        raise ConfigError(f"{path}: unknown section(s) {', '.join(sorted(unknown))} "
-                          f"(expected name, config, remedies, k, seed, sweeps)")
-    base = Config().apply(document.get("config") or {}).apply(parse_overrides(overrides)).validate()
-    k, seed = int(document.get("k", 5)), int(document.get("seed", base.seed))
+        raise ConfigError(f"{path}: unknown section(s) {', '.join(sorted(unknown))} (expected {', '.join(SPEC_KEYS)})")
+    command_line = parse_overrides(overrides)
+    if any(key.startswith("split.") for key in command_line):
+        raise ConfigError("split.*: a comparison makes its own folds; set `k` and `repeats` in the spec")
+    base = Config().apply(document.get("config") or {}).apply(command_line).validate()
+    k, repeats = _whole(document, "k", 5, 2), _whole(document, "repeats", DEFAULT_REPEATS, 1)
+    seed = base.seed if "seed" in command_line else _whole(document, "seed", base.seed, None)  # seed=1 wins
     base.seed = seed
     base.split.kind, base.split.k = "stratified_kfold", k
     base.validate()
@@ -90,7 +121,15 @@ def load_experiment(path: str | Path, overrides: list[str] | tuple[str, ...] = (
         for value in sweep["values"]:
             _remedy(f"{name} at {value}", {**(remedies_doc[name] or {}), sweep["key"]: value}, base)
         sweeps[name] = (sweep["key"], list(sweep["values"]))
-    return ExperimentSpec(str(document.get("name") or Path(path).stem), base, remedies, k, seed, sweeps)
+    return ExperimentSpec(str(document.get("name") or Path(path).stem), base, remedies, k, seed, sweeps, repeats)
+
+
+def _whole(document: dict[str, Any], key: str, default: int, minimum: int | None) -> int:
+    value = document.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or (minimum is not None and value < minimum):
+        at_least = f" of at least {minimum}" if minimum is not None else ""
+        raise ConfigError(f"{key}: expected a whole number{at_least}, got {value!r}")
+    return value
 
 
 def _remedy(name: str, overrides: Any, base: Config) -> Remedy:
@@ -108,61 +147,187 @@ def _remedy(name: str, overrides: Any, base: Config) -> Remedy:
     return Remedy(name, dict(overrides), config)
 
 
-def fold_config(config: Config, fold: int) -> Config:
+def fold_config(config: Config, fold: int, repeat: int = 0) -> Config:
+    """Fold `fold` of repeat `repeat`: the seed (split and training) is the spec's seed + repeat, the same for
+    every remedy, so the fold run's own params rebuild exactly its split and its training."""
     folded = config.copy()
+    folded.seed = config.seed + repeat
     folded.split.fold = fold
     return folded
 
 
-def paired_test(remedy: list[float], baseline: list[float]) -> tuple[float, float]:
-    """(p-value of a two-sided paired t-test, Cohen's d_z = mean / std of the paired differences)."""
+def corrected_t_test(differences: list[float] | np.ndarray, test_train_ratio: float,
+                     confidence: float = 0.95) -> PairedTest:
+    """Nadeau and Bengio's corrected resampled t-test of J paired differences from resampled (e.g. R x K fold) splits.
+
+    Overlapping training sets correlate the differences, so var/J understates the variance of their mean; the
+    correction uses var * (1/J + n_val/n_train) (Nadeau and Bengio 2003), with t on J - 1 degrees of freedom.
+    """
     from scipy import stats
 
-    differences = np.asarray(remedy, dtype=float) - np.asarray(baseline, dtype=float)
-    if len(differences) < 2 or np.allclose(differences, differences[0]):
-        return (1.0 if np.allclose(differences, 0) else 0.0), (0.0 if np.allclose(differences, 0) else math.inf)
-    p_value = float(stats.ttest_rel(remedy, baseline).pvalue)
-    return p_value, float(differences.mean() / differences.std(ddof=1))
+    differences = np.asarray(differences, dtype=float)
+    count, mean = len(differences), float(np.mean(differences))
+    if count < 2:
+        raise ValueError("a paired test needs at least two differences")
+    if np.allclose(differences, differences[0]):  # no spread: no difference gives p = 1, a constant one p = 0
+        return PairedTest(mean, mean, mean, 1.0 if np.isclose(mean, 0) else 0.0)
+    error = math.sqrt(np.var(differences, ddof=1) * (1 / count + test_train_ratio))
+    distribution = stats.t(count - 1)
+    half_width = float(distribution.ppf(0.5 + confidence / 2)) * error
+    p_value = float(2 * distribution.sf(abs(mean) / error))
+    return PairedTest(mean, mean - half_width, mean + half_width, p_value)
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm's step-down adjustment: controls the chance of any false 'significant' among all the remedies."""
+    from statsmodels.stats.multitest import multipletests
+
+    if not p_values:
+        return []
+    return [float(p) for p in multipletests(p_values, method="holm")[1]]
 
 
 def summarize(folds: dict[str, list[FoldResult]]) -> list[dict[str, Any]]:
-    """One row per remedy: means and stds over folds, paired tests against the baseline, and a rank."""
+    """One row per remedy: means and stds over folds, corrected paired tests against the baseline, and ranks."""
     baseline = folds[BASELINE]
+    ratio = float(np.mean([r.n_val for r in baseline]) / np.mean([r.n_train for r in baseline]))
     rows = []
     for name, results in folds.items():
         row: dict[str, Any] = {"remedy": name}
-        for metric in ("train_acc", "val_acc", "gap", "test_acc"):
-            values = [getattr(result, metric) for result in results]
-            row[metric] = float(np.mean(values))
-            row[f"{metric}_std"] = float(np.std(values, ddof=1) if len(values) > 1 else 0.0)
+        for metric in METRICS:
+            row[metric], row[f"{metric}_std"] = _mean_std([getattr(result, metric) for result in results])
         row["epochs"] = float(np.mean([r.epochs for r in results]))
-        row["seconds"] = float(np.sum([r.seconds for r in results]))
-        row["gap_p"], row["gap_d"] = paired_test([r.gap for r in results], [r.gap for r in baseline])
-        row["val_p"], row["val_d"] = paired_test([r.val_acc for r in results], [r.val_acc for r in baseline])
+        # The median: another process on the machine can slow a few folds' epochs a hundredfold.
+        row["seconds"] = float(np.median([r.seconds for r in results]))
+        row["seconds_mean"], row["seconds_std"] = _mean_std([r.seconds for r in results])
+        row.update(_against_baseline(results, baseline, ratio))
+        if name == BASELINE:  # not tested against itself
+            row["val_p"] = math.nan
         rows.append(row)
-    for rank, row in enumerate(sorted(rows, key=lambda r: -r["val_acc"]), start=1):
-        row["rank"] = rank
+    tested = [row for row in rows if row["remedy"] != BASELINE]
+    for row, adjusted in zip(tested, holm([row["val_p"] for row in tested]), strict=True):
+        row["val_p_holm"] = adjusted
+    for key, rank_key in (("val_acc", "rank"), ("test_acc", "test_rank")):
+        for rank, row in enumerate(sorted(rows, key=lambda r: -r[key]), start=1):
+            row[rank_key] = rank
+    base_test = next(row["test_acc"] for row in rows if row["remedy"] == BASELINE)
+    for row in rows:  # better than the baseline on validation and worse on the test part, or the reverse
+        row["test_diff"] = row["test_acc"] - base_test
+        row["disagrees"] = bool(row["val_diff"] * row["test_diff"] < 0)
     return rows
 
 
+def _against_baseline(results: list[FoldResult], baseline: list[FoldResult], ratio: float) -> dict[str, float]:
+    """Paired differences in validation accuracy (tested) and gap (interval only), as table entries."""
+    entries = {"val_p_holm": math.nan}
+    for metric, prefix in (("val_acc", "val"), ("gap", "gap")):
+        differences = [getattr(r, metric) - getattr(b, metric) for r, b in zip(results, baseline, strict=True)]
+        test = corrected_t_test(differences, ratio)
+        entries.update({f"{prefix}_diff": test.difference, f"{prefix}_diff_low": test.low,
+                        f"{prefix}_diff_high": test.high})
+        if prefix == "val":
+            entries["val_p"] = test.p
+    return entries
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    return float(np.mean(values)), float(np.std(values, ddof=1) if len(values) > 1 else 0.0)
+
+
 def markdown_table(rows: list[dict[str, Any]]) -> str:
-    header = ("| rank | remedy | train acc | val acc | gap (train - val) | test acc | epochs | seconds "
-              "| gap vs baseline: p, d | val acc vs baseline: p, d |")
-    lines = [header, "|" + "---|" * 10]
+    """The table alone, by validation rank; accuracies in %, differences in points; † see `_disagreement`."""
+    header = ("| rank | remedy | val acc | Δ val acc [95% CI] | p | p (Holm) | test acc (rank) | train acc "
+              "| gap (train - val) | Δ gap [95% CI] | epochs | seconds per fold |")
+    lines = [header, "|" + "---|" * 12]
     for row in sorted(rows, key=lambda r: r["rank"]):
-        tests = ("-", "-") if row["remedy"] == BASELINE else (
-            f"{row['gap_p']:.3g}, {row['gap_d']:+.2f}", f"{row['val_p']:.3g}, {row['val_d']:+.2f}")
-        lines.append(f"| {row['rank']} | {row['remedy']} | {_pm(row, 'train_acc')} | {_pm(row, 'val_acc')} "
-                     f"| {_pm(row, 'gap')} | {_pm(row, 'test_acc')} | {row['epochs']:.1f} | {row['seconds']:.1f} "
-                     f"| {tests[0]} | {tests[1]} |")
-    lines.append("")
-    lines.append("Means ± standard deviations over the folds. p: two-sided paired t-test across folds against the "
-                 "baseline; d: Cohen's d_z (mean paired difference / its standard deviation).")
+        baseline = row["remedy"] == BASELINE
+        flag = " †" if row["disagrees"] else ""
+        val_test = ("-", "-", "-") if baseline else (_interval(row, "val"), _p(row["val_p"]), _p(row["val_p_holm"]))
+        lines.append(f"| {row['rank']} | {row['remedy']}{flag} | {_pm(row, 'val_acc')} | {' | '.join(val_test)} "
+                     f"| {100 * row['test_acc']:.1f} ({row['test_rank']}) | {_pm(row, 'train_acc')} "
+                     f"| {_pm(row, 'gap')} "
+                     f"| {'-' if baseline else _interval(row, 'gap')} | {row['epochs']:.1f} "
+                     f"| {row['seconds']:.2f} |")
     return "\n".join(lines)
 
 
+def table_note(result: ComparisonResult) -> str:
+    """What the numbers are: the design, the test, the adjustment, and where validation and test disagree."""
+    spec, baseline = result.spec, result.folds[BASELINE]
+    count, tested = len(baseline), len(result.folds) - 1
+    n_val, n_train = _span([r.n_val for r in baseline]), _span([r.n_train for r in baseline])
+    ratio = np.mean([r.n_val for r in baseline]) / np.mean([r.n_train for r in baseline])
+    image = 100 / np.mean([r.n_val for r in baseline])
+    return "\n".join([
+        f"Accuracies in %, mean ± standard deviation over {count} folds: {_count(spec.repeats, 'repeat')} of "
+        f"{spec.k}-fold stratified cross-validation, the same folds and seeds for every remedy. Each fold validates "
+        f"on {n_val} images (one image is {image:.1f} points) and trains on {n_train}; test acc: the fold models on "
+        "the fixed test part, rank by mean in parentheses.",
+        f"Δ: mean paired difference to the baseline over the {count} folds, in points, with its 95% confidence "
+        f"interval; p: two-sided Nadeau-Bengio corrected resampled t-test on validation accuracy (variance of the "
+        f"differences × (1/{count} + {ratio:.3g}), t with {count - 1} degrees of freedom), which allows for the "
+        f"overlapping training sets that make a plain paired t-test too optimistic; p (Holm): adjusted with Holm's "
+        f"method over the {_count(tested, 'remedy', 'remedies')}. The intervals are not adjusted for multiplicity.",
+        _disagreement(result.table),
+        "Seconds per fold: the median over folds of the epochs' training time (no data loading, final evaluation, "
+        "logging or warm-up); the median because other processes on the machine can slow a few folds a hundredfold "
+        "(the CSV has the mean and std too).",
+    ])
+
+
+def _disagreement(rows: list[dict[str, Any]]) -> str:
+    flagged = [f"{row['remedy']} ({100 * row['val_diff']:+.1f} on validation, {100 * row['test_diff']:+.1f} on test)"
+               for row in sorted(rows, key=lambda r: r["rank"]) if row["disagrees"]]
+    best_val, best_test = min(rows, key=lambda r: r["rank"]), min(rows, key=lambda r: r["test_rank"])
+    return ("† better than the baseline on validation but worse on the test part, or the reverse: "
+            + ("; ".join(flagged) if flagged else "none") + f". Best on validation: {best_val['remedy']} "
+            f"(test rank {best_val['test_rank']}); best on the test part: {best_test['remedy']} "
+            f"(validation rank {best_test['rank']}).")
+
+
+def _count(number: int, singular: str, plural: str = "") -> str:
+    return f"{number} {singular if number == 1 else plural or singular + 's'}"
+
+
+def sweep_table(key: str, points: list[SweepPoint], baseline: list[FoldResult]) -> str:
+    """A sweep's strength against the scores (exploratory: no test, no adjustment), under the baseline's."""
+    lines = [f"| {key} | val acc | gap (train - val) | test acc | folds from |", "|" + "---|" * 5]
+    for value, folds, source in [("-", baseline, BASELINE)] + [(p.value, p.folds, p.run) for p in points]:
+        cells = [_pm_of([getattr(r, metric) for r in folds]) for metric in ("val_acc", "gap", "test_acc")]
+        lines.append(f"| {value} | {' | '.join(cells)} | {source} |")
+    return "\n".join(lines)
+
+
+def markdown_report(result: ComparisonResult) -> str:
+    """The table, its note, and one table per sweep: what the command prints and the parent run keeps."""
+    parts = [markdown_table(result.table), "", table_note(result)]
+    for name, points in result.sweeps.items():
+        key = result.spec.sweeps[name][0]
+        parts += ["", f"Sweep of {name} over {key} (exploratory, mean ± std over the same folds):", "",
+                  sweep_table(key, points, result.folds[BASELINE])]
+    return "\n".join(parts)
+
+
 def _pm(row: dict[str, Any], key: str) -> str:
-    return f"{row[key]:.4f} ± {row[f'{key}_std']:.4f}"
+    return f"{100 * row[key]:.1f} ± {100 * row[f'{key}_std']:.1f}"
+
+
+def _pm_of(values: list[float]) -> str:
+    mean, std = _mean_std(values)
+    return f"{100 * mean:.1f} ± {100 * std:.1f}"
+
+
+def _interval(row: dict[str, Any], prefix: str) -> str:
+    return (f"{100 * row[f'{prefix}_diff']:+.1f} [{100 * row[f'{prefix}_diff_low']:+.1f}, "
+            f"{100 * row[f'{prefix}_diff_high']:+.1f}]")
+
+
+def _p(value: float) -> str:
+    return f"{value:.2f}" if value >= 0.01 else f"{value:.3f}" if value >= 0.001 else "<0.001"
+
+
+def _span(values: list[int]) -> str:
+    return str(min(values)) if min(values) == max(values) else f"{min(values)}-{max(values)}"
 
 
 def csv_table(rows: list[dict[str, Any]]) -> str:
@@ -171,55 +336,97 @@ def csv_table(rows: list[dict[str, Any]]) -> str:
     return pd.DataFrame(rows, columns=COLUMNS).sort_values("rank").to_csv(index=False)
 
 
+def plan_jobs(spec: ExperimentSpec) -> tuple[list[tuple[str, Config, dict[str, Any]]], dict[str, list[str]]]:
+    """The (name, config, overrides) to train: every remedy, then each sweep point that is no remedy already;
+    and for each sweep, the job whose folds each of its points reuses."""
+    jobs = [(r.name, r.config, r.overrides) for r in spec.remedies]
+    sources: dict[str, list[str]] = {}
+    for name, (key, values) in spec.sweeps.items():
+        remedy = next(r for r in spec.remedies if r.name == name)
+        sources[name] = []
+        for value in values:
+            config = _with(remedy.config, key, value)
+            same = next((job_name for job_name, job_config, _ in jobs if job_config == config), None)
+            if same is None:  # not trained yet; an equal config would give the same folds, so it is reused
+                same = f"{name}@{value}"
+                jobs.append((same, config, {**remedy.overrides, key: value}))
+            sources[name].append(same)
+    return jobs, sources
+
+
 def run_comparison(spec: ExperimentSpec, progress: bool = False) -> ComparisonResult:
-    """Train every remedy on every fold, log it all, and return the table."""
+    """Train every remedy on every fold of every repeat, log it all, and return the table."""
     from tqdm.auto import tqdm
 
-    from core.tracked import tracked_fit
     from core.tracking import mlflow_store
     from core.tracking.mlflow_sink import MLflowTracker
     from core.train import prepare
 
     for remedy in spec.remedies:  # every remedy's data and model are checked before anything is logged
         prepare(fold_config(remedy.config, 0))
+    jobs, sources = plan_jobs(spec)
     mlflow_store.client()
     experiment_id = mlflow_store.experiment_id(spec.name)
     mlflow_store.fail_stale_runs([experiment_id])
-    jobs = [(r.name, r.config, r.overrides) for r in spec.remedies]
-    for name, (key, values) in spec.sweeps.items():
-        remedy = next(r for r in spec.remedies if r.name == name)
-        jobs += [(f"{name}@{value}", _with(remedy.config, key, value), {**remedy.overrides, key: value})
-                 for value in values]
+    started = time.perf_counter()
+    warm_up(jobs)
+    warm_up_seconds = time.perf_counter() - started
     folds: dict[str, list[FoldResult]] = {}
-    bar = tqdm(total=len(jobs) * spec.k, desc=f"compare {spec.name}", unit="fold", disable=not progress)
+    bar = tqdm(total=len(jobs) * spec.repeats * spec.k, desc=f"compare {spec.name}", unit="fold",
+               disable=not progress)
     with bar, mlflow_store.open_run(spec.name, f"compare {spec.name}", {"kind": "comparison"}) as parent_run_id:
-        MLflowTracker(parent_run_id, spec.name).log_params(
-            {**spec.base.to_flat(), "compare.k": spec.k, "compare.remedies": ",".join(r.name for r in spec.remedies)})
+        with closing(MLflowTracker(parent_run_id, spec.name)) as tracker:
+            tracker.log_params({**spec.base.to_flat(), "compare.k": spec.k, "compare.repeats": spec.repeats,
+                                "compare.remedies": ",".join(r.name for r in spec.remedies)})
+            # Closing sends it now: the sender thread's first send (imports, SQL) is over before any fold is timed.
+            tracker.log_metrics({"warm_up_seconds": warm_up_seconds}, step=0)
         for name, config, overrides in jobs:
-            tags = {"remedy": name, "overrides": repr(overrides)[:5000]}
-            remedy_tags = {**tags, "kind": "remedy"}
-            with mlflow_store.open_run(spec.name, f"remedy {name}", remedy_tags, parent_run_id) as run_id:
-                results = []
-                for fold in range(spec.k):
-                    tracked = tracked_fit(fold_config(config, fold), experiment=spec.name,
-                                          run_name=f"{name} fold-{fold}", parent_run_id=run_id,
-                                          tags={**tags, "fold": str(fold)}, visdom_label=f"{name} fold {fold}")
-                    results.append(_fold_result(tracked.result))
-                    bar.update(1)
-                folds[name] = results
-                summary = MLflowTracker(run_id, spec.name)
-                summary.log_params(config.to_flat())
-                summary.log_metrics({f"{m}_mean": float(np.mean([getattr(r, m) for r in results]))
-                                     for m in ("train_acc", "val_acc", "gap", "test_acc")}, step=0)
-                summary.close()
+            folds[name] = _train_remedy(spec, name, config, overrides, parent_run_id, bar)
         main = {r.name: folds[r.name] for r in spec.remedies}
-        table = summarize(main)
-        sweeps = {name: [(value, float(np.mean([r.val_acc for r in folds[f"{name}@{value}"]])),
-                          float(np.std([r.val_acc for r in folds[f"{name}@{value}"]], ddof=1)))
-                         for value in values] for name, (_, values) in spec.sweeps.items()}
-        result = ComparisonResult(spec, main, table, sweeps, parent_run_id)
+        sweeps = {name: [SweepPoint(value, source, folds[source]) for value, source in zip(values, sources[name])]
+                  for name, (_, values) in spec.sweeps.items()}
+        result = ComparisonResult(spec, main, summarize(main), sweeps, parent_run_id)
         _log_parent(result)
     return result
+
+
+def warm_up(jobs: list[tuple[str, Config, dict[str, Any]]]) -> None:
+    """One untracked epoch of every job before anything is timed: imports, data loading and the first calls
+    (oneDNN compiles its kernels for each new layer and batch shape) would land in the first fold's seconds."""
+    from core.train import fit
+
+    for _, config, _ in jobs:
+        short = fold_config(config, 0)
+        short.train.epochs, short.track.figures, short.track.log_model = 1, False, False
+        fit(short)
+
+
+def _train_remedy(spec: ExperimentSpec, name: str, config: Config, overrides: dict[str, Any], parent_run_id: str,
+                  bar) -> list[FoldResult]:
+    """One child run with a grandchild per fold; the fold runs are tagged with their repeat and fold."""
+    from core.tracked import tracked_fit
+    from core.tracking import mlflow_store
+    from core.tracking.mlflow_sink import MLflowTracker
+    from core.train import prepare
+
+    tags = {"remedy": name, "overrides": repr(overrides)[:5000]}
+    results = []
+    with mlflow_store.open_run(spec.name, f"remedy {name}", {**tags, "kind": "remedy"}, parent_run_id) as run_id:
+        for repeat in range(spec.repeats):
+            for fold in range(spec.k):
+                folded = fold_config(config, fold, repeat)
+                prepared = prepare(folded)
+                tracked = tracked_fit(folded, prepared=prepared, experiment=spec.name,
+                                      run_name=f"{name} repeat-{repeat} fold-{fold}", parent_run_id=run_id,
+                                      tags={**tags, "repeat": str(repeat), "fold": str(fold)},
+                                      visdom_label=f"{name} repeat {repeat} fold {fold}")
+                results.append(_fold_result(tracked.result, len(prepared.train_idx), len(prepared.val_idx)))
+                bar.update(1)
+        with closing(MLflowTracker(run_id, spec.name)) as summary:
+            summary.log_params({**config.to_flat(), "compare.k": spec.k, "compare.repeats": spec.repeats})
+            summary.log_metrics({f"{m}_mean": float(np.mean([getattr(r, m) for r in results])) for m in METRICS}
+                                | {"seconds_median": float(np.median([r.seconds for r in results]))}, step=0)
+    return results
 
 
 def _with(config: Config, key: str, value: Any) -> Config:
@@ -228,29 +435,37 @@ def _with(config: Config, key: str, value: Any) -> Config:
     return changed.validate()
 
 
-def _fold_result(result) -> FoldResult:
+def _fold_result(result, n_train: int, n_val: int) -> FoldResult:
     metrics = result.metrics
+    seconds = float(sum(epoch["epoch_seconds"] for epoch in result.history))  # training, not the store's time
     return FoldResult(metrics["final_train_acc"], metrics["final_val_acc"], metrics["test_acc"], result.epochs_run,
-                      result.seconds, result.history)
+                      seconds, result.history, n_train, n_val)
 
 
 def _log_parent(result: ComparisonResult) -> None:
+    """The tables, the figures, and per remedy its scores and test against the baseline, on the parent run."""
     from core import report
     from core.tracking import mlflow_store
     from core.tracking.mlflow_sink import MLflowTracker
 
-    tracker = MLflowTracker(result.parent_run_id, result.spec.name)
-    table = markdown_table(result.table)
-    tracker.log_text(table, "comparison.md")
-    tracker.log_text(csv_table(result.table), "comparison.csv")
-    tracker.log_figure(report.remedy_curves(result.folds), "curves.png")
-    tracker.log_figure(report.fold_box_plot(result.folds), "fold_scores.png")
-    for name, points in result.sweeps.items():
-        key = result.spec.sweeps[name][0]
-        tracker.log_figure(report.strength_curve(name, key, points), f"strength_{mlflow_store.safe_name(name)}.png")
-    for row in result.table:
-        prefix = mlflow_store.safe_name(row["remedy"])
-        tracker.log_metrics({f"{prefix}.val_acc": row["val_acc"], f"{prefix}.gap": row["gap"]}, step=0)
-    tracker.close()
+    ranked = {row["remedy"]: result.folds[row["remedy"]] for row in sorted(result.table, key=lambda r: r["rank"])}
+    text = markdown_report(result)
+    with closing(MLflowTracker(result.parent_run_id, result.spec.name)) as tracker:
+        tracker.log_text(text, "comparison.md")
+        tracker.log_text(csv_table(result.table), "comparison.csv")
+        tracker.log_figure(report.remedy_curves(ranked), "curves.png")
+        tracker.log_figure(report.fold_box_plot(ranked), "fold_scores.png")
+        for name, points in result.sweeps.items():
+            key, filename = result.spec.sweeps[name][0], mlflow_store.safe_name(name)
+            tracker.log_text(sweep_table(key, points, result.folds[BASELINE]), f"sweep_{filename}.md")
+            strengths = [(point.value, [r.val_acc for r in point.folds]) for point in points]
+            figure = report.strength_curve(name, key, strengths, [r.val_acc for r in result.folds[BASELINE]])
+            tracker.log_figure(figure, f"strength_{filename}.png")
+        for row in result.table:
+            prefix = mlflow_store.safe_name(row["remedy"])
+            keys = ["val_acc", "gap", "test_acc", "seconds"] + ([] if row["remedy"] == BASELINE else [
+                "val_diff", "val_diff_low", "val_diff_high", "val_p", "val_p_holm"])
+            tracker.log_metrics({f"{prefix}.{key}": row[key] for key in keys}, step=0)
+    spec = result.spec
     mlflow_store.client().set_tag(result.parent_run_id, mlflow_store.NOTE_TAG,
-                                  f"## Comparison `{result.spec.name}` ({result.spec.k} folds)\n\n{table}")
+                                  f"## Comparison `{spec.name}` ({spec.repeats} x {spec.k} folds)\n\n{text}")

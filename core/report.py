@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import matplotlib
 
 matplotlib.use("Agg")  # files only, never a window
@@ -46,53 +48,106 @@ def confusion_matrix(truth: np.ndarray, predicted: np.ndarray, num_classes: int)
     return figure
 
 
-def remedy_curves(folds: dict) -> Figure:
-    """Mean train and validation accuracy per epoch for each remedy, with a band of one std over folds."""
-    figure, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
-    for index, (name, results) in enumerate(folds.items()):
-        color = f"C{index % 10}"
-        for axis, key in zip(axes, ("train_acc", "val_acc")):
-            length = max(len(r.history) for r in results)
-            values = np.full((len(results), length), np.nan)
-            for row, result in enumerate(results):  # early stopping ends folds at different epochs
-                values[row, :len(result.history)] = [h[key] for h in result.history]
-            mean, std = np.nanmean(values, axis=0), np.nanstd(values, axis=0)
-            epochs = np.arange(length)
-            axis.plot(epochs, mean, color=color, label=name)
-            axis.fill_between(epochs, mean - std, mean + std, color=color, alpha=0.15)
-    axes[0].set(title="train accuracy (running, per epoch)", xlabel="epoch", ylabel="accuracy")
-    axes[1].set(title="validation accuracy", xlabel="epoch")
-    axes[1].legend(fontsize="small", loc="lower right")
-    for axis in axes:
+def remedy_curves(folds: dict, baseline: str = "baseline") -> Figure:
+    """One small panel per remedy, in the order given: its mean train (dashed) and validation (solid) accuracy per
+    epoch against the baseline's (grey), with a band of one std over folds; eight overlaid remedies are unreadable."""
+    names = [name for name in folds if name != baseline] or [baseline]
+    columns = min(4, len(names))
+    rows = math.ceil(len(names) / columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(3.4 * columns, 2.9 * rows), sharex=True, sharey=True,
+                                squeeze=False)
+    floors = []
+    for axis, name in zip(axes.flat, names):
+        if name != baseline:
+            floors.append(_mean_curves(axis, folds[baseline], "0.55", baseline))
+        floors.append(_mean_curves(axis, folds[name], "C0", "remedy" if name != baseline else baseline))
+        axis.set_title(name, fontsize="medium")
         axis.grid(alpha=0.3)
-    figure.suptitle("mean over folds, band: one standard deviation")
+    for axis in axes.flat[len(names):]:
+        axis.set_visible(False)
+    for axis in axes[:, 0]:
+        axis.set_ylabel("accuracy")
+    for axis in axes[-1]:
+        axis.set_xlabel("epoch")
+    axes.flat[0].set_ylim(max(0.0, min(floors) - 0.02), 1.005)  # the first epochs' climb would squash the plateau
+    axes.flat[0].legend(fontsize="x-small", loc="lower right")
+    figure.suptitle("mean over folds: validation (solid, band: one std) and train (dashed, running) accuracy; "
+                    f"grey: {baseline}\nfolds that stopped early leave the mean; the first epochs may start below "
+                    "the axis", fontsize="medium")
     figure.tight_layout()
     return figure
 
 
-def fold_box_plot(folds: dict) -> Figure:
-    """Validation accuracy and generalization gap of every fold, per remedy."""
+def _mean_curves(axis, results: list, color: str, label: str) -> float:
+    """Plots the mean curves; returns the lowest mean (less one std) after the first fifth of the epochs."""
+    floor = 1.0
+    for key, style in (("val_acc", "-"), ("train_acc", "--")):
+        length = max(len(r.history) for r in results)
+        values = np.full((len(results), length), np.nan)
+        for row, result in enumerate(results):  # early stopping ends folds at different epochs
+            values[row, :len(result.history)] = [h[key] for h in result.history]
+        mean, std = np.nanmean(values, axis=0), np.nanstd(values, axis=0)
+        epochs = np.arange(length)
+        axis.plot(epochs, mean, style, color=color, linewidth=1.2, label=f"{label} {key.split('_')[0]}")
+        if key == "val_acc":
+            axis.fill_between(epochs, mean - std, mean + std, color=color, alpha=0.2, linewidth=0)
+        floor = min(floor, float(np.nanmin((mean - std)[length // 5:])))
+    return floor
+
+
+def fold_box_plot(folds: dict, baseline: str = "baseline") -> Figure:
+    """Per remedy, over folds: validation accuracy, its paired difference to the baseline on the same fold (what
+    the test is about: the spread between folds cancels), and the generalization gap."""
     names = list(folds)
-    figure, (val_axis, gap_axis) = plt.subplots(1, 2, figsize=(12, 4.5))
+    figure, (val_axis, diff_axis, gap_axis) = plt.subplots(1, 3, figsize=(16, 4.5))
     val_axis.boxplot([[r.val_acc for r in folds[n]] for n in names], tick_labels=names)
+    others = [n for n in names if n != baseline]
+    if others:
+        diff_axis.boxplot([[r.val_acc - b.val_acc for r, b in zip(folds[n], folds[baseline])] for n in others],
+                          tick_labels=others)
+        diff_axis.axhline(0, color="0.4", linewidth=1)
     gap_axis.boxplot([[r.gap for r in folds[n]] for n in names], tick_labels=names)
     val_axis.set(title="validation accuracy per fold", ylabel="accuracy")
+    diff_axis.set(title=f"validation accuracy - {baseline}'s, same fold")
     gap_axis.set(title="generalization gap per fold (train - validation)")
-    for axis in (val_axis, gap_axis):
+    for axis in (val_axis, diff_axis, gap_axis):
         axis.tick_params(axis="x", rotation=45)
         axis.grid(alpha=0.3)
     figure.tight_layout()
     return figure
 
 
-def strength_curve(name: str, key: str, points: list[tuple[float, float, float]]) -> Figure:
-    """Mean validation accuracy (± std over folds) against a remedy's strength."""
-    strengths, means, stds = (np.asarray(column, dtype=float) for column in zip(*points))
-    figure, axis = plt.subplots(figsize=(6, 4))
-    axis.errorbar(strengths, means, yerr=stds, marker="o", capsize=3)
-    if (strengths > 0).all() and strengths.max() / strengths.min() >= 100:
+def strength_curve(name: str, key: str, points: list[tuple], baseline: list[float] | None = None) -> Figure:
+    """Validation accuracy against a remedy's strength: every fold as a dot, the mean ± one std, and the
+    baseline's mean and std as a line and band. `points` are (strength, the folds' validation accuracies)."""
+    values = [value for value, _ in points]
+    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+    positions = np.asarray(values if numeric else range(len(values)), dtype=float)
+    logarithmic = numeric and (positions > 0).all() and positions.max() / positions.min() >= 100
+    figure, axis = plt.subplots(figsize=(6.5, 4.2))
+    if baseline is not None:
+        mean, std = float(np.mean(baseline)), float(np.std(baseline, ddof=1)) if len(baseline) > 1 else 0.0
+        axis.axhline(mean, color="0.4", linestyle="--", linewidth=1, label="baseline mean ± std")
+        axis.axhspan(mean - std, mean + std, color="0.5", alpha=0.12)
+    rng = np.random.default_rng(0)  # a fixed jitter: the same figure every time
+    for position, (_, scores) in zip(positions, points):
+        jitter = rng.uniform(-0.06, 0.06, len(scores))
+        spread = position * 10 ** jitter if logarithmic else position + jitter * _step(positions)
+        axis.scatter(spread, scores, s=10, color="C0", alpha=0.35, linewidths=0)
+    means = [float(np.mean(scores)) for _, scores in points]
+    stds = [float(np.std(scores, ddof=1)) if len(scores) > 1 else 0.0 for _, scores in points]
+    axis.errorbar(positions, means, yerr=stds, color="C3", marker="o", capsize=4, label="mean ± std over folds")
+    if logarithmic:
         axis.set_xscale("log")
-    axis.set(title=f"{name}: strength vs validation accuracy", xlabel=key, ylabel="validation accuracy")
+    if not numeric:
+        axis.set_xticks(positions, [str(v) for v in values])
+    axis.set(title=f"{name}: strength vs validation accuracy (dots: folds)", xlabel=key, ylabel="validation accuracy")
+    axis.legend(fontsize="small", loc="lower left")
     axis.grid(alpha=0.3)
     figure.tight_layout()
     return figure
+
+
+def _step(positions: np.ndarray) -> float:
+    gaps = np.diff(np.sort(positions))
+    return float(gaps[gaps > 0].min()) if (gaps > 0).any() else 1.0

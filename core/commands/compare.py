@@ -1,13 +1,13 @@
-"""`python -m core compare SPEC [key=value ...]`: overfitting remedies on the same K folds."""
+"""`python -m core compare SPEC [key=value ...]`: overfitting remedies on the same repeated K folds."""
 
 from __future__ import annotations
 
 import argparse
 
 from core import signals
-from core.compare import load_experiment, markdown_table, run_comparison
+from core.compare import load_experiment, markdown_report, run_comparison
 
-HELP = "compare overfitting remedies with K-fold cross-validation (paired against the baseline)"
+HELP = "compare overfitting remedies with repeated K-fold cross-validation (paired against the baseline)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,6 +19,6 @@ def main(args: argparse.Namespace) -> int:
     spec = load_experiment(args.spec, args.overrides)
     signals.install_signal_handlers()
     result = run_comparison(spec, progress=True)
-    print(markdown_table(result.table))
+    print(markdown_report(result))
     print(f"\ncomparison run: {result.parent_run_id} (experiment {spec.name!r}); browse: python -m core ui")
     return 0
