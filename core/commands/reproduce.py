@@ -8,6 +8,9 @@ import sys
 from core import signals
 
 HELP = "rerun a logged run from its params and compare the two runs epoch by epoch"
+EXAMPLES = ["python -m core reproduce RUN_ID                (the run id that train or study printed)",
+            "python -m core reproduce RUN_ID --epochs 3     (only the first 3 epochs)",
+            "python -m core reproduce RUN_ID --tolerance 1e-3"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

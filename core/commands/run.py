@@ -10,6 +10,10 @@ from core.commands.study import add_study_options, print_outcome
 
 HELP = "run the default study (studies/digits_mlp.yaml) with a Visdom server for the live view"
 DEFAULT_SPEC = "studies/digits_mlp.yaml"
+OVERRIDES = "overrides"  # key=value items after the options join these
+EXAMPLES = ["python -m core run                      (what make run does)",
+            "python -m core run --trials 10 train.epochs=5",
+            "python -m core run --workers 2 --no-visdom"]
 log = logging.getLogger(__name__)
 
 

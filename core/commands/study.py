@@ -5,16 +5,20 @@ from __future__ import annotations
 import argparse
 
 from core import signals
-from core.commands.train import split_spec
 from core.errors import UserError
 from core.study import DEFAULT_STORAGE
 
 HELP = "run (or resume) an Optuna hyperparameter study; every trial is an MLflow run"
+OVERRIDES = "overrides"  # key=value items after the options join these
+EXAMPLES = ["python -m core study studies/digits_mlp.yaml",
+            "python -m core study studies/digits_mlp.yaml --trials 10 train.epochs=5",
+            "python -m core study studies/digits_mlp.yaml --workers 2 --name digits-2"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("items", nargs="+", metavar="SPEC [key=value]",
-                        help="a study spec (studies/*.yaml), then overrides of its base config")
+    parser.add_argument("spec", metavar="SPEC", help="a study spec (studies/*.yaml)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="overrides of the spec's base config, before or after the options")
     add_study_options(parser)
 
 
@@ -29,8 +33,8 @@ def add_study_options(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    spec_path, overrides = split_spec(args.items)
-    if spec_path is None:
+    spec_path, overrides = args.spec, args.overrides
+    if "=" in spec_path:
         raise UserError("give a study spec first, e.g. python -m core study studies/digits_mlp.yaml")
     from core.study.runner import run_study  # Optuna and torch load here, not for --help or a usage error
     from core.study.spec import load_spec

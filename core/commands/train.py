@@ -8,6 +8,10 @@ from core import signals
 from core.config import load_config
 
 HELP = "train one model and record it as one MLflow run"
+OVERRIDES = "items"  # key=value items after the options join these
+EXAMPLES = ["python -m core train train.epochs=5",
+            "python -m core train model.name=lenet5 data.name=mnist data.root=data optim.name=adam optim.lr=1e-3",
+            "python -m core train studies/digits_mlp.yaml seed=1   (a spec's config: section, then overrides)"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

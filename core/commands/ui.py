@@ -12,6 +12,8 @@ from core.errors import UserError
 from core.tracking import mlflow_store
 
 HELP = "start the MLflow UI on the project's store (bound to 127.0.0.1)"
+EXAMPLES = ["python -m core ui", "python -m core ui --port 5001",
+            "MLFLOW_TRACKING_URI=sqlite:///other/mlflow.db python -m core ui"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
