@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from core import signals
+from core.commands.train import print_visdom_url
 from core.errors import UserError
 from core.study import DEFAULT_STORAGE
 
@@ -41,6 +42,7 @@ def main(args: argparse.Namespace) -> int:
 
     spec = load_spec(spec_path, overrides, name=args.name, trials=args.trials, timeout=args.timeout)
     signals.install_signal_handlers()
+    print_visdom_url(spec.base.track, spec.name)
     outcome = run_study(spec, storage=args.storage, workers=args.workers, progress=True)
     print_outcome(outcome, spec.metrics)
     return 1 if outcome.interrupted else 0
@@ -60,4 +62,16 @@ def print_outcome(outcome, metrics: list[str]) -> None:
     print(f"  study's parent run:      {outcome.parent_run_id}")
     print(f"  Optuna storage:          {outcome.storage}")
     print("  browse:  python -m core ui        (or: make ui)")
-    print("  live:    python -m core visdom    (or: make visdom)")
+    print(f"  live:    {visdom_hint(outcome.name)}")
+
+
+def visdom_hint(env: str) -> str:
+    """The running server's page of this study, or how to start one (never a command the taken port would fail)."""
+    from core import servers
+    from core.tracking.visdom_sink import env_url
+    from core.visdom_server import DEFAULT_PORT, url_for
+
+    url = url_for(servers.LOOPBACK, DEFAULT_PORT)
+    if servers.answers(url):
+        return env_url(url, env)
+    return "python -m core visdom    (or: make visdom), then rerun to watch"

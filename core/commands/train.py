@@ -19,6 +19,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="an optional YAML spec, then config overrides such as optim.lr=0.01")
 
 
+def print_visdom_url(track, env: str) -> None:
+    """The live view's page, env included, once at start (when a server answers)."""
+    from core import servers
+    from core.tracking.visdom_sink import env_url
+
+    if track.visdom != "off" and servers.answers(track.visdom_url):
+        print(f"Visdom (live): {env_url(track.visdom_url, env)}", flush=True)
+
+
 def split_spec(items: list[str]) -> tuple[str | None, list[str]]:
     """A first item without '=' is the spec file; the rest are overrides."""
     if items and "=" not in items[0]:
@@ -38,6 +47,7 @@ def main(args: argparse.Namespace) -> int:
     prepared = prepare(config)  # bad data or model: an error before anything is written
     mlflow_store.client()
     mlflow_store.fail_stale_runs()
+    print_visdom_url(config.track, config.track.experiment)
     tracked = tracked_fit(config, progress=True, prepared=prepared)
     result, metrics = tracked.result, tracked.result.metrics
     print(f"run {tracked.run_id} ({result.stop_reason} after {result.epochs_run} epochs, {result.seconds:.1f} s)")
