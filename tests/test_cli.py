@@ -49,3 +49,17 @@ def test_keys_show_type_choices_description_and_the_widths_used():
     assert "[200, 200]" in table["model.hidden"][0]  # the MLP is 784-200-200-10 by default
     assert table["model.name"][1].endswith("| module:function")
     assert len(table) == len(Config().to_flat())
+
+
+def test_ui_points_at_the_last_study_or_comparison_not_the_newest_experiment():
+    import time
+
+    from core.commands.ui import last_experiment_id
+    from core.tracking import mlflow_store
+
+    assert last_experiment_id() is None
+    for experiment, tags in (("old study", {"study": "old study"}), ("comparison", {"kind": "comparison"}),
+                             ("a study", {"study": "a study"}), ("train", {})):
+        mlflow_store.end_run(mlflow_store.start_run(experiment, "run", tags), "FINISHED")
+        time.sleep(0.01)  # distinct start times
+    assert last_experiment_id() == mlflow_store.experiment_id("a study")
