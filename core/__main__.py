@@ -1,8 +1,10 @@
 """`python -m core <verb>`: argument parsing and exit codes only.
 
-Each verb lives in core/commands/<verb>.py with `HELP`, `add_arguments(parser)`
-and `main(args) -> int`. A `UserError` becomes one line on stderr and exit 2;
-Ctrl-C or SIGTERM one line and exit 128 + the signal's number.
+Each verb lives in core/commands/<verb>.py with `HELP`, `add_arguments(parser)`,
+`main(args) -> int`, `EXAMPLES` (the end of its --help) and, for verbs that take
+them, `OVERRIDES`: the argument that collects `key=value` items, which may stand
+anywhere on the line, before or after the options. A `UserError` becomes one line
+on stderr and exit 2; Ctrl-C or SIGTERM one line and exit 128 + the signal's number.
 """
 
 from __future__ import annotations
@@ -32,17 +34,33 @@ def build_parser() -> argparse.ArgumentParser:
     verbs.required = True
     for verb in VERBS:
         module = importlib.import_module(f"core.commands.{verb}")
-        sub = verbs.add_parser(verb, help=module.HELP, description=module.HELP)
+        sub = verbs.add_parser(verb, help=module.HELP, description=module.HELP,
+                               epilog="examples:\n" + "\n".join(f"  {line}" for line in module.EXAMPLES),
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
         module.add_arguments(sub)
         sub.set_defaults(command=module)
     return parser
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """argparse gives a positional list only the items before the first option; the `key=value` items
+    after the options come back unrecognised and join the verb's overrides here."""
+    args, extra = parser.parse_known_args(argv)
+    overrides = [item for item in extra if "=" in item and not item.startswith("-")]
+    unknown = [item for item in extra if item not in overrides]
+    dest = getattr(getattr(args, "command", None), "OVERRIDES", None)
+    if unknown or (overrides and dest is None):
+        parser.error(f"unrecognized arguments: {' '.join(unknown or overrides)}")
+    if overrides:
+        setattr(args, dest, [*getattr(args, dest), *overrides])
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("alembic", "mlflow", "urllib3", "visdom", "optuna", "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    args = build_parser().parse_args(argv)
+    args = parse_args(build_parser(), argv)
     try:
         return int(args.command.main(args) or 0)
     except UserError as error:

@@ -29,7 +29,7 @@ RETIRED_KEYS = {"train.cpu_linear"}  # the CPU matmul library choice (oneDNN or 
 
 @dataclass
 class DataConfig:
-    name: str = "digits"  # digits | mnist | fashion_mnist | cifar10 | synthetic | npz | image_folder | module:function
+    name: str = "digits"  # the data set: a built-in, or module:function of your own loader
     root: str = "data"  # where mnist / fashion_mnist / cifar10 files live; image_folder: the folder of class folders
     path: str = ""  # npz: the .npz file (arrays x_train, y_train, optionally x_test, y_test)
     download: bool = False  # mnist, fashion_mnist, cifar10: fetch missing files (checksums verified) into root
@@ -39,13 +39,13 @@ class DataConfig:
     resize: int = 0  # resize images to resize x resize; 0 = native size
     test_fraction: float = 0.2  # digits and synthetic only: size of their fixed test part
     shape: list[int] = field(default_factory=lambda: [1, 8, 8])  # synthetic: one sample's shape
-    num_classes: int = 10  # synthetic only
+    num_classes: int = 10  # synthetic only: number of classes
     samples: int = 1000  # synthetic only: train + test samples
 
 
 @dataclass
 class SplitConfig:
-    kind: str = "holdout"  # holdout | kfold | stratified_kfold
+    kind: str = "holdout"  # how training data is split into training and validation parts
     val_fraction: float = 0.2  # holdout only
     stratify: bool = True  # holdout only
     k: int = 5  # kfold kinds only
@@ -58,21 +58,21 @@ class ModelConfig:
     args: dict[str, Any] = field(default_factory=dict)  # your builder's own arguments (open section)
     hidden: list[int] = field(default_factory=list)  # fully connected widths; [] = the model's own
     channels: list[int] = field(default_factory=list)  # conv widths; [] = the model's own
-    dropout: float = 0.0
-    batchnorm: bool = False
+    dropout: float = 0.0  # dropout probability after each hidden layer
+    batchnorm: bool = False  # batch normalisation after each hidden layer
 
 
 @dataclass
 class OptimConfig:
-    name: str = "sgd"  # sgd | adam | adamw
-    lr: float = 0.05
+    name: str = "sgd"  # the optimizer
+    lr: float = 0.05  # learning rate
     momentum: float = 0.9  # sgd only
     weight_decay: float = 0.0  # L2, on weights only (not biases or norm parameters)
 
 
 @dataclass
 class SchedConfig:
-    name: str = "none"  # none | step | plateau | cosine
+    name: str = "none"  # the learning-rate schedule
     step_size: int = 10  # step: epochs between decays
     gamma: float = 0.1  # step and plateau: decay factor
     patience: int = 3  # plateau: epochs without improvement before a decay
@@ -91,10 +91,10 @@ class EarlyStopConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 20
-    batch_size: int = 64
+    epochs: int = 20  # most epochs to train (early stopping or pruning may end sooner)
+    batch_size: int = 64  # samples per optimizer step
     deterministic: bool = False  # torch.use_deterministic_algorithms
-    augment: str = "none"  # none | shift (random shifts on the device)
+    augment: str = "none"  # shift = random shifts of the images, on the device
     shift: int = 2  # augment=shift: largest shift in pixels
     compile: bool = False  # torch.compile the model (CUDA)
     checkpoint: bool = False  # save a checkpoint after every epoch (to the run's artifacts)
@@ -104,8 +104,8 @@ class TrainConfig:
 class TrackConfig:
     experiment: str = "train"  # MLflow experiment name
     run_name: str = ""  # "" = made from the config
-    visdom: str = "auto"  # auto (when a server answers) | on | off
-    visdom_url: str = "http://127.0.0.1:8097"
+    visdom: str = "auto"  # the live view: auto = when a server answers, on = required, off
+    visdom_url: str = "http://127.0.0.1:8097"  # the Visdom server of the live view
     flush_every: int = 50  # steps between sends of per-step values
     log_model: bool = True  # the model (MLflow format) and its weights
     figures: bool = True  # learning curves and confusion matrix as PNG
@@ -115,8 +115,8 @@ class TrackConfig:
 
 @dataclass
 class Config:
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda
+    seed: int = 0  # seeds weights, splits and batches (a study derives each trial's from it)
+    device: str = "auto"  # auto = cuda when available, else cpu
     data: DataConfig = field(default_factory=DataConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -163,15 +163,15 @@ class Config:
     # ---- checks ----------------------------------------------------------
     def validate(self) -> Config:
         """Range and choice checks that types alone cannot express (torch-free: nothing is built here)."""
-        _choice("device", self.device, ("auto", "cpu", "cuda"))
+        _choice("device", self.device, CHOICES["device"])
         _builtin_or_reference("data.name", self.data.name, names.DATASETS, "loader")
         _builtin_or_reference("model.name", self.model.name, names.MODELS, "builder")
         self._check_user_parts()
-        _choice("split.kind", self.split.kind, ("holdout", "kfold", "stratified_kfold"))
-        _choice("optim.name", self.optim.name, ("sgd", "adam", "adamw"))
-        _choice("sched.name", self.sched.name, ("none", "step", "plateau", "cosine"))
-        _choice("train.augment", self.train.augment, ("none", "shift"))
-        _choice("track.visdom", self.track.visdom, ("auto", "on", "off"))
+        _choice("split.kind", self.split.kind, CHOICES["split.kind"])
+        _choice("optim.name", self.optim.name, CHOICES["optim.name"])
+        _choice("sched.name", self.sched.name, CHOICES["sched.name"])
+        _choice("train.augment", self.train.augment, CHOICES["train.augment"])
+        _choice("track.visdom", self.track.visdom, CHOICES["track.visdom"])
         _at_least("data.train_size", self.data.train_size, 0)
         _at_least("data.resize", self.data.resize, 0)
         _at_least("data.num_classes", self.data.num_classes, 2)
@@ -232,6 +232,31 @@ class Config:
         """The import paths (module:function) of the user's own model, data set and metrics in this config."""
         names = [self.model.name, self.data.name, *self.track.metrics]
         return [name for name in names if user_code.is_reference(name)]
+
+
+# Keys with a fixed set of values (data.name, model.name and track.metrics also take module:function).
+CHOICES = {"device": ("auto", "cpu", "cuda"), "data.name": names.DATASETS, "model.name": names.MODELS,
+           "split.kind": ("holdout", "kfold", "stratified_kfold"), "optim.name": ("sgd", "adam", "adamw"),
+           "sched.name": ("none", "step", "plateau", "cosine"), "train.augment": ("none", "shift"),
+           "track.visdom": ("auto", "on", "off"), "track.metrics": names.METRICS}
+
+
+def descriptions() -> dict[str, str]:
+    """Each fixed key's one-line description: the comment beside its field in this file (one place to keep)."""
+    import inspect
+
+    found: dict[str, str] = {}
+    sections = {type(getattr(Config(), f.name)).__name__: f"{f.name}." for f in dataclasses.fields(Config)
+                if dataclasses.is_dataclass(getattr(Config(), f.name))}
+    prefix = None
+    for line in inspect.getsource(inspect.getmodule(Config)).splitlines():
+        header = re.match(r"^class (\w+)", line)
+        if header:
+            prefix = sections.get(header.group(1), "" if header.group(1) == "Config" else None)
+        entry = re.match(r"^    (\w+): [^=]+=.*?#\s*(.+)$", line)
+        if entry and prefix is not None:
+            found[prefix + entry.group(1)] = entry.group(2)
+    return found
 
 
 def valid_keys() -> list[str]:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from core import user_code
+from core import names, user_code
 from core.config import ModelConfig
 from core.errors import ConfigError, UserError
 
@@ -99,14 +99,14 @@ def mlp_stack(in_features: int, widths: list[int], num_classes: int, config: Mod
 @register("mlp")
 def mlp(config: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     """The notes' MNIST classifier: 784-200-200-10, widths configurable."""
-    widths = config.hidden or [200, 200]
+    widths = config.hidden or names.HIDDEN["mlp"]
     return nn.Sequential(nn.Flatten(), mlp_stack(math.prod(input_shape), widths, num_classes, config))
 
 
 @register("quickstart")
 def quickstart(config: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     """The PyTorch quickstart network: flatten, 512-512, then the classes."""
-    widths = config.hidden or [512, 512]
+    widths = config.hidden or names.HIDDEN["quickstart"]
     return nn.Sequential(nn.Flatten(), mlp_stack(math.prod(input_shape), widths, num_classes, config))
 
 
@@ -115,7 +115,8 @@ def quickstart(config: ModelConfig, input_shape: tuple[int, ...], num_classes: i
 class ConvNet(nn.Module):
     """A convolutional feature extractor followed by a fully connected head.
 
-    The head's input size is measured by running the features on a dummy input.
+    The head's input size is measured by running the features on a dummy input; `head_widths` [] means
+    the model's own (names.HIDDEN).
     """
 
     def __init__(self, features: nn.Module, head_widths: list[int], input_shape: tuple[int, ...],
@@ -123,7 +124,7 @@ class ConvNet(nn.Module):
         super().__init__()
         self.features = features
         flat = _feature_size(features, input_shape, name)
-        self.head = mlp_stack(flat, head_widths, num_classes, config)
+        self.head = mlp_stack(flat, head_widths or names.HIDDEN[name], num_classes, config)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(torch.flatten(self.features(x), 1))
@@ -176,7 +177,7 @@ def seed_net(config: ModelConfig, input_shape: tuple[int, ...], num_classes: int
     channels, _, _ = _image_shape(input_shape, "seed_net")
     c1, c2 = (config.channels + [6, 16][len(config.channels):])[:2]
     features = nn.Sequential(*conv_block(channels, c1, 3, config), *conv_block(c1, c2, 3, config))
-    return ConvNet(features, config.hidden or [512, 64], input_shape, num_classes, config, "seed_net")
+    return ConvNet(features, config.hidden, input_shape, num_classes, config, "seed_net")
 
 
 @register("lenet5")
@@ -186,7 +187,7 @@ def lenet5(config: ModelConfig, input_shape: tuple[int, ...], num_classes: int) 
     c1, c2 = (config.channels + [6, 16][len(config.channels):])[:2]
     features = nn.Sequential(*conv_block(channels, c1, 5, config, padding=2), nn.MaxPool2d(2),
                              *conv_block(c1, c2, 5, config), nn.MaxPool2d(2))
-    return ConvNet(features, config.hidden or [120, 84], input_shape, num_classes, config, "lenet5")
+    return ConvNet(features, config.hidden, input_shape, num_classes, config, "lenet5")
 
 
 @register("alexnet_cifar")
@@ -203,7 +204,7 @@ def alexnet_cifar(config: ModelConfig, input_shape: tuple[int, ...], num_classes
         nn.AdaptiveAvgPool2d((6, 6)),
     )
     # The notes put Dropout(0.5) around the two big layers: set model.dropout=0.5 for that.
-    return ConvNet(features, config.hidden or [4096, 1024], input_shape, num_classes, config, "alexnet_cifar")
+    return ConvNet(features, config.hidden, input_shape, num_classes, config, "alexnet_cifar")
 
 
 @register("vgg_small")
@@ -216,7 +217,7 @@ def vgg_small(config: ModelConfig, input_shape: tuple[int, ...], num_classes: in
         layers += conv_block(width, width, 3, config, padding=1)
         layers.append(nn.MaxPool2d(2))
         channels = width
-    return ConvNet(nn.Sequential(*layers), config.hidden or [256], input_shape, num_classes, config, "vgg_small")
+    return ConvNet(nn.Sequential(*layers), config.hidden, input_shape, num_classes, config, "vgg_small")
 
 
 class BasicBlock(nn.Module):
@@ -264,4 +265,4 @@ def conv1d(config: ModelConfig, input_shape: tuple[int, ...], num_classes: int) 
         layers.append(nn.MaxPool1d(2))
         channels = width
     layers.append(nn.AdaptiveAvgPool1d(1))
-    return ConvNet(nn.Sequential(*layers), config.hidden or [64], input_shape, num_classes, config, "conv1d")
+    return ConvNet(nn.Sequential(*layers), config.hidden, input_shape, num_classes, config, "conv1d")

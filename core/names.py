@@ -8,6 +8,9 @@ under the same names (a test keeps the two in step).
 """
 
 MODELS = ("mlp", "quickstart", "seed_net", "lenet5", "alexnet_cifar", "vgg_small", "resnet_small", "conv1d")
+# model.hidden = [] means these fully connected widths (what `python -m core keys` shows as the default)
+HIDDEN = {"mlp": [200, 200], "quickstart": [512, 512], "seed_net": [512, 64], "lenet5": [120, 84],
+          "alexnet_cifar": [4096, 1024], "vgg_small": [256], "resnet_small": [], "conv1d": [64]}
 DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "synthetic", "npz", "image_folder")
 # Metrics for track.metrics, computed from scikit-learn on the validation and test predictions.
 METRICS = ("macro_f1", "weighted_f1", "balanced_accuracy", "cohen_kappa", "matthews_corrcoef", "log_loss")

@@ -26,6 +26,7 @@ from core.tracking import mlflow_store
 from core.train import Prepared, evaluate, prepare
 
 COMPARED = ("train_loss", "train_acc", "val_loss", "val_acc")
+TABLE_ARTIFACT = "reproduction.csv"  # every epoch and metric of both runs, in the reproduced run
 SUMMARY_KINDS = {"study": "a study's parent run", "comparison": "a comparison's parent run",
                  "remedy": "a remedy's summary run"}
 
@@ -139,6 +140,7 @@ def reproduce(run_id: str, epochs: int | None = None, tolerance: float = 1e-4,
     tracked = tracked_fit(config, experiment=experiment, run_name=f"{run.info.run_name} (reproduced)",
                           tags={**keep, "reproduced_from": run_id}, prepared=prepared)
     rows, first = compare_histories(run_id, tracked.run_id, config.train.epochs, 0.0 if exact else tolerance)
+    mlflow_store.client().log_text(tracked.run_id, table_csv(rows), TABLE_ARTIFACT)
     return Reproduction(run_id, tracked.run_id, exact, 0.0 if exact else tolerance, rows, first, warnings)
 
 
@@ -159,6 +161,12 @@ def compare_histories(original: str, reproduced: str, epochs: int,
             if not same and first is None:
                 first = epoch
     return rows, first
+
+
+def table_csv(rows: list[tuple[int, str, float, float]]) -> str:
+    lines = ["epoch,metric,original,reproduced,difference"]
+    lines += [f"{epoch},{key},{old!r},{new!r},{new - old!r}" for epoch, key, old, new in rows]
+    return "\n".join(lines) + "\n"
 
 
 def load_logged_weights(run_id: str, allow_code_change: bool = False) -> tuple[Run, Prepared]:

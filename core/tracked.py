@@ -21,7 +21,7 @@ from core.config import Config
 from core.names import ON_DISK
 from core.tracking import CompositeTracker, Tracker, mlflow_store
 from core.tracking.mlflow_sink import MLflowTracker
-from core.tracking.visdom_sink import make_visdom_tracker
+from core.tracking.visdom_sink import LIVE_METRICS, make_visdom_tracker
 from core.train import FitResult, Prepared, ShouldStop, fit, predict, prepare, run_label
 
 CODE_TAG = "code."  # code.<path> = the SHA-256 of a user source file the run used
@@ -52,7 +52,8 @@ def tracked_fit(config: Config, *, experiment: str | None = None, run_name: str 
             on_run_start(run_id)
         record = MLflowTracker(run_id, experiment)
         live = None if config.track.visdom == "off" else make_visdom_tracker(
-            config.track.visdom, config.track.visdom_url, visdom_env or experiment, visdom_label or name)
+            config.track.visdom, config.track.visdom_url, visdom_env or experiment,
+            f"{visdom_label or name} [{run_id[:6]}]", live_metrics(config))
         with contextlib.closing(CompositeTracker(record, live)) as tracker:
             log_inputs(record, prepared)
             try:
@@ -79,6 +80,13 @@ def system_metrics(run_id: str, on: bool) -> Iterator[None]:
         yield
     finally:
         monitor.finish()
+
+
+def live_metrics(config: Config) -> tuple[str, ...]:
+    """Visdom's windows for this run: each run is its own line (the label ends with its run id, so a rerun
+    of the same config does not continue the last one's line), and no learning-rate window when the rate
+    is constant (a flat line on an axis Visdom stretches to -1..1)."""
+    return tuple(key for key in LIVE_METRICS if key != "lr" or config.sched.name != "none")
 
 
 def log_inputs(record: MLflowTracker, prepared: Prepared) -> None:

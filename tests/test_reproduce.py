@@ -116,3 +116,16 @@ def test_a_store_that_fails_to_answer_is_not_called_a_missing_run(monkeypatch):
         reproduce(real)
     assert "cannot be read" in str(error.value) and "connection reset" in str(error.value)
     assert "no run" not in str(error.value)
+
+
+def test_the_cli_prints_first_last_and_differing_epochs_and_keeps_every_epoch_as_an_artifact(tmp_path):
+    original = train(**{"train.epochs": 5})
+    mlflow_store.client().log_metric(original, "val_acc", 0.5, step=2)  # one epoch disagrees
+    result = run_cli("reproduce", original, cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert [line.split()[0] for line in lines[1:4]] == ["0", "2", "4"] and "<- differs" in lines[2]
+    assert lines[4].startswith("DIFFER") and "reproduction.csv" in lines[5] and len(lines) == 6
+    new_run = lines[4].rsplit(" ", 1)[1]
+    table = mlflow_store.client().download_artifacts(new_run, "reproduction.csv", str(tmp_path))
+    assert len(open(table).read().splitlines()) == 1 + 5 * 4

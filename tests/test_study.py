@@ -45,6 +45,7 @@ def test_every_trial_is_a_child_run_and_each_finds_the_other(tmp_path):
     assert "trials.csv" in artifacts
     assert {"plots/optimization_history.html", "plots/optimization_history.png",
             "plots/parallel_coordinate.html", "plots/intermediate_values.png"} <= plots
+    assert "plots/parallel_coordinate.png" not in plots  # unreadable as a static image
     note = parent.data.tags["mlflow.note.content"]
     assert "Best value" in note and "3 complete" in note
     assert outcome.best_run_id == study.best_trial.user_attrs["mlflow_run_id"]

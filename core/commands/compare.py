@@ -8,6 +8,12 @@ from core import signals
 from core.compare import load_experiment, markdown_report, run_comparison
 
 HELP = "compare overfitting remedies with repeated K-fold cross-validation (paired against the baseline)"
+OVERRIDES = "overrides"  # key=value items after the options join these
+EXAMPLES = ["python -m core compare experiments/overfitting.yaml",
+            "python -m core compare experiments/overfitting.yaml seed=1 train.epochs=30"]
+OVERRIDES = "overrides"  # key=value items after the options join these
+EXAMPLES = ["python -m core compare experiments/overfitting.yaml",
+            "python -m core compare experiments/overfitting.yaml seed=1 train.epochs=30"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

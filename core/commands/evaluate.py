@@ -6,6 +6,8 @@ import argparse
 import math
 
 HELP = "reload a run's logged weights and re-evaluate them on the test set"
+EXAMPLES = ["python -m core evaluate RUN_ID     (the run id that train or study printed)",
+            "python -m core evaluate RUN_ID --allow-code-change"]
 TOLERANCE = 1e-6
 
 

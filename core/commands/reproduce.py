@@ -8,6 +8,9 @@ import sys
 from core import signals
 
 HELP = "rerun a logged run from its params and compare the two runs epoch by epoch"
+EXAMPLES = ["python -m core reproduce RUN_ID                (the run id that train or study printed)",
+            "python -m core reproduce RUN_ID --epochs 3     (only the first 3 epochs)",
+            "python -m core reproduce RUN_ID --tolerance 1e-3"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,20 +23,44 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="rerun even if the run's own model, data or metric code (logged under code/) changed")
 
 
+SHOWN_DIFFERENCES = 5  # disagreeing epochs printed; the artifact has them all
+
+
+def print_side_by_side(result) -> None:
+    """One line per shown epoch (the first, the last and the disagreeing ones), a cell per metric:
+    its value when both runs agree, else original -> reproduced."""
+    by_epoch: dict[int, list[tuple[str, float, float]]] = {}
+    for epoch, key, old, new in result.rows:
+        by_epoch.setdefault(epoch, []).append((key, old, new))
+
+    def agrees(old: float, new: float) -> bool:
+        return old == new if result.exact else abs(old - new) <= result.tolerance
+
+    differing = [e for e, cells in by_epoch.items() if not all(agrees(old, new) for _, old, new in cells)]
+    shown = sorted({min(by_epoch), max(by_epoch), *differing[:SHOWN_DIFFERENCES]})
+    keys = [key for key, _, _ in by_epoch[shown[0]]]
+    print((f"{'epoch':>5}  " + "  ".join(f"{key:<24}" for key in keys)).rstrip())
+    for epoch in shown:
+        cells = [f"{old:.6g}" if agrees(old, new) else f"{old:.6g} -> {new:.6g}" for _, old, new in by_epoch[epoch]]
+        line = f"{epoch:>5}  " + "  ".join(f"{cell:<24}" for cell in cells)
+        print(line + "  <- differs" if epoch in differing else line.rstrip())
+    if len(differing) > SHOWN_DIFFERENCES:
+        print(f"       ... and {len(differing) - SHOWN_DIFFERENCES} more epochs that differ")
+
+
 def main(args: argparse.Namespace) -> int:
-    from core.reproduce import reproduce  # torch loads here, not for --help or a usage error
+    from core.reproduce import TABLE_ARTIFACT, reproduce  # torch loads here, not for --help or a usage error
 
     signals.install_signal_handlers()
     result = reproduce(args.run_id, args.epochs, args.tolerance, args.allow_data_change, args.allow_code_change)
     for warning in result.warnings:
         sys.stderr.write(f"warning: {warning}\n")
-    print(f"{'epoch':>5}  {'metric':<10} {'original':>14} {'reproduced':>14}")
-    for epoch, key, old, new in result.rows:
-        mark = "" if (old == new if result.exact else abs(old - new) <= result.tolerance) else "  <- differs"
-        print(f"{epoch:>5}  {key:<10} {old:>14.8g} {new:>14.8g}{mark}")
+    print_side_by_side(result)
     expectation = "bit-identical" if result.exact else f"within {result.tolerance:g}"
     if result.agree:
         print(f"agree ({expectation}): reproduced as run {result.run_id}")
+        print(f"  every epoch: artifact {TABLE_ARTIFACT} of run {result.run_id}")
         return 0
     print(f"DIFFER ({expectation} expected): first at epoch {result.first_divergence}; new run {result.run_id}")
+    print(f"  every epoch: artifact {TABLE_ARTIFACT} of run {result.run_id}")
     return 1

@@ -10,6 +10,10 @@ from core.commands.study import add_study_options, print_outcome
 
 HELP = "run the default study (studies/digits_mlp.yaml) with a Visdom server for the live view"
 DEFAULT_SPEC = "studies/digits_mlp.yaml"
+OVERRIDES = "overrides"  # key=value items after the options join these
+EXAMPLES = ["python -m core run                      (what make run does)",
+            "python -m core run --trials 10 train.epochs=5",
+            "python -m core run --workers 2 --no-visdom"]
 log = logging.getLogger(__name__)
 
 
@@ -27,10 +31,11 @@ def main(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec, args.overrides, name=args.name, trials=args.trials, timeout=args.timeout)
     signals.install_signal_handlers()
     if not args.no_visdom and spec.base.track.visdom != "off":
+        from core.tracking.visdom_sink import env_url
         from core.visdom_server import ensure_server
 
         url = ensure_server()
-        print(f"Visdom (live per-step loss): {url}  env: {spec.name}", flush=True)
+        print(f"Visdom (live per-step loss): {env_url(url, spec.name)}", flush=True)
     outcome = run_study(spec, storage=args.storage, workers=args.workers, progress=True, gpus=args.gpus)
     print_outcome(outcome, spec.metrics)
     return 1 if outcome.interrupted else 0

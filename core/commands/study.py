@@ -5,16 +5,21 @@ from __future__ import annotations
 import argparse
 
 from core import signals
-from core.commands.train import split_spec
+from core.commands.train import print_visdom_url
 from core.errors import UserError
 from core.study import DEFAULT_STORAGE
 
 HELP = "run (or resume) an Optuna hyperparameter study; every trial is an MLflow run"
+OVERRIDES = "overrides"  # key=value items after the options join these
+EXAMPLES = ["python -m core study studies/digits_mlp.yaml",
+            "python -m core study studies/digits_mlp.yaml --trials 10 train.epochs=5",
+            "python -m core study studies/digits_mlp.yaml --workers 2 --name digits-2"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("items", nargs="+", metavar="SPEC [key=value]",
-                        help="a study spec (studies/*.yaml), then overrides of its base config")
+    parser.add_argument("spec", metavar="SPEC", help="a study spec (studies/*.yaml)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="overrides of the spec's base config, before or after the options")
     add_study_options(parser)
 
 
@@ -31,14 +36,15 @@ def add_study_options(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    spec_path, overrides = split_spec(args.items)
-    if spec_path is None:
+    spec_path, overrides = args.spec, args.overrides
+    if "=" in spec_path:
         raise UserError("give a study spec first, e.g. python -m core study studies/digits_mlp.yaml")
     from core.study.runner import run_study  # Optuna and torch load here, not for --help or a usage error
     from core.study.spec import load_spec
 
     spec = load_spec(spec_path, overrides, name=args.name, trials=args.trials, timeout=args.timeout)
     signals.install_signal_handlers()
+    print_visdom_url(spec.base.track, spec.name)
     outcome = run_study(spec, storage=args.storage, workers=args.workers, progress=True, gpus=args.gpus)
     print_outcome(outcome, spec.metrics)
     return 1 if outcome.interrupted else 0
@@ -73,7 +79,7 @@ def print_outcome(outcome, metrics: list[str]) -> None:
     print(f"  study's parent run:      {outcome.parent_run_id}")
     print(f"  Optuna storage:          {outcome.storage}")
     print("  browse:  python -m core ui        (or: make ui)")
-    print("  live:    python -m core visdom    (or: make visdom)")
+    print(f"  live:    {visdom_hint(outcome.name)}")
 
 
 def print_front(front: list[tuple[int, list[float]]], metrics: list[str]) -> None:
@@ -84,3 +90,15 @@ def print_front(front: list[tuple[int, list[float]]], metrics: list[str]) -> Non
         for label, (number, values) in (("lowest", ends[0]), ("highest", ends[-1])):
             shown = ", ".join(f"{m}={v:.4g}" for m, v in zip(metrics, values))
             print(f"    {label} {metric}: trial {number} ({shown})")
+
+
+def visdom_hint(env: str) -> str:
+    """The running server's page of this study, or how to start one (never a command the taken port would fail)."""
+    from core import servers
+    from core.tracking.visdom_sink import env_url
+    from core.visdom_server import DEFAULT_PORT, url_for
+
+    url = url_for(servers.LOOPBACK, DEFAULT_PORT)
+    if servers.answers(url):
+        return env_url(url, env)
+    return "python -m core visdom    (or: make visdom), then rerun to watch"

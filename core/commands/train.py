@@ -8,11 +8,24 @@ from core import signals
 from core.config import load_config
 
 HELP = "train one model and record it as one MLflow run"
+OVERRIDES = "items"  # key=value items after the options join these
+EXAMPLES = ["python -m core train train.epochs=5",
+            "python -m core train model.name=lenet5 data.name=mnist data.root=data optim.name=adam optim.lr=1e-3",
+            "python -m core train studies/digits_mlp.yaml seed=1   (a spec's config: section, then overrides)"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("items", nargs="*", metavar="[SPEC] key=value",
                         help="an optional YAML spec, then config overrides such as optim.lr=0.01")
+
+
+def print_visdom_url(track, env: str) -> None:
+    """The live view's page, env included, once at start (when a server answers)."""
+    from core import servers
+    from core.tracking.visdom_sink import env_url
+
+    if track.visdom != "off" and servers.answers(track.visdom_url):
+        print(f"Visdom (live): {env_url(track.visdom_url, env)}", flush=True)
 
 
 def split_spec(items: list[str]) -> tuple[str | None, list[str]]:
@@ -34,6 +47,7 @@ def main(args: argparse.Namespace) -> int:
     prepared = prepare(config)  # bad data or model: an error before anything is written
     mlflow_store.client()
     mlflow_store.fail_stale_runs()
+    print_visdom_url(config.track, config.track.experiment)
     tracked = tracked_fit(config, progress=True, prepared=prepared)
     result, metrics = tracked.result, tracked.result.metrics
     print(f"run {tracked.run_id} ({result.stop_reason} after {result.epochs_run} epochs, {result.seconds:.1f} s)")

@@ -12,6 +12,8 @@ from core.errors import UserError
 from core.tracking import mlflow_store
 
 HELP = "start the MLflow UI on the project's store (bound to 127.0.0.1)"
+EXAMPLES = ["python -m core ui", "python -m core ui --port 5001",
+            "MLFLOW_TRACKING_URI=sqlite:///other/mlflow.db python -m core ui"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,13 +21,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default=servers.LOOPBACK, help="address to bind (default 127.0.0.1)")
 
 
-def newest_experiment_url(base: str) -> str:
-    """The runs table of the newest experiment, in the UI's "Model training" view."""
-    experiments = [e for e in mlflow_store.client().search_experiments() if e.name != "Default"]
+# Runs of a study (its parent and trials carry the tag `study`) or of a comparison (parent and remedies: `kind`).
+LAST_WORK_FILTERS = ("tags.study LIKE '%'", "tags.kind = 'comparison'", "tags.kind = 'remedy'")
+
+
+def last_experiment_id() -> str | None:
+    """The experiment of the study or comparison that ran last in this store (its newest run), else the
+    newest experiment; None for an empty store."""
+    client = mlflow_store.client()
+    experiments = [e for e in client.search_experiments() if e.name != "Default"]
     if not experiments:
+        return None
+    ids = [e.experiment_id for e in experiments]
+    newest = [run for query in LAST_WORK_FILTERS
+              for run in client.search_runs(ids, query, max_results=1, order_by=["attributes.start_time DESC"])]
+    if newest:
+        return max(newest, key=lambda run: run.info.start_time).info.experiment_id
+    return max(experiments, key=lambda e: e.last_update_time or e.creation_time or 0).experiment_id
+
+
+def last_experiment_url(base: str) -> str:
+    """The runs table of the last study or comparison, in the UI's "Model training" view."""
+    experiment = last_experiment_id()
+    if experiment is None:
         return base
-    newest = max(experiments, key=lambda e: e.last_update_time or e.creation_time or 0)
-    return f"{base}/#/experiments/{newest.experiment_id}/runs?workflowType=machine_learning"
+    return f"{base}/#/experiments/{experiment}/runs?workflowType=machine_learning"
 
 
 def ui_command(uri: str, host: str, port: int) -> list[str]:
@@ -52,7 +72,8 @@ def main(args: argparse.Namespace) -> int:
     try:
         if not servers.wait_until_answers(f"{base}/health", timeout=60, process=process):
             raise UserError(f"the MLflow UI did not start on port {args.port} (see its messages above)")
-        print(f"MLflow UI: {newest_experiment_url(base)}", flush=True)
+        print(f"MLflow UI: {last_experiment_url(base)}", flush=True)
+        print(f"  every experiment: {base}/#/experiments?workflowType=machine_learning", flush=True)
         print("Ctrl-C stops it.", flush=True)
     except BaseException:
         process.terminate()

@@ -7,6 +7,7 @@ import argparse
 from core import servers, signals, visdom_server
 
 HELP = "start the Visdom server (bound to 127.0.0.1) with its env files under mlruns/visdom/"
+EXAMPLES = ["python -m core visdom", "python -m core visdom --port 8098   (then track.visdom_url=http://127.0.0.1:8098)"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

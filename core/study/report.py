@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 REFRESH_SECONDS = 30.0
 BEST_MODEL_TAG = "best_model_run_id"  # the trial run that holds the study's model in MLflow's format
 PLOTS = ("optimization_history", "param_importances", "parallel_coordinate", "intermediate_values")
+NO_PNG = {"parallel_coordinate"}  # its static image is unreadable (labels overlap): the HTML only
 
 
 @dataclass
@@ -218,7 +219,7 @@ class StudyReporter:
         self.client.set_tag(self.parent_run_id, BEST_MODEL_TAG, run_id)
 
     def log_plots(self) -> None:
-        """Optuna's plots as HTML (plotly, self-contained) and PNG (matplotlib)."""
+        """Optuna's plots as HTML (plotly, self-contained) and PNG (matplotlib; not where it is unreadable)."""
         front = self.spec.multi_objective and len(self.spec.metrics) in (2, 3)
         names = list(PLOTS) + (["pareto_front"] if front else [])
         with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings():
@@ -234,6 +235,8 @@ class StudyReporter:
                     html = Path(folder) / f"{name}.html"
                     figure.write_html(str(html), include_plotlyjs=True)  # works offline
                     self.client.log_artifact(self.parent_run_id, str(html), "plots")
+                    if name in NO_PNG:
+                        continue
                     axes = getattr(png_plots, f"plot_{name}")(self.study, **kwargs)
                     png_figure = _figure_of(axes)
                     png = Path(folder) / f"{name}.png"

@@ -27,7 +27,7 @@ from core.signals import exit_code, install_signal_handlers, interrupt_behind, p
 from core.study import DEFAULT_STORAGE
 from core.study.report import StudyOutcome, StudyReporter
 from core.study.spec import StudySpec, make_pruner, make_sampler
-from core.study.storage import budget_lock, check_storage, is_rdb, open_storage
+from core.study.storage import budget_lock, check_storage, experimental_heartbeat, is_rdb, open_storage
 from core.study.trial import run_trial
 from core.tracking import mlflow_store
 from core.train import prepare, warm_up
@@ -210,7 +210,8 @@ def sweep_dead_trials(study: optuna.Study, storage: str) -> list[int]:
     trials whose heartbeat stopped (workers on other machines).
     """
     if is_rdb(storage):
-        optuna.storages.fail_stale_trials(study)
+        with experimental_heartbeat():
+            optuna.storages.fail_stale_trials(study)
     host = socket.gethostname()
     swept = []
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):

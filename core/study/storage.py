@@ -11,13 +11,15 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import warnings
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlparse
 
 import sqlalchemy
-from optuna.storages import BaseStorage, RDBStorage, RetryFailedTrialCallback
+from optuna.exceptions import ExperimentalWarning
+from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 
 from core.errors import UserError
@@ -70,11 +72,23 @@ def open_storage(url: str) -> BaseStorage:
     if is_rdb(url):
         engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
         # A worker that stops beating is failed, and its parameters are retried once.
-        return RDBStorage(_sqlalchemy_url(url), engine_kwargs=engine, heartbeat_interval=HEARTBEAT_SECONDS,
-                          grace_period=GRACE_SECONDS, failed_trial_callback=RetryFailedTrialCallback(max_retry=1))
+        with experimental_heartbeat():
+            return RDBStorage(_sqlalchemy_url(url), engine_kwargs=engine, heartbeat_interval=HEARTBEAT_SECONDS,
+                              grace_period=GRACE_SECONDS,
+                              heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1))
     path = Path(url)
     path.parent.mkdir(parents=True, exist_ok=True)
     return JournalStorage(JournalFileBackend(str(path), lock_obj=JournalWriteLock(path)))
+
+
+@contextlib.contextmanager
+def experimental_heartbeat() -> Iterator[None]:
+    """Optuna's heartbeat (heartbeat_interval, RetryHeartbeatStaleTrialCallback, fail_stale_trials) is marked
+    experimental and has no stable replacement in Optuna 5; Optuna silences the same warning when it uses
+    fail_stale_trials itself (optuna/study/_optimize.py). Only that warning, only around those calls."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        yield
 
 
 class JournalWriteLock:

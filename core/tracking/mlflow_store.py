@@ -25,6 +25,8 @@ from core.signals import process_alive
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no bars in logs and tests
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # no calls home: runs work offline
+# MLflow sets its own loggers to INFO when imported ("Creating initial MLflow database tables..."): warnings only.
+os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 
 log = logging.getLogger(__name__)
 

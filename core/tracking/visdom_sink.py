@@ -33,8 +33,8 @@ MAX_QUEUED = 50_000
 class VisdomTracker(NullTracker):
     """Only metrics go to the live view; params, tags, files and models are the record's (MLflow)."""
 
-    def __init__(self, client: Any, env: str, label: str):
-        self.client, self.env, self.label = client, env, label
+    def __init__(self, client: Any, env: str, label: str, metrics: Sequence[str] = LIVE_METRICS):
+        self.client, self.env, self.label, self.metrics = client, env, label, tuple(metrics)
         self._windows: set[str] = set()
         self._sender = BackgroundSender(self._send, name=f"visdom env {env}", max_items=MAX_QUEUED,
                                         min_interval=SEND_INTERVAL)
@@ -48,7 +48,7 @@ class VisdomTracker(NullTracker):
         self._sender.put(*((key, self.label, first_step + i, float(v)) for i, v in enumerate(values)))
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        self._sender.put(*((k, self.label, step, float(v)) for k, v in metrics.items() if k in LIVE_METRICS))
+        self._sender.put(*((k, self.label, step, float(v)) for k, v in metrics.items() if k in self.metrics))
 
     def log_best(self, trial_number: int, value: float) -> None:
         """A study's best value after `trial_number`, in its own window."""
@@ -76,7 +76,13 @@ class VisdomTracker(NullTracker):
             self._windows.add(window)
 
 
-def make_visdom_tracker(mode: str, url: str, env: str, label: str) -> VisdomTracker | None:
+def env_url(url: str, env: str) -> str:
+    """The page of one env, e.g. http://127.0.0.1:8097/env/digits_mlp."""
+    return f"{url.rstrip('/')}/env/{safe_name(env)}"
+
+
+def make_visdom_tracker(mode: str, url: str, env: str, label: str,
+                        metrics: Sequence[str] = LIVE_METRICS) -> VisdomTracker | None:
     """A tracker for `track.visdom`: off -> None; auto -> one when a server answers; on -> one, or an error."""
     if mode == "off":
         return None
@@ -90,4 +96,4 @@ def make_visdom_tracker(mode: str, url: str, env: str, label: str) -> VisdomTrac
     logging.getLogger("visdom").setLevel(logging.ERROR)
     client = Visdom(server=url.rsplit(":", 1)[0], port=int(url.rsplit(":", 1)[1].split("/")[0]),
                     raise_exceptions=True, use_incoming_socket=False)
-    return VisdomTracker(client, safe_name(env), label)
+    return VisdomTracker(client, safe_name(env), label, metrics)

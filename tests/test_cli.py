@@ -1,0 +1,65 @@
+"""The command line a newcomer meets: overrides anywhere, `keys`, and the examples in --help."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.__main__ import VERBS, build_parser, parse_args
+from core.commands import keys
+from core.config import Config, descriptions, valid_keys
+from tests.helpers import run_cli
+
+
+@pytest.mark.parametrize("argv, dest, expected", [
+    (["study", "s.yaml", "--trials", "3", "train.epochs=2"], "overrides", ["train.epochs=2"]),
+    (["study", "s.yaml", "seed=1", "--trials", "3", "train.epochs=2"], "overrides", ["seed=1", "train.epochs=2"]),
+    (["study", "--trials", "3", "s.yaml", "seed=1"], "overrides", ["seed=1"]),
+    (["run", "--trials", "2", "seed=1", "--workers", "2", "train.epochs=2"], "overrides", ["seed=1", "train.epochs=2"]),
+    (["compare", "e.yaml", "seed=1"], "overrides", ["seed=1"]),
+])
+def test_overrides_are_taken_before_and_after_options(argv, dest, expected):
+    args = parse_args(build_parser(), argv)
+    assert getattr(args, dest) == expected
+
+
+def test_unknown_options_and_stray_overrides_are_one_line_errors(capsys):
+    for argv in (["train", "seed=1", "--bogus"], ["keys", "seed=1"], ["reproduce", "abc", "seed=1"]):
+        with pytest.raises(SystemExit) as stop:
+            parse_args(build_parser(), argv)
+        assert stop.value.code == 2
+        assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_study_usage_names_one_spec_and_every_help_ends_with_examples():
+    result = run_cli("study", "--help")
+    usage = result.stdout.split("\n\n")[0]
+    assert usage.count("SPEC") == 1, usage
+    for verb in VERBS:
+        text = run_cli(verb, "--help").stdout
+        tail = text.rsplit("examples:", 1)[1].strip().splitlines()
+        assert 2 <= len(tail) <= 3 and all("python -m core" in line for line in tail), (verb, tail)
+
+
+def test_keys_show_type_choices_description_and_the_widths_used():
+    about = descriptions()
+    assert set(valid_keys()) - set(about) == set(), "every key needs a comment beside its field in config.py"
+    table = {key: (default, kind, text) for key, default, kind, text in keys.rows()}
+    assert table["optim.name"][1] == "text: sgd | adam | adamw"
+    assert table["optim.lr"] == ("0.05", "number", "learning rate")
+    assert "[200, 200]" in table["model.hidden"][0]  # the MLP is 784-200-200-10 by default
+    assert table["model.name"][1].endswith("| module:function")
+    assert len(table) == len(Config().to_flat())
+
+
+def test_ui_points_at_the_last_study_or_comparison_not_the_newest_experiment():
+    import time
+
+    from core.commands.ui import last_experiment_id
+    from core.tracking import mlflow_store
+
+    assert last_experiment_id() is None
+    for experiment, tags in (("old study", {"study": "old study"}), ("comparison", {"kind": "comparison"}),
+                             ("a study", {"study": "a study"}), ("train", {})):
+        mlflow_store.end_run(mlflow_store.start_run(experiment, "run", tags), "FINISHED")
+        time.sleep(0.01)  # distinct start times
+    assert last_experiment_id() == mlflow_store.experiment_id("a study")
