@@ -7,12 +7,23 @@ import signal
 import time
 from pathlib import Path
 
+import optuna
 import pytest
 import torch
 
 from core import checkpoint
 from core.train import fit
-from tests.helpers import all_runs, mlflow_client, run_cli, start_cli, tiny_config, tiny_overrides
+from tests.helpers import (
+    TINY_CONFIG,
+    all_runs,
+    load_study,
+    mlflow_client,
+    run_cli,
+    start_cli,
+    tiny_config,
+    tiny_overrides,
+    tiny_study_spec,
+)
 
 # dropout, shift augmentation, Adam, a step schedule and early stopping: every random stream and every state
 RESUMABLE = {"data.samples": 300, "train.epochs": 6, "train.deterministic": True, "model.dropout": 0.2,
@@ -129,3 +140,33 @@ def test_resume_of_a_bad_run_is_one_line_and_no_run(tmp_path, isolated_store):
         assert result.returncode == 2 and expected in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
     assert len(all_runs("train")) == 1
+
+
+STUDY_CONFIG = {**TINY_CONFIG, "data": {"name": "synthetic", "samples": 3000, "shape": [1, 16, 16], "num_classes": 4},
+                "train": {"epochs": 15, "batch_size": 16, "checkpoint": True}}
+
+
+@pytest.mark.slow
+def test_retry_of_a_killed_workers_trial_resumes_from_its_checkpoint(tmp_path, isolated_store):
+    spec = tiny_study_spec(tmp_path, name="preempted", trials=3, config=STUDY_CONFIG)
+    process = start_cli("study", str(spec), "--workers", "2", cwd=tmp_path)
+    path = wait_for_checkpoint(isolated_store, 1, process)
+    (victim,) = [t for t in load_study("preempted").trials if t.user_attrs.get("mlflow_run_id") == path.stem]
+    os.kill(victim.user_attrs["pid"], signal.SIGKILL)
+    process.communicate(timeout=300)
+    killed_at = checkpoint.load(path)["epoch"]
+
+    rerun = run_cli("study", str(spec), cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr
+    trials = load_study("preempted").trials
+    (retry,) = [t for t in trials if t.user_attrs.get("retry_of") == victim.number]
+    assert retry.state == optuna.trial.TrialState.COMPLETE and retry.params == victim.params
+    assert retry.user_attrs["seed"] == victim.user_attrs["seed"]  # the dead trial's random streams go on
+    assert retry.user_attrs["resumed_at_epoch"] == killed_at + 1
+    assert sorted(retry.intermediate_values) == list(range(15))  # the pruner sees every epoch
+    run = mlflow_client().get_run(retry.user_attrs["mlflow_run_id"])
+    assert run.data.tags["resumed_from"] == victim.user_attrs["mlflow_run_id"]
+    assert run.data.tags["resumed_at_epoch"] == str(killed_at + 1)
+    assert sorted(history(run.info.run_id, "val_acc")) == list(range(killed_at + 1, 15))
+    assert run.data.metrics["epochs_run"] == 15
+    assert not list((isolated_store / "checkpoints").glob("*.pt"))  # every trial finished: none kept
