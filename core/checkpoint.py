@@ -1,7 +1,9 @@
 """Checkpoints: written atomically, loaded with `weights_only=True`.
 
 A checkpoint holds the model and optimizer state, the epoch and the flat
-config (plain values only, so the safe loader accepts it).
+config, plus what the trainer adds to resume bit for bit (`extra`: scheduler,
+early stopping, RNG states, history, step counter). Plain values and tensors
+only, so the safe loader accepts it.
 """
 
 from __future__ import annotations
@@ -18,12 +20,13 @@ from core.config import Config
 from core.errors import UserError
 
 
-def save(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None, epoch: int, config: Config) -> None:
+def save(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None, epoch: int, config: Config,
+         extra: dict[str, Any] | None = None) -> None:
     """Write to a temporary file beside `path`, then rename: a crash never leaves half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict() if optimizer else None,
-             "epoch": epoch, "config": config.to_flat()}
+             "epoch": epoch, "config": config.to_flat(), **(extra or {})}
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(handle, "wb") as stream:

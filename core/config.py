@@ -97,7 +97,7 @@ class TrainConfig:
     augment: str = "none"  # shift = random shifts of the images, on the device
     shift: int = 2  # augment=shift: largest shift in pixels
     compile: bool = False  # torch.compile the model (CUDA)
-    checkpoint: bool = False  # save a checkpoint after every epoch (to the run's artifacts)
+    checkpoint: bool = False  # a checkpoint after every epoch (mlruns/checkpoints/<run_id>.pt), for train --resume
 
 
 @dataclass

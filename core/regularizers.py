@@ -61,6 +61,15 @@ class EarlyStopping:
         self.bad_epochs += 1
         return self.patience > 0 and self.bad_epochs >= self.patience
 
+    def state_dict(self) -> dict:
+        """What a checkpoint keeps so that a resumed run stops (and restores) exactly as an uninterrupted one."""
+        return {"best_value": self.best_value, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs,
+                "best_state": self.best_state}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best_value, self.best_epoch = float(state["best_value"]), int(state["best_epoch"])
+        self.bad_epochs, self.best_state = int(state["bad_epochs"]), state["best_state"]
+
     def restore(self, model: nn.Module) -> None:
         if self.best_state is not None:
             model.load_state_dict(self.best_state)

@@ -19,6 +19,7 @@ import torch
 from core import provenance, report, serving, user_code
 from core.config import Config
 from core.names import ON_DISK
+from core.resume import Resume, checkpoint_file, remove_checkpoints
 from core.tracking import CompositeTracker, Tracker, mlflow_store
 from core.tracking.mlflow_sink import MLflowTracker
 from core.tracking.visdom_sink import LIVE_METRICS, make_visdom_tracker
@@ -38,14 +39,18 @@ def tracked_fit(config: Config, *, experiment: str | None = None, run_name: str 
                 should_stop: ShouldStop | None = None, visdom_env: str | None = None,
                 visdom_label: str | None = None, progress: bool = False,
                 prepared: Prepared | None = None,
-                on_run_start: Callable[[str], None] | None = None, mlflow_model: bool = True) -> TrackedRun:
+                on_run_start: Callable[[str], None] | None = None, mlflow_model: bool = True,
+                resume: Resume | None = None) -> TrackedRun:
     """Check the config (data, split, model) first, then open a run and train into it.
+
+    `resume`: go on from another run's checkpoint, in a new run tagged with where it came from (core/resume.py).
 
     `mlflow_model=False` keeps only the weights of the model (a study logs its best trial's model itself).
     """
     prepared = prepared or prepare(config)
     experiment = experiment or config.track.experiment
     name = run_name or run_label(config)
+    tags = {**(tags or {}), **(resume.tags() if resume else {})}
     with mlflow_store.open_run(experiment, name, tags, parent_run_id) as run_id, \
             system_metrics(run_id, config.track.system_metrics):
         if on_run_start is not None:
@@ -57,11 +62,14 @@ def tracked_fit(config: Config, *, experiment: str | None = None, run_name: str 
         with contextlib.closing(CompositeTracker(record, live)) as tracker:
             log_inputs(record, prepared)
             try:
-                result = fit(config, tracker, should_stop=should_stop, progress=progress, prepared=prepared)
+                result = fit(config, tracker, should_stop=should_stop, progress=progress, prepared=prepared,
+                             checkpoint_path=checkpoint_file(run_id) if config.train.checkpoint else None,
+                             resume_from=resume.state if resume else None)
             except KeyboardInterrupt:
                 mlflow_store.drop_pooled_connections()  # before the last metrics are sent
                 raise
             log_outcome(record, prepared, result, name if mlflow_model else "")
+    remove_checkpoints(run_id, resume)  # the run is FINISHED; killed or failed runs keep theirs, to be resumed
     return TrackedRun(run_id, result)
 
 

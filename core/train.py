@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,7 +29,7 @@ from core import checkpoint, user_code
 from core import metrics as run_metrics
 from core.config import Config
 from core.data import Dataset, channel_stats, load_dataset
-from core.errors import ConfigError
+from core.errors import ConfigError, DataError
 from core.models import build_model, check_forward, count_parameters
 from core.regularizers import EarlyStopping, L1Penalty, parameter_groups
 from core.splits import make_split
@@ -47,6 +48,7 @@ class FitResult:
     model: nn.Module
     seconds: float
     steps: int
+    first_epoch: int = 0  # > 0 when resumed from a checkpoint: the first epoch this fit trained
     extra: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -276,23 +278,24 @@ def epoch_state(prepared: Prepared, optimizer: torch.optim.Optimizer, on_flush: 
 
 def fit(config: Config, tracker: Tracker | None = None, should_stop: ShouldStop | None = None,
         progress: bool = False, checkpoint_path: Path | None = None,
-        prepared: Prepared | None = None) -> FitResult:
-    """Train `config`, streaming per-step and per-epoch values to `tracker`; see FitResult for what comes back."""
+        prepared: Prepared | None = None, resume_from: dict[str, Any] | None = None) -> FitResult:
+    """Train `config`, streaming per-step and per-epoch values to `tracker`; see FitResult for what comes back.
+
+    With `checkpoint_path`, each finished epoch is saved there (atomically) with all a resume needs;
+    `resume_from` (a loaded checkpoint) goes on from the epoch after it, as if training had never stopped.
+    """
     tracker = tracker or NullTracker()
     prepared = prepared or prepare(config)
     config, model = prepared.config, prepared.model
     started = time.perf_counter()
-    optimizer = make_optimizer(model, config, prepared.device)
-    scheduler = make_scheduler(optimizer, config)
-    stopper = EarlyStopping(config.early_stop.patience, config.early_stop.min_delta)
     watch = LossWatch(tracker)
-    state = epoch_state(prepared, optimizer, watch)
+    loop = TrainingLoop.start(prepared, watch, resume_from)
     compiled = torch.compile(model) if config.train.compile else model
     val_x, val_y = prepared.part(prepared.val_idx)
-    history: list[dict[str, float]] = []
+    history, stopper, state = loop.history, loop.stopper, loop.state
     stop_reason = "completed"
-    with tqdm(range(config.train.epochs), desc=run_label(config), unit="epoch", disable=not progress,
-              leave=False) as epochs:
+    with tqdm(range(loop.first_epoch, config.train.epochs), desc=run_label(config), unit="epoch",
+              disable=not progress, leave=False) as epochs:
         for epoch in epochs:
             watch.epoch = epoch
             metrics = train_and_validate(compiled, state, val_x, val_y)
@@ -306,19 +309,81 @@ def fit(config: Config, tracker: Tracker | None = None, should_stop: ShouldStop 
                 watch.problem = f"validation loss {metrics['val_loss']} at epoch {epoch}"
                 stop_reason = "non_finite"
                 break
-            if checkpoint_path is not None:
-                checkpoint.save(checkpoint_path, model, optimizer, epoch, config)
-            step_scheduler(scheduler, config, metrics["val_loss"])
+            step_scheduler(loop.scheduler, config, metrics["val_loss"])
             stop_reason = stop_reason_after(epoch, metrics, stopper, model, should_stop)
             if stop_reason != "completed":
                 break
+            if checkpoint_path is not None:  # after the scheduler and early stopping: the epoch is whole
+                checkpoint.save(checkpoint_path, model, loop.optimizer, epoch, config, loop.extra(prepared))
     if config.early_stop.patience > 0:
         stopper.restore(model)
     final = final_metrics(model, prepared, stopper.best_epoch, history, state.step) \
         if stop_reason != "non_finite" and history else {}
     return FitResult(history=history, best_epoch=stopper.best_epoch, stop_reason=stop_reason, detail=watch.problem,
                      metrics=final, model=model, seconds=time.perf_counter() - started, steps=state.step,
-                     extra={"parameters": float(count_parameters(model))})
+                     first_epoch=loop.first_epoch, extra={"parameters": float(count_parameters(model))})
+
+
+@dataclass
+class TrainingLoop:
+    """What `fit` carries from epoch to epoch; a checkpoint holds all of it, so a resumed fit goes on bit for bit."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    stopper: EarlyStopping
+    state: EpochState
+    history: list[dict[str, float]]
+    first_epoch: int = 0
+
+    @classmethod
+    def start(cls, prepared: Prepared, watch: LossWatch, resume_from: dict[str, Any] | None) -> TrainingLoop:
+        config, model = prepared.config, prepared.model
+        optimizer = make_optimizer(model, config, prepared.device)
+        loop = cls(optimizer, make_scheduler(optimizer, config),
+                   EarlyStopping(config.early_stop.patience, config.early_stop.min_delta),
+                   epoch_state(prepared, optimizer, watch), [])
+        if resume_from is not None:
+            loop.resume(resume_from, prepared)
+        return loop
+
+    def extra(self, prepared: Prepared) -> dict[str, Any]:
+        """A checkpoint's part beyond model, optimizer, epoch and config."""
+        return {"scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+                "early_stopping": self.stopper.state_dict(), "history": self.history, "step": self.state.step,
+                "rng": rng_states(self.state.generator), "data_fingerprint": prepared.data.fingerprint}
+
+    def resume(self, saved: dict[str, Any], prepared: Prepared) -> None:
+        if saved.get("data_fingerprint") != prepared.data.fingerprint:
+            raise DataError(f"the data set is not the one the checkpoint was trained on "
+                            f"({prepared.data.fingerprint} vs {saved.get('data_fingerprint')}); cannot resume")
+        prepared.model.load_state_dict(saved["model"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(saved["scheduler"])
+        self.stopper.load_state_dict(saved["early_stopping"])
+        self.history = [dict(epoch) for epoch in saved["history"]]
+        self.state.step = int(saved["step"])
+        set_rng_states(saved["rng"], self.state.generator)  # last: loading above draws no random numbers
+        self.first_epoch = int(saved["epoch"]) + 1
+
+
+def rng_states(generator: torch.Generator) -> dict[str, Any]:
+    """Every random stream training draws from: torch (CPU, CUDA), numpy, and the trainer's own generator."""
+    _, keys, position, has_gauss, cached = np.random.get_state()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else []
+    return {"torch": torch.get_rng_state(), "cuda": cuda, "generator": generator.get_state(),
+            "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "position": int(position),
+                      "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}}  # tensors: the safe loader
+
+
+def set_rng_states(states: dict[str, Any], generator: torch.Generator) -> None:
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(states["cuda"])
+    generator.set_state(states["generator"])
+    saved = states["numpy"]
+    np.random.set_state(("MT19937", saved["keys"].numpy().astype(np.uint32), saved["position"], saved["has_gauss"],
+                         saved["cached_gaussian"]))
 
 
 def train_and_validate(model: nn.Module, state: EpochState, val_x: torch.Tensor,

@@ -1,4 +1,7 @@
-"""`python -m core train [SPEC] [key=value ...]`: train once and record one MLflow run."""
+"""`python -m core train [SPEC] [key=value ...]`: train once and record one MLflow run.
+
+`train --resume RUN_ID` goes on from a killed run's checkpoint (train.checkpoint=true) in a new run.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ import argparse
 
 from core import signals
 from core.config import load_config
+from core.errors import UserError
 
 HELP = "train one model and record it as one MLflow run"
 OVERRIDES = "items"  # key=value items after the options join these
@@ -17,6 +21,8 @@ EXAMPLES = ["python -m core train train.epochs=5",
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("items", nargs="*", metavar="[SPEC] key=value",
                         help="an optional YAML spec, then config overrides such as optim.lr=0.01")
+    parser.add_argument("--resume", metavar="RUN_ID",
+                        help="go on from the last checkpoint of a run that was killed (its own config, a new run)")
 
 
 def print_visdom_url(track, env: str) -> None:
@@ -36,6 +42,8 @@ def split_spec(items: list[str]) -> tuple[str | None, list[str]]:
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.resume:
+        return resume(args)
     spec, overrides = split_spec(args.items)
     config = load_config(spec, overrides)
     signals.install_signal_handlers()
@@ -49,6 +57,34 @@ def main(args: argparse.Namespace) -> int:
     mlflow_store.fail_stale_runs()
     print_visdom_url(config.track, config.track.experiment)
     tracked = tracked_fit(config, progress=True, prepared=prepared)
+    report(tracked)
+    return 0
+
+
+def resume(args: argparse.Namespace) -> int:
+    """The run's own config from its checkpoint; a bad run id or no checkpoint is one line before any run."""
+    if args.items:
+        raise UserError("train --resume RUN_ID takes no spec or overrides: the run goes on with its own config")
+    signals.install_signal_handlers()
+    from core import resume as resuming
+    from core.tracked import tracked_fit
+    from core.train import prepare
+
+    found = resuming.find(args.resume)
+    config = found.config
+    prepared = prepare(config)
+    if prepared.data.fingerprint != found.state.get("data_fingerprint"):
+        raise UserError(f"run {found.run_id} was trained on other data (fingerprint "
+                        f"{found.state.get('data_fingerprint')}, now {prepared.data.fingerprint}); cannot resume")
+    print(f"resuming run {found.run_id} at epoch {found.first_epoch} of {config.train.epochs}")
+    report(tracked_fit(config, experiment=found.experiment, run_name=found.run_name, progress=True,
+                       prepared=prepared, resume=found))
+    return 0
+
+
+def report(tracked) -> None:
+    from core.tracking import mlflow_store
+
     result, metrics = tracked.result, tracked.result.metrics
     print(f"run {tracked.run_id} ({result.stop_reason} after {result.epochs_run} epochs, {result.seconds:.1f} s)")
     if metrics:
@@ -56,4 +92,3 @@ def main(args: argparse.Namespace) -> int:
     if result.detail:
         print(f"  {result.detail}")
     print(f"  store: {mlflow_store.tracking_uri()}")
-    return 0

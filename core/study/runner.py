@@ -206,7 +206,8 @@ def count_trials(study: optuna.Study) -> tuple[int, int]:
 def sweep_dead_trials(study: optuna.Study, storage: str) -> list[int]:
     """Fail the trials left RUNNING by dead workers of this host and queue their parameters again.
 
-    The retry names the trial it repeats (user attribute `retry_of`). RDB storages also fail
+    The retry names the trial it repeats (user attribute `retry_of`) and its run (`resume_run_id`), whose
+    checkpoint it resumes from (study.trial.resume_of). RDB storages also fail
     trials whose heartbeat stopped (workers on other machines).
     """
     if is_rdb(storage):
@@ -221,6 +222,8 @@ def sweep_dead_trials(study: optuna.Study, storage: str) -> list[int]:
         study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
         if trial.params:
             retry = {"retry_of": trial.number, "retry_reason": f"worker {attrs.get('pid')} died"}
+            if attrs.get("mlflow_run_id"):
+                retry["resume_run_id"] = attrs["mlflow_run_id"]  # the retry goes on from its checkpoint, if any
             study.enqueue_trial(trial.params, user_attrs=retry, skip_if_exists=False)
         swept.append(trial.number)
     if swept:

@@ -18,7 +18,10 @@ from typing import Any
 import optuna
 import torch
 
+from core import resume as resuming
 from core.config import Config
+from core.errors import UserError
+from core.resume import Resume
 from core.study.space import sample
 from core.study.spec import PER_EPOCH, StudySpec, result_key, trial_seed
 from core.tracked import tracked_fit
@@ -36,6 +39,9 @@ def run_trial(spec: StudySpec, study: optuna.Study, trial: optuna.Trial,
     """Sample a config, train (each fold), and tell Optuna; returns the finished (frozen) trial."""
     config = sample(spec.params, trial, spec.base)
     config.seed = trial_seed(spec.seed, trial.number)
+    resume = resume_of(trial, config)
+    if resume is not None:
+        config.seed = resume.config.seed  # the dead trial's seed: its random streams go on
     trial.set_user_attr("seed", config.seed)
     name = trial_run_name(trial.number, trial.params)
     tags = {"study": spec.name, "trial_number": str(trial.number), "seed": str(config.seed)}
@@ -47,8 +53,10 @@ def run_trial(spec: StudySpec, study: optuna.Study, trial: optuna.Trial,
 
     state = "complete"
     try:
-        runner = _run_folds if spec.folds > 1 else _run_holdout
-        values, epochs = runner(spec, trial, config, name, tags, parent_run_id, on_run_start)
+        if spec.folds > 1:
+            values, epochs = _run_folds(spec, trial, config, name, tags, parent_run_id, on_run_start)
+        else:
+            values, epochs = _run_holdout(spec, trial, config, name, tags, parent_run_id, on_run_start, resume)
         trial.set_user_attr("epochs", epochs)
         return study.tell(trial, values if spec.multi_objective else values[0])
     except optuna.TrialPruned as pruned:
@@ -95,16 +103,21 @@ def _record_failed_run(experiment: str, name: str, tags: dict[str, str], parent_
 
 
 def _run_holdout(spec: StudySpec, trial: optuna.Trial, config: Config, name: str, tags: dict[str, str],
-                 parent_run_id: str, on_run_start: OnRunStart) -> tuple[list[float], int]:
+                 parent_run_id: str, on_run_start: OnRunStart, resume: Resume | None) -> tuple[list[float], int]:
+    reports = not spec.multi_objective and spec.metrics[0] in PER_EPOCH
+    if resume is not None and reports:  # the pruner sees the epochs the dead trial trained, as if never stopped
+        for epoch, metrics in enumerate(resume.state["history"]):
+            trial.report(metrics[spec.metrics[0]], epoch)
+
     def should_stop(epoch: int, metrics: dict[str, float]) -> bool:
-        if spec.multi_objective or spec.metrics[0] not in PER_EPOCH:
+        if not reports:
             return False
         trial.report(metrics[spec.metrics[0]], epoch)
         return trial.should_prune()
 
     tracked = tracked_fit(config, experiment=spec.name, run_name=name, parent_run_id=parent_run_id, tags=tags,
                           should_stop=should_stop, visdom_env=spec.name, visdom_label=name,
-                          on_run_start=on_run_start, mlflow_model=False)
+                          on_run_start=on_run_start, mlflow_model=False, resume=resume)
     result = tracked.result
     if result.stop_reason == "non_finite":
         raise optuna.TrialPruned(f"non-finite loss: {result.detail}")
@@ -154,6 +167,27 @@ def _folds(spec: StudySpec, trial: optuna.Trial, config: Config, name: str, tags
             if trial.should_prune():
                 return mean, epochs, f"pruned by the {spec.pruner['name']} pruner after fold {fold}"
     return mean, epochs, ""
+
+
+def resume_of(trial: optuna.Trial, config: Config) -> Resume | None:
+    """The checkpoint of the dead trial this one retries (runner.sweep_dead_trials), when there is one and it
+    trained this config; else None and the trial starts over (K-fold trials always do: no checkpoint per trial)."""
+    run_id = trial.user_attrs.get("resume_run_id")
+    if not run_id:
+        return None
+    try:
+        resume = resuming.load(run_id)
+    except UserError as error:
+        log.warning("trial %d starts over: %s", trial.number, error)
+        return None
+    if resume is None:
+        return None
+    if {**resume.config.to_flat(), "seed": config.seed} != config.to_flat():
+        log.warning("trial %d starts over: run %s trained another config", trial.number, run_id)
+        return None
+    trial.set_user_attr("resumed_from", run_id)
+    trial.set_user_attr("resumed_at_epoch", resume.first_epoch)
+    return resume
 
 
 def _value(metric: str, result: FitResult) -> float:

@@ -1,0 +1,94 @@
+"""Resuming a run from its checkpoint: where checkpoints live, finding one, and removing it once done.
+
+A run with `train.checkpoint=true` writes `checkpoints/<run_id>.pt` beside the
+MLflow store (`mlruns/checkpoints/` by default) after every epoch. Not among the
+run's artifacts: it is rewritten every epoch (an atomic rename needs a local
+file) and is removed when the run finishes. A resumed run is a new MLflow run
+tagged `resumed_from` (the old run id) and `resumed_at_epoch` (the first epoch
+it trains): its per-epoch metrics start there, so no epoch is recorded twice in
+one run, and the killed run keeps its true end state (FAILED or KILLED).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from core import checkpoint
+from core.config import Config
+from core.errors import UserError
+from core.tracking import mlflow_store
+
+# what a checkpoint needs, besides model and config, to be resumed (older ones lack it)
+RESUMABLE_KEYS = ("optimizer", "epoch", "scheduler", "early_stopping", "history", "step", "rng")
+
+
+@dataclass
+class Resume:
+    """A run to go on from: its id, its loaded checkpoint, and (for `train --resume`) where it was recorded."""
+
+    run_id: str
+    state: dict[str, Any]
+    experiment: str = ""
+    run_name: str = ""
+
+    @property
+    def config(self) -> Config:
+        return Config.from_flat(self.state["config"])
+
+    @property
+    def first_epoch(self) -> int:
+        return int(self.state["epoch"]) + 1
+
+    def tags(self) -> dict[str, str]:
+        return {"resumed_from": self.run_id, "resumed_at_epoch": str(self.first_epoch)}
+
+
+def checkpoint_file(run_id: str) -> Path:
+    """`checkpoints/<run_id>.pt` beside the SQLite store, else under mlruns/ (a tracking server's artifacts are
+    remote; checkpoints stay on the machine that trains)."""
+    store = mlflow_store.sqlite_path(mlflow_store.tracking_uri())
+    folder = store.parent if store is not None else mlflow_store.STORE_DIR
+    return folder / "checkpoints" / f"{mlflow_store.safe_name(run_id)}.pt"
+
+
+def load(run_id: str) -> Resume | None:
+    """The run's checkpoint, or None when it has none; a corrupted or older one is a UserError."""
+    path = checkpoint_file(run_id)
+    if not path.is_file():
+        return None
+    state = checkpoint.load(path)
+    missing = [key for key in RESUMABLE_KEYS if key not in state]
+    if missing:
+        raise UserError(f"checkpoint {path} cannot be resumed: it has no {', '.join(missing)} (an older version)")
+    return Resume(run_id, state)
+
+
+def find(run_id: str) -> Resume:
+    """For `train --resume RUN_ID`: the run must exist, be over, and have a checkpoint; else one UserError."""
+    store = mlflow_store.sqlite_path(mlflow_store.tracking_uri())
+    if store is not None and not store.is_file():
+        raise UserError(f"no run {run_id}: there is no store at {store}")
+    client = mlflow_store.client()
+    mlflow_store.fail_stale_runs()  # a run whose process was killed is RUNNING until this marks it FAILED
+    try:
+        run = client.get_run(run_id)
+    except Exception:
+        raise UserError(f"no run {run_id} in {mlflow_store.tracking_uri()}") from None
+    if run.info.status == "RUNNING":
+        raise UserError(f"run {run_id} is still RUNNING (pid {run.data.tags.get('pid', '?')}); stop it first")
+    resume = load(run_id)
+    if resume is None:
+        raise UserError(f"run {run_id} has no checkpoint at {checkpoint_file(run_id)} (a run writes one with "
+                        f"train.checkpoint=true; a finished run's is removed)")
+    resume.experiment = client.get_experiment(run.info.experiment_id).name
+    resume.run_name = run.info.run_name
+    return resume
+
+
+def remove_checkpoints(run_id: str, resume: Resume | None) -> None:
+    """After a run ended FINISHED: its checkpoint, and the one it resumed from, are not needed any more."""
+    checkpoint_file(run_id).unlink(missing_ok=True)
+    if resume is not None:
+        checkpoint_file(resume.run_id).unlink(missing_ok=True)
