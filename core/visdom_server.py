@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-from core import servers
+from core import servers, signals
 from core.errors import UserError
 
 DEFAULT_PORT = 8097
@@ -41,13 +42,49 @@ def start(port: int = DEFAULT_PORT, host: str = servers.LOOPBACK, env_path: Path
     if not servers.wait_until_answers(url, timeout=60, process=process):
         process.terminate()
         raise UserError(f"the Visdom server did not start on port {port}; see {env_path / 'server.log'}")
+    (env_path / MARKER).write_text(json.dumps({"port": port, "pid": process.pid}))
     return process, url
 
 
+MARKER = "server.json"  # written by the server this store's commands started: its port and process
+
+
 def ensure_server(port: int = DEFAULT_PORT, env_path: Path = ENV_PATH) -> str:
-    """The URL of a Visdom server on this port, started in the background if none answers."""
+    """The URL of this store's Visdom server on this port, started in the background if none answers.
+
+    A server on the port that another store (another checkout) started is not reused: its env files would
+    land elsewhere, so this is one line saying whose it is and what to do.
+    """
     url = url_for(servers.LOOPBACK, port)
-    if servers.answers(url):
+    if not servers.answers(url):
+        start(port, servers.LOOPBACK, env_path, detached=True)  # outlives this command, like a daemon
         return url
-    start(port, servers.LOOPBACK, env_path, detached=True)  # outlives this command, like a daemon
+    if not _ours(port, env_path):
+        raise UserError(f"port {port} has a Visdom server that is not this store's ({_whose(port)}); stop it, "
+                        f"or use another port (python -m core visdom --port P, track.visdom_url=...:P), "
+                        f"or run without it (--no-visdom)")
     return url
+
+
+def _ours(port: int, env_path: Path) -> bool:
+    try:
+        marker = json.loads((env_path / MARKER).read_text())
+    except (OSError, ValueError):
+        return False
+    return marker.get("port") == port and signals.process_alive(int(marker.get("pid", 0) or 0))
+
+
+def _whose(port: int) -> str:
+    """The listening process and the env folder it serves, as far as this user may see."""
+    import psutil
+
+    try:
+        pids = {c.pid for c in psutil.net_connections("tcp") if c.laddr and c.laddr.port == port
+                and c.status == psutil.CONN_LISTEN and c.pid}
+        for pid in pids:
+            command = psutil.Process(pid).cmdline()
+            folder = command[command.index("-env_path") + 1] if "-env_path" in command else "?"
+            return f"process {pid}, env files in {folder}"
+    except (psutil.Error, OSError, ValueError):
+        pass
+    return "its process is not visible to this user"

@@ -155,3 +155,12 @@ def test_two_runs_of_the_same_config_are_two_lines_and_a_constant_rate_has_no_wi
 
     client = Visdom(server=server.rsplit(":", 1)[0], port=int(server.rsplit(":", 1)[1]), use_incoming_socket=False)
     assert not client.win_exists("lr", env="same_label")  # sched.name=none: the rate is flat
+
+
+def test_a_server_of_another_store_on_the_port_is_named_not_reused(server, tmp_path):
+    port = int(server.rsplit(":", 1)[1])
+    assert visdom_server.ensure_server(port, env_path=tmp_path / "visdom") == server  # this store's: reused
+    with pytest.raises(UserError) as error:
+        visdom_server.ensure_server(port, env_path=tmp_path / "another checkout" / "visdom")
+    message = str(error.value)
+    assert f"port {port}" in message and str(tmp_path / "visdom") in message and "--no-visdom" in message

@@ -77,8 +77,11 @@ class StudyReporter:
             tags = {"study": self.spec.name, "kind": "study", "storage": self.storage,
                     "objective": ",".join(f"{m}:{d}" for m, d in zip(self.spec.metrics, self.spec.directions))}
             self.parent_run_id = mlflow_store.start_run(self.spec.name, f"study {self.spec.name}", tags)
+            # Params: what every trial shares (the searched keys vary; the best trial's are the best.* tags)
+            searched = {param.key for param in self.spec.params}
+            fixed = {key: value for key, value in self.spec.base.to_flat().items() if key not in searched}
             with contextlib.closing(MLflowTracker(self.parent_run_id, self.spec.name)) as record:
-                record.log_params({**self.spec.base.to_flat(), "study.sampler": self.spec.sampler["name"],
+                record.log_params({**fixed, "study.sampler": self.spec.sampler["name"],
                                    "study.pruner": self.spec.pruner["name"], "study.seed": self.spec.seed})
             self.study.set_user_attr("mlflow_parent_run_id", self.parent_run_id)
         self.client.set_tag(self.parent_run_id, "budget_trials", str(self.spec.trials))
