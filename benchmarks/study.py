@@ -149,7 +149,7 @@ def bookkeeping_seconds(sizes: list[int]) -> list[float]:
     from core.study.storage import open_storage
     from core.train import FitResult
 
-    def no_training(config, tracker=None, should_stop=None, progress=False, checkpoint_path=None, prepared=None):
+    def no_training(config, tracker=None, should_stop=None, progress=False, prepared=None, **resume_args):
         history = [{"train_loss": 0.5, "train_acc": 0.9, "val_loss": 0.5, "val_acc": 0.9, "lr": 0.1}]
         tracker.log_metrics(history[0], step=0)
         return FitResult(history=history, best_epoch=0, stop_reason="completed", detail="",

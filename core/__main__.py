@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.command.main(args) or 0)
     except UserError as error:
-        sys.stderr.write(f"error: {error}\n")
+        sys.stderr.write(f"error: {' '.join(str(error).split())}\n")  # one line, whatever the message held
         return 2
     except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: open runs are already marked KILLED
         sys.stderr.write(f"stopped by {stop or 'Ctrl-C'}; finished work is kept\n")

@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from core.config import Config, parse_overrides, read_yaml
-from core.errors import ConfigError
+from core.config import Config, mapping, parse_overrides, read_yaml
+from core.errors import ConfigError, UserError
 
 BASELINE = "baseline"
 DEFAULT_REPEATS = 3  # 3 x 10 folds of the default spec train in a few minutes on 2 CPU cores
@@ -101,7 +101,7 @@ def load_experiment(path: str | Path, overrides: list[str] | tuple[str, ...] = (
     command_line = parse_overrides(overrides)
     if any(key.startswith("split.") for key in command_line):
         raise ConfigError("split.*: a comparison makes its own folds; set `k` and `repeats` in the spec")
-    base = Config().apply(document.get("config") or {}).apply(command_line).validate()
+    base = Config().apply(mapping(path, "config", document.get("config"))).apply(command_line).validate()
     k, repeats = _whole(document, "k", 5, 2), _whole(document, "repeats", DEFAULT_REPEATS, 1)
     seed = base.seed if "seed" in command_line else _whole(document, "seed", base.seed, None)  # seed=1 wins
     base.seed = seed
@@ -112,10 +112,11 @@ def load_experiment(path: str | Path, overrides: list[str] | tuple[str, ...] = (
         raise ConfigError(f"{path}: `remedies:` must map names to overrides and include `{BASELINE}`")
     remedies = [_remedy(name, overrides, base) for name, overrides in remedies_doc.items()]
     sweeps = {}
-    for name, sweep in (document.get("sweeps") or {}).items():
+    for name, sweep in mapping(path, "sweeps", document.get("sweeps")).items():
         if name not in remedies_doc:
             raise ConfigError(f"sweeps.{name}: no remedy of that name")
-        if not isinstance(sweep, dict) or "key" not in sweep or not sweep.get("values"):
+        if not isinstance(sweep, dict) or "key" not in sweep or not isinstance(sweep.get("values"), list) \
+                or not sweep["values"]:
             raise ConfigError(f"sweeps.{name}: give a key and a list of values, "
                               f"e.g. {{key: reg.l1, values: [1e-5, 1e-4]}}")
         for value in sweep["values"]:
@@ -420,6 +421,9 @@ def _train_remedy(spec: ExperimentSpec, name: str, config: Config, overrides: di
                                       run_name=f"{name} repeat-{repeat} fold-{fold}", parent_run_id=run_id,
                                       tags={**tags, "repeat": str(repeat), "fold": str(fold)},
                                       visdom_label=f"{name} repeat {repeat} fold {fold}")
+                if tracked.result.stop_reason == "non_finite":  # no scores to compare: say which fold, and why
+                    raise UserError(f"remedy {name!r}, repeat {repeat}, fold {fold}: training diverged "
+                                    f"({tracked.result.detail}); give this remedy a smaller learning rate")
                 results.append(_fold_result(tracked.result, len(prepared.train_idx), len(prepared.val_idx)))
                 bar.update(1)
         with closing(MLflowTracker(run_id, spec.name)) as summary:

@@ -37,7 +37,7 @@ class DataConfig:
     args: dict[str, Any] = field(default_factory=dict)  # a module:function loader's own arguments (open section)
     train_size: int = 0  # use only this many training samples; 0 = all
     resize: int = 0  # resize images to resize x resize; 0 = native size
-    test_fraction: float = 0.2  # digits and synthetic only: size of their fixed test part
+    test_fraction: float = 0.2  # sets without a test part of their own (digits, synthetic, yours): its size
     shape: list[int] = field(default_factory=lambda: [1, 8, 8])  # synthetic: one sample's shape
     num_classes: int = 10  # synthetic only: number of classes
     samples: int = 1000  # synthetic only: train + test samples
@@ -221,6 +221,9 @@ class Config:
         for metric in self.track.metrics:
             _builtin_or_reference("track.metrics", metric, names.METRICS, "metric function")
             short_names.append(metric_name(metric))
+            if short_names[-1] in ("acc", "loss") or short_names[-1].startswith("train_"):
+                raise ConfigError(f"track.metrics: {metric} would be logged as {short_names[-1]}, a name of the "
+                                  f"built-in metrics; name the function otherwise")
         if len(set(short_names)) != len(short_names):
             raise ConfigError(f"track.metrics={self.track.metrics}: two metrics share a name")
 
@@ -277,7 +280,7 @@ def load_config(spec: str | Path | None = None, overrides: list[str] | tuple[str
     config = Config()
     if spec is not None:
         document = read_yaml(spec)
-        config.apply(document.get("config", document))
+        config.apply(mapping(spec, "config", document["config"]) if "config" in document else document)
     config.apply(parse_overrides(overrides))
     return config.validate()
 
@@ -299,6 +302,22 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not isinstance(document, dict):
         raise ConfigError(f"{path}: expected a mapping of keys to values, got {type(document).__name__}")
     return document
+
+
+def mapping(path: str | Path, section: str, value: Any) -> dict[str, Any]:
+    """A spec's section that must be a mapping (empty when left blank); anything else is one ConfigError."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{path}: `{section}:` must be a mapping of keys to values, got {type(value).__name__}")
+    return value
+
+
+def whole_number(path: str | Path, key: str, value: Any) -> int:
+    """A spec's whole-number entry (e.g. budget.trials), as an int; anything else is one ConfigError."""
+    if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, str) and value.strip().isdigit())):
+        raise ConfigError(f"{path}: {key} must be a whole number, got {value!r}")
+    return int(value)
 
 
 def parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict[str, str]:

@@ -195,7 +195,8 @@ def _move_into_place(staged: Path, folder: Path) -> None:
     """The staged data files into `folder` (not the downloaded archives, which the loaders do not read)."""
     folder.mkdir(parents=True, exist_ok=True)
     for path in staged.iterdir():
-        if path.is_file() and not path.name.endswith((".gz", ".tar", ".zip")):
+        kept = (folder / path.name).exists()  # files already there are the user's: kept as they are
+        if path.is_file() and not kept and not path.name.endswith((".gz", ".tar", ".zip")):
             os.replace(path, folder / path.name)
 
 
@@ -257,11 +258,20 @@ def _read_cifar_batch(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _with_fixed_test_part(name: str, x: torch.Tensor, y: torch.Tensor, num_classes: int,
                           test_fraction: float) -> Dataset:
-    """Sets with no test split of their own get a fixed, stratified one (seed 0)."""
+    """Sets with no test split of their own get a fixed, stratified one (seed 0); unstratified when a class
+    is too rare to be in both parts."""
     from sklearn.model_selection import train_test_split
 
-    train_idx, test_idx = train_test_split(np.arange(len(y)), test_size=test_fraction,
-                                           random_state=0, stratify=y.numpy())
+    counts = np.bincount(y.numpy())
+    classes, n_test = int((counts > 0).sum()), int(np.ceil(test_fraction * len(y)))
+    every_class_in_both = counts[counts > 0].min() >= 2 and classes <= n_test and classes <= len(y) - n_test
+    stratify = y.numpy() if every_class_in_both else None
+    try:
+        train_idx, test_idx = train_test_split(np.arange(len(y)), test_size=test_fraction,
+                                               random_state=0, stratify=stratify)
+    except ValueError as error:  # e.g. too few samples for the test fraction
+        raise DataError(f"{name}: cannot keep a test part of {test_fraction} of {len(y)} samples: "
+                        f"{_first_line(error)}") from None
     train_idx, test_idx = torch.from_numpy(np.sort(train_idx)), torch.from_numpy(np.sort(test_idx))
     parts = x[train_idx], y[train_idx], x[test_idx], y[test_idx]
     return Dataset(name, *parts, num_classes, fingerprint(*parts))
@@ -416,7 +426,7 @@ def _read_images(paths: list[str]) -> np.ndarray:
                 if image.size != size:
                     image = image.resize(size, Image.Resampling.BILINEAR)
                 arrays.append(np.asarray(image, dtype=np.uint8))
-        except OSError as error:
+        except (OSError, Image.DecompressionBombError) as error:
             raise DataError(f"image_folder: cannot read {path}: {_first_line(error)}") from None
     images = np.stack(arrays)
     return images if mode == "L" else images.transpose(0, 3, 1, 2)

@@ -152,10 +152,17 @@ def compare_histories(original: str, reproduced: str, epochs: int,
     for run_id in (original, reproduced):
         for key in COMPARED:
             history[run_id, key] = {m.step: m.value for m in client.get_metric_history(run_id, key)}
+    logged = set().union(*(history[original, key] for key in COMPARED))
+    made = set().union(*(history[reproduced, key] for key in COMPARED))
+    # Only the epochs either run trained: early stopping and pruning end runs before `epochs`, and a resumed
+    # run logged from its resume epoch on.
+    start = min(logged, default=0)
     rows, first = [], None
-    for epoch in range(epochs):
+    for epoch in sorted(e for e in logged | made if start <= e < epochs):
         for key in COMPARED:
             old, new = history[original, key].get(epoch, math.nan), history[reproduced, key].get(epoch, math.nan)
+            if math.isnan(old) and math.isnan(new):
+                continue
             rows.append((epoch, key, old, new))
             same = (old == new) if tolerance == 0 else abs(old - new) <= tolerance
             if not same and first is None:
@@ -193,6 +200,7 @@ def evaluate_logged_model(run_id: str, allow_code_change: bool = False) -> tuple
     """(logged test metrics, metrics of the logged weights re-evaluated on the test set now)."""
     run, prepared = load_logged_weights(run_id, allow_code_change)
     data = prepared.data
-    now = evaluate(prepared.model, data.test_x, data.test_y, prepared.normalize)
+    now = evaluate(prepared.model, data.test_x, data.test_y, prepared.normalize,
+                   autocast=prepared.device.type == "cuda")  # as final_metrics measured it
     logged = {key: run.data.metrics.get(key, math.nan) for key in ("test_loss", "test_acc")}
     return logged, {"test_loss": now["loss"], "test_acc": now["acc"]}

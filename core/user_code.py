@@ -64,7 +64,7 @@ def _import(module_name: str, key: str):
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as error:
-        if error.name and module_name.startswith(error.name):
+        if error.name and (error.name == module_name or module_name.startswith(error.name + ".")):
             raise UserError(f"{key}: no module named {error.name!r} (run from the folder that holds it, "
                             f"or add that folder to PYTHONPATH)") from None
         raise UserError(f"{key}: importing {module_name} failed: {_where(error)}") from None

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from torchvision import datasets
 
+from core import data as data_module
 from core.config import Config, load_config
 from core.data import load_dataset
 from core.errors import ConfigError, DataError
@@ -74,6 +75,7 @@ def test_mnist_is_fetched_verified_and_trained_from_a_mirror(tmp_path, server, m
                                                            "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"])
     assert not list((tmp_path / "data").glob(".download-*"))  # the staging folder is gone
     (folder / "train-images-idx3-ubyte.gz").unlink()  # present files are not fetched again
+    data_module._CACHE.clear()  # (or the set would come from memory, not from the files)
     assert load_dataset(config.data).num_classes == 10
 
 

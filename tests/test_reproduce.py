@@ -58,6 +58,13 @@ def test_a_changed_result_is_named_by_epoch():
     assert reproduce(original).first_divergence == 1
 
 
+def test_an_early_stopped_run_is_compared_on_the_epochs_it_trained():
+    original = train(**{"train.epochs": 30, "optim.lr": 0.5, "early_stop.patience": 1})
+    result = reproduce(original)
+    epochs = {epoch for epoch, _, _, _ in result.rows}
+    assert result.agree and result.exact and max(epochs) < 29  # stopped early, and the same way again
+
+
 def test_evaluate_matches_the_logged_test_metrics():
     run_id = train()
     logged, now = evaluate_logged_model(run_id)

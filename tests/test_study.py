@@ -187,3 +187,12 @@ def test_cli_shows_a_multi_objective_front_not_one_best(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "Pareto front:" in result.stdout and "highest val_acc: trial" in result.stdout
     assert "best: trial" not in result.stdout
+
+
+def test_a_study_whose_every_trial_fails_stops_instead_of_spinning(tmp_path):
+    from core.study.runner import FAILURES_IN_A_ROW
+
+    spec = load_spec(tiny_study_spec(tmp_path, name="s10", trials=3,
+                                     space={"model.name": {"type": "categorical", "choices": ["alexnet_cifar"]}}))
+    outcome = run_study(spec)  # every trial: a model too deep for 8x8 inputs
+    assert (outcome.finished, outcome.failed) == (0, FAILURES_IN_A_ROW)

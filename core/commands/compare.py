@@ -11,9 +11,6 @@ HELP = "compare overfitting remedies with repeated K-fold cross-validation (pair
 OVERRIDES = "overrides"  # key=value items after the options join these
 EXAMPLES = ["python -m core compare experiments/overfitting.yaml",
             "python -m core compare experiments/overfitting.yaml seed=1 train.epochs=30"]
-OVERRIDES = "overrides"  # key=value items after the options join these
-EXAMPLES = ["python -m core compare experiments/overfitting.yaml",
-            "python -m core compare experiments/overfitting.yaml seed=1 train.epochs=30"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -34,6 +34,8 @@ from core.train import prepare, warm_up
 
 log = logging.getLogger(__name__)
 
+FAILURES_IN_A_ROW = 10  # a study stops when its last this-many trials all failed
+
 
 def run_study(spec: StudySpec, storage: str = DEFAULT_STORAGE, workers: int = 1,
               progress: bool = False, gpus: list[str] | None = None) -> StudyOutcome:
@@ -60,13 +62,14 @@ def run_study(spec: StudySpec, storage: str = DEFAULT_STORAGE, workers: int = 1,
         return outcome
 
     reporter = StudyReporter(spec, study, storage)
-    parent_run_id = reporter.open_parent_run()
     interrupted = False
     try:
+        parent_run_id = reporter.open_parent_run()
         if workers == 1:
             work(spec, storage, parent_run_id, worker=0, progress=progress)
         else:
             interrupted = _run_workers(spec, storage, parent_run_id, workers, gpus)
+        outcome = reporter.final_report()  # plots and the best model take seconds: a stop here ends KILLED too
     except BaseException as error:
         interrupt = interrupt_behind(error)
         reporter.close_parent_run("FAILED" if interrupt is None else "KILLED")
@@ -75,7 +78,6 @@ def run_study(spec: StudySpec, storage: str = DEFAULT_STORAGE, workers: int = 1,
         # Clean-up after Ctrl-C or SIGTERM failed too (a store call cut short): still a stop, not a crash.
         log.warning("while stopping: %s: %s", type(error).__name__, error)
         raise interrupt from None
-    outcome = reporter.final_report()
     reporter.close_parent_run("FAILED" if interrupted else "FINISHED")
     outcome.interrupted = interrupted
     return outcome
@@ -188,6 +190,13 @@ def _next_trial(spec: StudySpec, study: optuna.Study, storage: str) -> optuna.Tr
     with budget_lock(storage, spec.name):
         finished, running = count_trials(study)
         if finished + running >= spec.trials:
+            return None
+        recent = study.get_trials(deepcopy=False)[-FAILURES_IN_A_ROW:]
+        if len(recent) == FAILURES_IN_A_ROW and all(t.state == optuna.trial.TrialState.FAIL for t in recent):
+            # failed trials do not count towards the budget: when every one fails (a broken metric, missing
+            # data), stop instead of asking for new ones for ever
+            log.warning("study %s: the last %d trials all failed; stopping (see their fail_reason)",
+                        spec.name, FAILURES_IN_A_ROW)
             return None
         trial = study.ask()
         trial.set_user_attr("host", socket.gethostname())

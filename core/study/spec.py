@@ -12,7 +12,7 @@ from typing import Any
 
 import optuna
 
-from core.config import Config, metric_name, parse_overrides, read_yaml
+from core.config import Config, mapping, metric_name, parse_overrides, read_yaml, whole_number
 from core.errors import ConfigError
 from core.study.space import Param, parse_space
 
@@ -58,22 +58,31 @@ def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = (), nam
     if unknown:
         raise ConfigError(f"{path}: unknown section(s) {', '.join(sorted(unknown))} "
                           f"(expected {', '.join(SECTIONS)})")
-    base = Config().apply(document.get("config") or {}).apply(parse_overrides(overrides)).validate()
-    metrics, directions = _objective(path, document.get("objective"), base)
-    budget = document.get("budget") or {}
+    base = Config().apply(mapping(path, "config", document.get("config"))).apply(parse_overrides(overrides))
+    base.validate()
+    metrics, directions = _objective(path, mapping(path, "objective", document.get("objective")), base)
+    budget = mapping(path, "budget", document.get("budget"))
     spec = StudySpec(
         name=name or str(document.get("name") or Path(path).stem),
         base=base, params=parse_space(document.get("space"), base), metrics=metrics, directions=directions,
         sampler=_section(path, document, "sampler", "tpe"), pruner=_section(path, document, "pruner", "median"),
-        trials=int(trials if trials is not None else budget.get("trials", 30)),
-        timeout=timeout if timeout is not None else budget.get("timeout"),
-        seed=int(document.get("seed", base.seed)), path=str(path))
+        trials=trials if trials is not None else whole_number(path, "budget.trials", budget.get("trials", 30)),
+        timeout=timeout if timeout is not None else _seconds(path, budget.get("timeout")),
+        seed=whole_number(path, "seed", document.get("seed", base.seed)), path=str(path))
     _check(path, spec)
     if spec.multi_objective and spec.pruner["name"] != "none":
         spec.pruner = {"name": "none"}  # Optuna cannot prune multi-objective trials
     make_sampler(spec, 0)
     make_pruner(spec)
     return spec
+
+
+def _seconds(path, value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{path}: budget.timeout must be a number of seconds, got {value!r}")
+    return float(value)
 
 
 def _objective(path, objective: Any, base: Config) -> tuple[list[str], list[str]]:

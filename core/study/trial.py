@@ -177,12 +177,13 @@ def resume_of(trial: optuna.Trial, config: Config) -> Resume | None:
         return None
     try:
         resume = resuming.load(run_id)
-    except UserError as error:
+        same = resume is not None and {**resume.config.to_flat(), "seed": config.seed} == config.to_flat()
+    except UserError as error:  # e.g. a checkpoint of an older version, whose config no longer rebuilds
         log.warning("trial %d starts over: %s", trial.number, error)
         return None
     if resume is None:
         return None
-    if {**resume.config.to_flat(), "seed": config.seed} != config.to_flat():
+    if not same:
         log.warning("trial %d starts over: run %s trained another config", trial.number, run_id)
         return None
     trial.set_user_attr("resumed_from", run_id)
