@@ -206,7 +206,7 @@ class Config:
         if not 0 <= self.seed <= MAX_SEED:
             raise ConfigError(f"seed={shorten(str(self.seed))}: must be a whole number in 0..{MAX_SEED}")
         for key in ("track.experiment", "track.run_name"):
-            check_name_length(key, self.get(key), allow_empty=key == "track.run_name")
+            check_name_length(key, self.get(key), allow_empty=True)  # "" is a default (from_flat of strings)
         return self
 
     def _check_user_parts(self) -> None:
