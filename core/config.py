@@ -203,6 +203,10 @@ class Config:
         _at_least("train.batch_size", self.train.batch_size, 1)
         _at_least("train.shift", self.train.shift, 0)
         _at_least("track.flush_every", self.track.flush_every, 1)
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ConfigError(f"seed={shorten(str(self.seed))}: must be a whole number in 0..{MAX_SEED}")
+        for key in ("track.experiment", "track.run_name"):
+            check_name_length(key, self.get(key), allow_empty=True)  # "" is a default (from_flat of strings)
         return self
 
     def _check_user_parts(self) -> None:
@@ -485,6 +489,21 @@ def _builtin_or_reference(key: str, value: str, builtins: typing.Sequence[str], 
     if value not in builtins and not user_code.is_reference(value):
         raise ConfigError(f"{key}={value!r} is not one of: {', '.join(builtins)}, "
                           f"nor an import path of your own {kind} (module:function)")
+
+
+# Seeds go to torch, NumPy (below 2**32) and scikit-learn (random_state below 2**32), some as seed + 1.
+MAX_SEED = 2**31 - 1
+MAX_NAME = 200  # MLflow refuses experiment names over 500 characters; study and run names share this limit
+
+
+def shorten(text: str, keep: int = 60) -> str:
+    """A user's long value in a one-line message: its start and its length, not all of it."""
+    return text if len(text) <= keep else f"{text[:keep]}... ({len(text)} characters)"
+
+
+def check_name_length(key: str, name: str, allow_empty: bool = False) -> None:
+    if (not allow_empty and not name.strip()) or len(name) > MAX_NAME:
+        raise ConfigError(f"{key} {shorten(name)!r}: give a non-empty name of at most {MAX_NAME} characters")
 
 
 def _choice(key: str, value: str, choices: typing.Sequence[str]) -> None:

@@ -133,15 +133,29 @@ def reproduce(run_id: str, epochs: int | None = None, tolerance: float = 1e-4,
     warnings = environment_warnings(tags, device) + changed_code
     if prepared.data.fingerprint != logged_fingerprint:
         warnings.append(f"data fingerprint {prepared.data.fingerprint} differs from the logged {logged_fingerprint}")
+    compared = compared_epochs(run, config.train.epochs, warnings)  # before anything is run
     exact = (config.train.deterministic and prepared.device.type == "cpu"
              and tags.get("device", "").startswith("cpu"))
     experiment = mlflow_store.client().get_experiment(run.info.experiment_id).name
     keep = {k: tags[k] for k in ("study", "trial_number", "fold", "remedy") if k in tags}
     tracked = tracked_fit(config, experiment=experiment, run_name=f"{run.info.run_name} (reproduced)",
                           tags={**keep, "reproduced_from": run_id}, prepared=prepared)
-    rows, first = compare_histories(run_id, tracked.run_id, config.train.epochs, 0.0 if exact else tolerance)
+    rows, first = compare_histories(run_id, tracked.run_id, compared, 0.0 if exact else tolerance)
     mlflow_store.client().log_text(tracked.run_id, table_csv(rows), TABLE_ARTIFACT)
     return Reproduction(run_id, tracked.run_id, exact, 0.0 if exact else tolerance, rows, first, warnings)
+
+
+def compared_epochs(run: Run, epochs: int, warnings: list[str]) -> int:
+    """The epochs to compare: a run that did not finish (FAILED, KILLED) only has those before it stopped."""
+    if run.info.status == "FINISHED":
+        return epochs
+    logged = len(mlflow_store.client().get_metric_history(run.info.run_id, COMPARED[0]))
+    if logged == 0:
+        raise UserError(f"run {run.info.run_id} is {run.info.status} and logged no epoch: there is nothing to compare")
+    compared = min(epochs, logged)
+    warnings.append(f"run {run.info.run_id} is {run.info.status}: it stopped after {logged} epochs; "
+                    f"only those {compared} are compared")
+    return compared
 
 
 def compare_histories(original: str, reproduced: str, epochs: int,

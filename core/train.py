@@ -230,6 +230,29 @@ class Prepared:
         return self.data.train_x[index], self.data.train_y[index]
 
 
+def build_on_device(config: Config, data: Dataset, device: torch.device, channels_last: bool) -> nn.Module:
+    """The model on `device`; one too big for the memory is a one-line error that says how big it is."""
+    try:
+        model = build_model(config.model, data.input_shape, data.num_classes)
+        return model.to(device, memory_format=torch.channels_last) if channels_last else model.to(device)
+    except RuntimeError as error:  # torch.OutOfMemoryError (CUDA) is one; the CPU allocator raises a plain one
+        if not isinstance(error, torch.OutOfMemoryError) and "allocate" not in str(error):
+            raise
+    size = parameter_count(config, data)
+    needs = f"{size:,} parameters, {size * 4 / 2**30:,.1f} GiB as float32" if size else "more than there is"
+    raise ConfigError(f"model {config.model.name} does not fit in the memory of {device.type} ({needs}); "
+                      f"make it smaller (model.hidden, model.channels)")
+
+
+def parameter_count(config: Config, data: Dataset) -> int | None:
+    """The model's size without its memory: built on the meta device, which allocates nothing."""
+    try:
+        with torch.device("meta"):
+            return count_parameters(build_model(config.model, data.input_shape, data.num_classes))
+    except Exception:  # a builder that cannot run on meta: the message goes without the size
+        return None
+
+
 def prepare(config: Config) -> Prepared:
     """Load data, split it and build the model: raises a UserError on bad input, logs nothing."""
     config.validate()
@@ -237,9 +260,8 @@ def prepare(config: Config) -> Prepared:
     seed_everything(config.seed, config.train.deterministic)
     data = load_dataset(config.data, device)
     train_idx, val_idx = make_split(data.train_y.cpu().numpy(), config.split, config.seed)
-    model = build_model(config.model, data.input_shape, data.num_classes)
     channels_last = device.type == "cuda" and len(data.input_shape) == 3
-    model = model.to(device, memory_format=torch.channels_last) if channels_last else model.to(device)
+    model = build_on_device(config, data, device, channels_last)
     train_part = data.train_x[torch.as_tensor(train_idx, device=device)]
     mean, std = channel_stats(train_part)  # from the training part only; per feature for vectors (N, D)
     normalize = Normalizer(mean, std, data.is_image, channels_last)

@@ -136,3 +136,25 @@ def test_the_cli_prints_first_last_and_differing_epochs_and_keeps_every_epoch_as
     new_run = lines[4].rsplit(" ", 1)[1]
     table = mlflow_store.client().download_artifacts(new_run, "reproduction.csv", str(tmp_path))
     assert len(open(table).read().splitlines()) == 1 + 5 * 4
+
+
+def test_a_failed_run_is_compared_only_on_the_epochs_it_logged(monkeypatch):
+    import core.train
+
+    real_epoch, calls = core.train.train_one_epoch, []
+
+    def dies_in_the_third_epoch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("the machine went away")
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(core.train, "train_one_epoch", dies_in_the_third_epoch)
+    with pytest.raises(RuntimeError):
+        train()
+    monkeypatch.setattr(core.train, "train_one_epoch", real_epoch)
+    [failed] = [r for r in all_runs() if r.info.status == "FAILED"]
+    result = reproduce(failed.info.run_id)
+    assert result.agree, result.rows
+    assert {epoch for epoch, _, _, _ in result.rows} == {0, 1}
+    assert any("FAILED" in warning and "only those 2" in warning for warning in result.warnings)

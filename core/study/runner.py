@@ -52,9 +52,9 @@ def run_study(spec: StudySpec, storage: str = DEFAULT_STORAGE, workers: int = 1,
     study = optuna.create_study(study_name=spec.name, storage=open_storage(storage), load_if_exists=True,
                                 directions=spec.directions, sampler=make_sampler(spec, 0), pruner=make_pruner(spec))
     _check_same_objective(study, spec)
-    experiment_id = mlflow_store.experiment_id(spec.name)
+    mlflow_store.experiment_id(spec.name)  # created before any worker starts
     sweep_dead_trials(study, storage)
-    mlflow_store.fail_stale_runs([experiment_id])
+    mlflow_store.fail_stale_runs()  # every experiment's, as at any command's start: 16 ms for 400 runs
     if count_trials(study)[0] >= spec.trials:  # e.g. `make run` again: say so rather than "resume" nothing
         reporter = StudyReporter(spec, study, storage, study.user_attrs.get("mlflow_parent_run_id", ""))
         outcome = reporter.outcome()

@@ -12,7 +12,17 @@ from typing import Any
 
 import optuna
 
-from core.config import Config, mapping, metric_name, parse_overrides, read_yaml, whole_number
+from core.config import (
+    MAX_SEED,
+    Config,
+    check_name_length,
+    mapping,
+    metric_name,
+    parse_overrides,
+    read_yaml,
+    shorten,
+    whole_number,
+)
 from core.errors import ConfigError
 from core.study.space import Param, parse_space
 
@@ -107,8 +117,9 @@ def _check(path, spec: StudySpec) -> None:
         raise ConfigError(f"--trials={spec.trials}: must be at least 1")
     if spec.timeout is not None and spec.timeout <= 0:
         raise ConfigError(f"--timeout={spec.timeout}: must be more than 0 seconds")
-    if not spec.name.strip() or len(spec.name) > 200:
-        raise ConfigError(f"study name {spec.name!r}: give a non-empty name of at most 200 characters")
+    check_name_length("study name", spec.name)
+    if not 0 <= spec.seed <= MAX_SEED:
+        raise ConfigError(f"{path}: seed={shorten(str(spec.seed))}: must be a whole number in 0..{MAX_SEED}")
     if spec.sampler["name"] not in SAMPLERS:
         raise ConfigError(f"{path}: sampler {spec.sampler['name']!r} is not one of {', '.join(SAMPLERS)}")
     if spec.pruner["name"] not in PRUNERS:
@@ -127,7 +138,7 @@ def _section(path, document: dict, key: str, default: str) -> dict[str, Any]:
 def make_sampler(spec: StudySpec, worker: int) -> optuna.samplers.BaseSampler:
     options = {k: v for k, v in spec.sampler.items() if k != "name"}
     # Workers explore differently; trial seeds stay derived from trial numbers.
-    seed = int(options.pop("seed", spec.seed)) * 1000 + worker
+    seed = (int(options.pop("seed", spec.seed)) * 1000 + worker) % 2**32  # NumPy takes seeds below 2**32
     try:
         return SAMPLERS[spec.sampler["name"]](seed=seed, **options)
     except TypeError as error:

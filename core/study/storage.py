@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
+import logging
 import os
+import time
 import warnings
 import zlib
 from collections.abc import Iterator
@@ -23,6 +26,9 @@ from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCal
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 
 from core.errors import UserError
+from core.tracking.mlflow_store import folder_lock
+
+log = logging.getLogger(__name__)
 
 RDB_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg2", "postgres", "mysql", "mysql+pymysql")
 HEARTBEAT_SECONDS = 20
@@ -53,6 +59,36 @@ def check_storage(url: str) -> None:
             raise UserError(f"storage {url} cannot be reached: {str(error).strip().splitlines()[0]}") from None
     else:
         _check_writable(Path(url))
+        _check_journal(Path(url))
+
+
+def _check_journal(path: Path) -> None:
+    """A directory, or a file that is not an Optuna journal (its first record), is refused before anything is made."""
+    if path.is_dir():
+        raise UserError(f"storage {path} is a directory: give a journal file, e.g. {path / 'optuna.journal'}")
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    with open(path, "rb") as handle:
+        first = handle.readline(1 << 20)
+    if _record(first) is None and not _torn_first_record(first):
+        raise UserError(f"storage {path} is not an Optuna journal (its first line is not a journal record); "
+                        f"give another --storage, or move the file away")
+
+
+def _record(line: bytes) -> dict | None:
+    """A complete journal record: a line that ends in a newline and holds a JSON object (as Optuna reads them)."""
+    if not line.endswith(b"\n"):
+        return None
+    try:
+        record = json.loads(line)
+    except ValueError:  # JSONDecodeError and UnicodeDecodeError
+        return None
+    return record if isinstance(record, dict) and "op_code" in record else None
+
+
+def _torn_first_record(line: bytes) -> bool:
+    """The start of the journal's first record, cut short (the whole file is one torn write)."""
+    return not line.endswith(b"\n") and line.startswith(b'{"op_code"')
 
 
 def _check_writable(path: Path) -> None:
@@ -72,13 +108,68 @@ def open_storage(url: str) -> BaseStorage:
     if is_rdb(url):
         engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
         # A worker that stops beating is failed, and its parameters are retried once.
-        with experimental_heartbeat():
+        sqlite = Path(url[len("sqlite:///"):]) if url.startswith("sqlite:///") else None
+        if sqlite is not None:
+            sqlite.parent.mkdir(parents=True, exist_ok=True)
+        # Two first starts at once would both create Optuna's tables: one at a time on a new SQLite file.
+        with experimental_heartbeat(), contextlib.nullcontext() if sqlite is None else folder_lock(sqlite.parent):
             return RDBStorage(_sqlalchemy_url(url), engine_kwargs=engine, heartbeat_interval=HEARTBEAT_SECONDS,
                               grace_period=GRACE_SECONDS,
                               heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1))
     path = Path(url)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return JournalStorage(JournalFileBackend(str(path), lock_obj=JournalWriteLock(path)))
+    lock = JournalWriteLock(path)
+    lock.acquire()  # no worker appends while the tail is checked
+    try:
+        cut_torn_tail(path)
+    finally:
+        lock.release()
+    try:
+        return JournalStorage(JournalFileBackend(str(path), lock_obj=lock))
+    except ValueError as error:  # a record in the middle is damaged: Optuna reads no further
+        raise UserError(f"journal {path} is damaged ({str(error).splitlines()[0]}); restore it from a backup "
+                        f"or give another --storage") from None
+
+
+def cut_torn_tail(path: Path) -> int:
+    """Cut a half-written last record (a full disk, a kill mid-write) back to the last complete one.
+
+    Optuna skips a torn last line, but the next append lands on the same line, and from then on every read of
+    the journal fails, for every study in it. The cut bytes are kept beside it in `<journal>.torn-<time>`.
+    Call it holding the journal's write lock. Returns the number of bytes cut.
+    """
+    if not path.is_file():
+        return 0
+    with open(path, "rb") as handle:
+        size = handle.seek(0, os.SEEK_END)
+        start, lines = _last_lines(handle, size)
+    if not lines or _record(lines[-1]) is not None:
+        return 0
+    whole = len(lines) > 1 and _record(lines[-2]) is not None
+    if not whole and not (start == 0 and len(lines) == 1 and _torn_first_record(lines[0])):
+        return 0  # damaged elsewhere too: not a torn write; opening it says so
+    keep = size - len(lines[-1])
+    torn = path.with_name(f"{path.name}.torn-{time.strftime('%Y%m%d-%H%M%S')}")
+    torn.write_bytes(lines[-1])
+    with open(path, "r+b") as handle:
+        handle.truncate(keep)
+        os.fsync(handle.fileno())
+    log.warning("%s ended in a half-written record (%d bytes, a full disk or a kill mid-write): cut back to the "
+                "last complete record; the cut bytes are in %s", path, len(lines[-1]), torn)
+    return len(lines[-1])
+
+
+def _last_lines(handle, size: int) -> tuple[int, list[bytes]]:
+    """(offset of the window, its lines) for the smallest window at the end that holds the last two lines."""
+    window = 1 << 16
+    while True:
+        start = max(0, size - window)
+        handle.seek(start)
+        pieces = handle.read(size - start).split(b"\n")
+        lines = [piece + b"\n" for piece in pieces[:-1]] + ([pieces[-1]] if pieces[-1] else [])
+        if start == 0 or len(lines) > 2:
+            return start, lines[-2:]
+        window *= 4
 
 
 @contextlib.contextmanager

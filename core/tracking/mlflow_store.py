@@ -9,6 +9,7 @@ run left RUNNING by a process that is gone is marked FAILED (`fail_stale_runs`).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
 import logging
 import os
@@ -90,16 +91,46 @@ def _client_for(uri: str):
     check_uri(uri)
     path = sqlite_path(uri)
     if path is not None:
+        _check_sqlite_file(path)
         path.parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
-    client = mlflow.MlflowClient(uri)
-    try:
-        client.search_experiments(max_results=1)  # creates the schema once, and proves the store works
-    except Exception as error:
-        raise UserError(f"tracking store {uri} cannot be used: {str(error).splitlines()[0]}") from None
-    if path is not None:
-        _use_write_ahead_log(path)
+    with contextlib.nullcontext() if path is None else folder_lock(path.parent):
+        try:
+            client = mlflow.MlflowClient(uri)
+            client.search_experiments(max_results=1)  # creates the schema once, and proves the store works
+        except Exception as error:
+            raise UserError(f"tracking store {uri} cannot be used: {str(error).splitlines()[0]}") from None
+        if path is not None:
+            _use_write_ahead_log(path)
     return client
+
+
+SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
+
+
+def _check_sqlite_file(path: Path) -> None:
+    """A store file that is not a SQLite database (damaged, overwritten) is one line, before MLflow reads it."""
+    if path.is_dir():
+        raise UserError(f"tracking store {path} is a directory, not a SQLite database file")
+    if path.is_file() and path.stat().st_size > 0:
+        with open(path, "rb") as handle:
+            if handle.read(len(SQLITE_HEADER)) != SQLITE_HEADER:
+                raise UserError(f"tracking store {path} is not a SQLite database (damaged or overwritten); "
+                                f"restore it from a backup, or move it away to start a new store")
+
+
+@contextlib.contextmanager
+def folder_lock(path: Path) -> Iterator[None]:
+    """An flock on a folder (no file is made; the kernel drops it if the process dies).
+
+    Two commands starting at once on a new SQLite store would both create its tables ("table ... already
+    exists"): the first creates them holding this lock on the store's folder, the other waits and finds them."""
+    folder = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(folder)  # closing drops the lock
 
 
 def _use_write_ahead_log(path: Path) -> None:

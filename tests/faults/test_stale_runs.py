@@ -40,3 +40,13 @@ def test_train_command_sweeps_stale_runs_at_start(tmp_path):
     result = run_cli("train", *tiny_overrides(**{"train.epochs": 2}))
     assert result.returncode == 0, result.stderr
     assert mlflow_store.client().get_run(stale).info.status == "FAILED"
+
+
+@pytest.mark.slow
+def test_study_command_sweeps_stale_runs_of_every_experiment(tmp_path):
+    from tests.helpers import run_cli, tiny_study_spec
+
+    stale = mlflow_store.start_run("another experiment", "left by a dead process", {"pid": str(dead_pid())})
+    result = run_cli("study", str(tiny_study_spec(tmp_path, trials=1)))
+    assert result.returncode == 0, result.stderr
+    assert mlflow_store.client().get_run(stale).info.status == "FAILED"
