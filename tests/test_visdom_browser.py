@@ -17,9 +17,11 @@ def test_loss_curve_in_the_browser(server, chromium_path, artifacts_dir):  # noq
                              "model.hidden": [16], "train.epochs": 4, "train.batch_size": 32, "device": "cpu",
                              "track.visdom": "on", "track.visdom_url": server, "track.flush_every": 5,
                              "track.log_model": False, "track.figures": False})
-    tracked = tracked_fit(config, experiment="browser check", visdom_label="run 1")
-    logged = list(range(tracked.result.steps))
-    assert window_steps(server, "browser_check", "train_loss_step") == {"run 1": logged}
+    # Two runs with the same label: each its own line (the label ends with the run's id), no diagonal joining them
+    runs = [tracked_fit(config, experiment="browser check", visdom_label="run 1") for _ in range(2)]
+    labels = [f"run 1 [{tracked.run_id[:6]}]" for tracked in runs]
+    logged = list(range(runs[0].result.steps))
+    assert window_steps(server, "browser_check", "train_loss_step") == {label: logged for label in labels}
 
     with browser_page(chromium_path) as (page, requests):
         page.goto(f"{server}/env/browser_check", wait_until="networkidle")
@@ -30,5 +32,5 @@ def test_loss_curve_in_the_browser(server, chromium_path, artifacts_dir):  # noq
         drawn = page.evaluate("""() => [...document.querySelectorAll('.js-plotly-plot')]
             .filter(plot => (plot.layout.title.text || plot.layout.title) === 'train loss per step')
             .map(plot => plot.data.map(trace => [trace.name, Array.from(trace.x)]))""")
-    assert drawn == [[["run 1", logged]]]
+    assert drawn == [[[label, logged] for label in labels]]
     assert outside_loopback(requests) == []
