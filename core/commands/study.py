@@ -76,10 +76,20 @@ def print_outcome(outcome, metrics: list[str]) -> None:
         for key, value in outcome.best_params.items():
             print(f"    {key} = {value}")
         print(f"  best trial's MLflow run: {outcome.best_run_id}")
+    print_importances(outcome)
     print(f"  study's parent run:      {outcome.parent_run_id}")
     print(f"  Optuna storage:          {outcome.storage}")
     print("  browse:  python -m core ui        (or: make ui)")
     print(f"  live:    {visdom_hint(outcome.name)}")
+
+
+def print_importances(outcome) -> None:
+    if not outcome.importances:
+        print(f"  parameter importance: {outcome.importance_note}")
+        return
+    top = list(outcome.importances.items())[:3]
+    print("  most important: " + ", ".join(f"{key} ({value:.2f})" for key, value in top)
+          + "    (all: the parent run's importance/* metrics)")
 
 
 def print_front(front: list[tuple[int, list[float]]], metrics: list[str]) -> None:

@@ -25,7 +25,7 @@ from matplotlib import pyplot as plt
 from mlflow.entities import Metric
 
 from core.reproduce import load_logged_weights
-from core.study.spec import StudySpec
+from core.study.spec import StudySpec, make_importance_evaluator
 from core.tracked import log_served_model
 from core.tracking import mlflow_store
 from core.tracking.mlflow_sink import MLflowTracker
@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 REFRESH_SECONDS = 30.0
 BEST_MODEL_TAG = "best_model_run_id"  # the trial run that holds the study's model in MLflow's format
 PLOTS = ("optimization_history", "param_importances", "parallel_coordinate", "intermediate_values")
+MIN_IMPORTANCE_TRIALS = 10  # below this, importances are noise: not computed, and the note says so
 NO_PNG = {"parallel_coordinate"}  # its static image is unreadable (labels overlap): the HTML only
 
 
@@ -53,6 +54,8 @@ class StudyOutcome:
     best_trial: int | None
     epochs_used: int
     pareto_front: list[tuple[int, list[float]]] = field(default_factory=list)  # multi-objective: (trial, values)
+    importances: dict[str, float] | None = None  # parameter -> importance, largest first; None: not computed
+    importance_note: str = ""  # why they were not computed
     interrupted: bool = False
     already_done: bool = False  # the study had its trials before this command: nothing was run
 
@@ -63,6 +66,9 @@ class StudyReporter:
         self.parent_run_id = parent_run_id
         self.client = mlflow_store.client()
         self._last_refresh = time.monotonic()
+        self.importances: dict[str, float] | None = None
+        self.importance_note = ""
+        self._importance_trials = -1  # complete trials when they were last computed
 
     # ---- the parent run's life -----------------------------------------------------
     def open_parent_run(self) -> str:
@@ -129,7 +135,39 @@ class StudyReporter:
             pareto = pd.DataFrame([{"number": t.number, **dict(zip(self.spec.metrics, t.values)), **t.params}
                                    for t in best])
             self.client.log_text(self.parent_run_id, pareto.to_csv(index=False), "pareto_front.csv")
+        self.update_importances(log_metrics=True)
         self.client.set_tag(self.parent_run_id, mlflow_store.NOTE_TAG, self.summary_markdown())
+
+    def update_importances(self, log_metrics: bool = False) -> None:
+        """Parameter importances by the spec's evaluator, once there are enough complete trials; as metrics
+        `importance/<key>` (step: complete trials) on the parent run when `log_metrics`."""
+        complete = self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        if len(complete) == self._importance_trials:
+            return
+        self._importance_trials = len(complete)
+        self.importances = None
+        if len(complete) < MIN_IMPORTANCE_TRIALS:
+            self.importance_note = (f"not computed: {len(complete)} complete trials, "
+                                    f"at least {MIN_IMPORTANCE_TRIALS} needed")
+            return
+        target = (lambda t: t.values[0]) if self.spec.multi_objective else None
+        try:
+            self.importances = optuna.importance.get_param_importances(
+                self.study, evaluator=make_importance_evaluator(self.spec), target=target)
+        except Exception as error:  # e.g. every complete trial has the same value
+            self.importance_note = f"not computed: {error}"
+            return
+        self.importance_note = ""
+        if log_metrics and self.importances:
+            self.client.log_batch(self.parent_run_id, metrics=[_metric(f"importance/{key}", value, len(complete))
+                                                               for key, value in self.importances.items()])
+
+    def importance_line(self) -> str:
+        evaluator = self.spec.importance["evaluator"]
+        if not self.importances:
+            return f"Parameter importance ({evaluator}): {self.importance_note}"
+        shown = ", ".join(f"{key} {value:.2f}" for key, value in self.importances.items())
+        return f"Parameter importance ({evaluator}): {shown}"
 
     def best_trials(self) -> list:
         try:
@@ -154,7 +192,8 @@ class StudyReporter:
                  f"Objective: {', '.join(f'{d} {m}' for m, d in zip(self.spec.metrics, self.spec.directions))}  ",
                  f"Trials: {counts['finished']} complete, {counts['pruned']} pruned, {counts['failed']} failed "
                  f"(budget {self.spec.trials})  ",
-                 f"Sampler: {self.spec.sampler['name']}, pruner: {self.spec.pruner['name']}", ""]
+                 f"Sampler: {self.spec.sampler['name']}, pruner: {self.spec.pruner['name']}  ",
+                 self.importance_line(), ""]
         best = self.best_trials()
         if not best:
             return "\n".join(lines + ["No trial has completed yet."])
@@ -186,6 +225,7 @@ class StudyReporter:
         """What the study holds now: counts, the best trial (or the Pareto front), epochs trained."""
         counts = self.counts()
         best = self.best_trials()
+        self.update_importances()
         epochs = sum(int(t.user_attrs.get("epochs", len(t.intermediate_values)))
                      for t in self.study.get_trials(deepcopy=False) if t.state.is_finished())
         head = best[0] if best else None
@@ -195,7 +235,8 @@ class StudyReporter:
             best_values=list(head.values) if head else None, best_params=dict(head.params) if head else {},
             best_run_id=head.user_attrs.get("mlflow_run_id", "") if head else "",
             best_trial=head.number if head else None, epochs_used=epochs,
-            pareto_front=[(t.number, list(t.values)) for t in best] if self.spec.multi_objective else [])
+            pareto_front=[(t.number, list(t.values)) for t in best] if self.spec.multi_objective else [],
+            importances=self.importances, importance_note=self.importance_note)
 
     def log_best_model(self) -> None:
         """The best trial's model in MLflow's format, in that trial's run, rebuilt from its params and weights.
@@ -230,6 +271,10 @@ class StudyReporter:
                     kwargs["target"], kwargs["target_name"] = (lambda t: t.values[0]), self.spec.metrics[0]
                 if name == "intermediate_values" and self.spec.multi_objective:
                     continue
+                if name == "param_importances":
+                    if not self.importances:
+                        continue  # too few trials: the note says so
+                    kwargs["evaluator"] = make_importance_evaluator(self.spec)
                 try:
                     figure = getattr(plotly_plots, f"plot_{name}")(self.study, **kwargs)
                     html = Path(folder) / f"{name}.html"

@@ -16,7 +16,7 @@ from core.config import Config, metric_name, parse_overrides, read_yaml
 from core.errors import ConfigError
 from core.study.space import Param, parse_space
 
-SECTIONS = ("name", "config", "space", "objective", "sampler", "pruner", "budget", "seed")
+SECTIONS = ("name", "config", "space", "objective", "sampler", "pruner", "budget", "seed", "importance")
 SAMPLERS = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler,
             "cmaes": optuna.samplers.CmaEsSampler, "gp": optuna.samplers.GPSampler}
 PRUNERS = {"median": optuna.pruners.MedianPruner, "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
@@ -25,6 +25,9 @@ PRUNERS = {"median": optuna.pruners.MedianPruner, "successive_halving": optuna.p
 METRICS = {"val_acc": "final_val_acc", "val_loss": "final_val_loss", "train_acc": "final_train_acc",
            "parameters": "parameters", "seconds": "seconds"}
 PER_EPOCH = {"val_acc", "val_loss", "train_acc"}  # metrics that can be reported to the pruner each epoch
+# Parameter importance: PED-ANOVA is fast and fine with few trials; fANOVA (a random forest) on request.
+IMPORTANCE_EVALUATORS = {"ped_anova": optuna.importance.PedAnovaImportanceEvaluator,
+                         "fanova": optuna.importance.FanovaImportanceEvaluator}
 
 
 @dataclass
@@ -40,6 +43,7 @@ class StudySpec:
     timeout: float | None = None
     seed: int = 0
     path: str = ""
+    importance: dict[str, Any] = field(default_factory=lambda: {"evaluator": "ped_anova"})
 
     @property
     def multi_objective(self) -> bool:
@@ -67,7 +71,8 @@ def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = (), nam
         sampler=_section(path, document, "sampler", "tpe"), pruner=_section(path, document, "pruner", "median"),
         trials=int(trials if trials is not None else budget.get("trials", 30)),
         timeout=timeout if timeout is not None else budget.get("timeout"),
-        seed=int(document.get("seed", base.seed)), path=str(path))
+        seed=int(document.get("seed", base.seed)), path=str(path),
+        importance=_importance(path, document.get("importance")))
     _check(path, spec)
     if spec.multi_objective and spec.pruner["name"] != "none":
         spec.pruner = {"name": "none"}  # Optuna cannot prune multi-objective trials
@@ -104,6 +109,20 @@ def _check(path, spec: StudySpec) -> None:
         raise ConfigError(f"{path}: sampler {spec.sampler['name']!r} is not one of {', '.join(SAMPLERS)}")
     if spec.pruner["name"] not in PRUNERS:
         raise ConfigError(f"{path}: pruner {spec.pruner['name']!r} is not one of {', '.join(PRUNERS)}")
+
+
+def _importance(path, value: Any) -> dict[str, Any]:
+    value = value or {"evaluator": "ped_anova"}
+    if not isinstance(value, dict) or set(value) - {"evaluator"} or value.get("evaluator") not in IMPORTANCE_EVALUATORS:
+        raise ConfigError(f"{path}: `importance:` takes evaluator: one of {', '.join(IMPORTANCE_EVALUATORS)}, "
+                          f"got {value!r}")
+    return dict(value)
+
+
+def make_importance_evaluator(spec: StudySpec) -> optuna.importance.BaseImportanceEvaluator:
+    name = spec.importance["evaluator"]
+    # fANOVA fits a random forest: seeded, so the same trials give the same importances.
+    return IMPORTANCE_EVALUATORS[name](seed=spec.seed) if name == "fanova" else IMPORTANCE_EVALUATORS[name]()
 
 
 def _section(path, document: dict, key: str, default: str) -> dict[str, Any]:
