@@ -49,3 +49,57 @@ def _one_epoch(**extra):
     from tests.helpers import TINY_CONFIG
 
     return {**TINY_CONFIG, "train": {**TINY_CONFIG["train"], "epochs": 1}, **extra}
+
+
+# ---- warm starts -------------------------------------------------------------------------------------
+
+def test_warm_start_from_a_study_queues_its_best_trials_once(tmp_path):
+    from core.study.warm import plan
+    from tests.helpers import load_study
+
+    first = run_study(load_spec(tiny_study_spec(tmp_path, name="ws-a", trials=4, space=TWO_PARAMS,
+                                                config=_one_epoch())))
+    spec = load_spec(tiny_study_spec(tmp_path, name="ws-b", trials=3, config=_one_epoch()))  # space: optim.lr only
+    starts = plan(spec, "mlruns/optuna.journal", "ws-a", top=2)
+    assert [s.params.keys() for s in starts] == [{"optim.lr"}, {"optim.lr"}]  # model.hidden is not in this space
+    assert starts[0].params["optim.lr"] == first.best_params["optim.lr"]
+    run_study(spec, warm_starts=starts)
+    trials = load_study("ws-b").trials
+    assert [t.user_attrs.get("warm_start_from") for t in trials[:2]] == [s.origin for s in starts]
+    assert trials[0].params == starts[0].params and "warm_start_from" not in trials[2].user_attrs
+    (run,) = [r for r in all_runs("ws-b") if r.data.tags.get("trial_number") == "0"]
+    assert run.data.tags["warm_start_from"] == f"study ws-a trial {first.best_trial}"
+    spec.trials = 4  # resumed with the same warm start: nothing queued twice
+    run_study(spec, warm_starts=starts)
+    trials = load_study("ws-b").trials
+    assert len(trials) == 4 and sum("warm_start_from" in t.user_attrs for t in trials) == 2
+
+
+def test_warm_start_from_a_run_and_by_hand(tmp_path):
+    from core.study.warm import plan
+
+    outcome = run_study(load_spec(tiny_study_spec(tmp_path, name="ws-c", trials=1, config=_one_epoch())))
+    spec = load_spec(tiny_study_spec(tmp_path, name="ws-d", trials=1, space=TWO_PARAMS))
+    (start,) = plan(spec, "mlruns/optuna.journal", outcome.best_run_id)
+    assert start.params == {"optim.lr": outcome.best_params["optim.lr"], "model.hidden": 16}  # typed from text
+    assert start.origin == f"run {outcome.best_run_id}"
+    (by_hand,) = plan(spec, "mlruns/optuna.journal", enqueue=["optim.lr=0.05, model.hidden=8"])
+    assert by_hand.params == {"optim.lr": 0.05, "model.hidden": 8}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--enqueue", "optim.lr=0.9"], "optim.lr=0.9 is outside the space"),
+    (["--enqueue", "optim.momentum=0.9"], "optim.momentum is not in the study's space"),
+    (["--enqueue", "optim.lr"], "give key=value items"),
+    (["--warm-start", "no-such-study"], "no study of that name"),
+    (["--warm-start", "0123456789abcdef0123456789abcdef"], "no MLflow run with that id"),
+])
+def test_bad_warm_starts_are_one_line_and_create_nothing(tmp_path, args, message):
+    from core.commands import study
+    from core.errors import UserError
+
+    parser = __import__("argparse").ArgumentParser()
+    study.add_arguments(parser)
+    with pytest.raises(UserError, match=message):
+        study.main(parser.parse_args([str(tiny_study_spec(tmp_path, name="ws-bad")), *args]))
+    assert not (tmp_path / "mlruns").exists() or not any((tmp_path / "mlruns").iterdir())

@@ -13,7 +13,9 @@ HELP = "run (or resume) an Optuna hyperparameter study; every trial is an MLflow
 OVERRIDES = "overrides"  # key=value items after the options join these
 EXAMPLES = ["python -m core study studies/digits_mlp.yaml",
             "python -m core study studies/digits_mlp.yaml --trials 10 train.epochs=5",
-            "python -m core study studies/digits_mlp.yaml --workers 2 --name digits-2"]
+            "python -m core study studies/digits_mlp.yaml --workers 2 --name digits-2",
+            "python -m core study studies/digits_mlp.yaml --name digits-b --warm-start digits_mlp --warm-start-top 3",
+            "python -m core study studies/digits_mlp.yaml --enqueue optim.lr=0.01,optim.name=adam"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,6 +23,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="overrides of the spec's base config, before or after the options")
     add_study_options(parser)
+    parser.add_argument("--warm-start", metavar="STUDY_OR_RUN_ID",
+                        help="queue first the best configurations of another study in the same storage, "
+                             "or the params of an MLflow run (only the keys of this study's space)")
+    parser.add_argument("--warm-start-top", type=int, default=5, metavar="K",
+                        help="with --warm-start STUDY: how many of its best complete trials (default 5)")
+    parser.add_argument("--enqueue", action="append", default=[], metavar="key=value,...",
+                        help="queue this configuration first (repeatable)")
 
 
 def add_study_options(parser: argparse.ArgumentParser) -> None:
@@ -41,11 +50,14 @@ def main(args: argparse.Namespace) -> int:
         raise UserError("give a study spec first, e.g. python -m core study studies/digits_mlp.yaml")
     from core.study.runner import run_study  # Optuna and torch load here, not for --help or a usage error
     from core.study.spec import load_spec
+    from core.study.warm import plan
 
     spec = load_spec(spec_path, overrides, name=args.name, trials=args.trials, timeout=args.timeout)
+    warm_starts = plan(spec, args.storage, args.warm_start, args.warm_start_top, args.enqueue)
     signals.install_signal_handlers()
     print_visdom_url(spec.base.track, spec.name)
-    outcome = run_study(spec, storage=args.storage, workers=args.workers, progress=True, gpus=args.gpus)
+    outcome = run_study(spec, storage=args.storage, workers=args.workers, progress=True, gpus=args.gpus,
+                        warm_starts=warm_starts)
     print_outcome(outcome, spec.metrics)
     return 1 if outcome.interrupted else 0
 

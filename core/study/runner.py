@@ -29,6 +29,7 @@ from core.study.report import StudyOutcome, StudyReporter
 from core.study.spec import StudySpec, make_pruner, make_sampler
 from core.study.storage import budget_lock, check_storage, experimental_heartbeat, is_rdb, open_storage
 from core.study.trial import run_trial
+from core.study.warm import WarmStart, enqueue
 from core.tracking import mlflow_store
 from core.train import prepare, warm_up
 
@@ -36,10 +37,12 @@ log = logging.getLogger(__name__)
 
 
 def run_study(spec: StudySpec, storage: str = DEFAULT_STORAGE, workers: int = 1,
-              progress: bool = False, gpus: list[str] | None = None) -> StudyOutcome:
+              progress: bool = False, gpus: list[str] | None = None,
+              warm_starts: list[WarmStart] | None = None) -> StudyOutcome:
     """Run `spec` until `spec.trials` trials are finished (complete or pruned) in the study.
 
     With several workers and several GPUs (`gpus`, default: every visible one), each worker gets its own.
+    `warm_starts` (study.warm.plan) are queued first, those the study does not hold yet.
     """
     if workers < 1:
         raise UserError(f"--workers={workers}: must be at least 1")
@@ -59,6 +62,9 @@ def run_study(spec: StudySpec, storage: str = DEFAULT_STORAGE, workers: int = 1,
         outcome.already_done = True
         return outcome
 
+    queued = enqueue(study, warm_starts or [])
+    if queued:
+        log.info("queued %d warm-start configurations as the first trials", queued)
     reporter = StudyReporter(spec, study, storage)
     parent_run_id = reporter.open_parent_run()
     interrupted = False

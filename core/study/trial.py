@@ -45,6 +45,8 @@ def run_trial(spec: StudySpec, study: optuna.Study, trial: optuna.Trial,
     trial.set_user_attr("seed", config.seed)
     name = trial_run_name(trial.number, trial.params)
     tags = {"study": spec.name, "trial_number": str(trial.number), "seed": str(config.seed)}
+    if trial.user_attrs.get("warm_start_from"):  # queued from another study, a run, or --enqueue
+        tags["warm_start_from"] = trial.user_attrs["warm_start_from"]
     run_ids: list[str] = []
 
     def on_run_start(run_id: str) -> None:
