@@ -103,3 +103,47 @@ def test_bad_warm_starts_are_one_line_and_create_nothing(tmp_path, args, message
     with pytest.raises(UserError, match=message):
         study.main(parser.parse_args([str(tiny_study_spec(tmp_path, name="ws-bad")), *args]))
     assert not (tmp_path / "mlruns").exists() or not any((tmp_path / "mlruns").iterdir())
+
+
+# ---- stopping rules ----------------------------------------------------------------------------------
+
+def test_target_stops_the_study_and_a_resume_runs_nothing(tmp_path):
+    from tests.helpers import load_study
+
+    path = tiny_study_spec(tmp_path, name="stop-t", config=_one_epoch(), budget={"trials": 6, "target": 0.0})
+    outcome = run_study(load_spec(path))
+    assert outcome.finished == 1 and outcome.stopped_by == "target" and "reached the target 0" in outcome.stopped_detail
+    parent = parent_of("stop-t")
+    assert parent.data.tags["stopped_by"] == "target" and "Stopped by the target rule" in \
+        parent.data.tags["mlflow.note.content"]
+    again = run_study(load_spec(path))
+    assert again.already_done and again.stopped_by == "target" and len(load_study("stop-t").trials) == 1
+
+
+def test_patience_stops_after_n_trials_without_improving_by_min_delta(tmp_path):
+    budget = {"trials": 8, "patience": 2, "min_delta": 1.0}  # accuracy never improves by 1.0
+    spec = load_spec(tiny_study_spec(tmp_path, name="stop-p", config=_one_epoch(), budget=budget))
+    outcome = run_study(spec)
+    assert outcome.finished == 3 and outcome.stopped_by == "patience"
+    assert outcome.stopped_detail.startswith("2 finished trials without improving the best val_acc by at least 1")
+
+
+def test_stopping_rules_are_directed_and_checked(tmp_path):
+    import optuna
+
+    from core.study.stopping import stopped_by
+
+    spec = load_spec(tiny_study_spec(tmp_path, name="stop-d", objective={"metric": "val_loss",
+                                                                         "direction": "minimize"},
+                                     budget={"trials": 9, "target": 0.5, "patience": 3, "min_delta": 0.1}))
+    study = optuna.create_study(direction="minimize")
+    for value in (0.9, 0.85, 0.7, 0.75, 0.65):  # 0.7 improves by >= 0.1; 0.85, 0.75, 0.65 do not
+        study.add_trial(optuna.trial.create_trial(params={}, distributions={}, value=value))
+    assert stopped_by(spec, study) is None
+    study.add_trial(optuna.trial.create_trial(params={}, distributions={}, value=0.62))
+    assert stopped_by(spec, study)[0] == "patience"
+    study.add_trial(optuna.trial.create_trial(params={}, distributions={}, value=0.4))
+    assert stopped_by(spec, study)[0] == "target"
+    for budget, message in (({"patience": 0}, "patience"), ({"target": "high"}, "target"), ({"trails": 3}, "budget")):
+        with pytest.raises(ConfigError, match=message):
+            load_spec(tiny_study_spec(tmp_path, name="stop-bad", budget=budget))

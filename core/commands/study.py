@@ -71,7 +71,12 @@ def gpu_list(text: str) -> list[str]:
 
 
 def print_outcome(outcome, metrics: list[str]) -> None:
-    if outcome.already_done:
+    if outcome.already_done and outcome.stopped_by:
+        print(f"study {outcome.name} was stopped by its {outcome.stopped_by} rule ({outcome.stopped_detail}): "
+              "nothing was run.")
+        print("  to go on: change budget.target / budget.patience in the spec; to start another: --name NEW_NAME")
+        print("  its results so far:")
+    elif outcome.already_done:
         finished = outcome.finished + outcome.pruned
         print(f"study {outcome.name} already has {finished} finished trials, as many as asked for: nothing was run.")
         print(f"  to extend it: --trials {finished + 10} (or any larger number); to start another: --name NEW_NAME")
@@ -89,6 +94,8 @@ def print_outcome(outcome, metrics: list[str]) -> None:
             print(f"    {key} = {value}")
         print(f"  best trial's MLflow run: {outcome.best_run_id}")
     print_importances(outcome)
+    if outcome.stopped_by and not outcome.already_done:
+        print(f"  stopped by the {outcome.stopped_by} rule: {outcome.stopped_detail}")
     print(f"  study's parent run:      {outcome.parent_run_id}")
     print(f"  Optuna storage:          {outcome.storage}")
     print("  browse:  python -m core ui        (or: make ui)")

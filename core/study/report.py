@@ -26,6 +26,7 @@ from mlflow.entities import Metric
 
 from core.reproduce import load_logged_weights
 from core.study.spec import StudySpec, make_importance_evaluator
+from core.study.stopping import stopped_by
 from core.tracked import log_served_model
 from core.tracking import mlflow_store
 from core.tracking.mlflow_sink import MLflowTracker
@@ -56,6 +57,8 @@ class StudyOutcome:
     pareto_front: list[tuple[int, list[float]]] = field(default_factory=list)  # multi-objective: (trial, values)
     importances: dict[str, float] | None = None  # parameter -> importance, largest first; None: not computed
     importance_note: str = ""  # why they were not computed
+    stopped_by: str = ""  # the budget rule that stopped the study: target, patience, or "" (trials, timeout)
+    stopped_detail: str = ""
     interrupted: bool = False
     already_done: bool = False  # the study had its trials before this command: nothing was run
 
@@ -194,6 +197,9 @@ class StudyReporter:
                  f"(budget {self.spec.trials})  ",
                  f"Sampler: {self.spec.sampler['name']}, pruner: {self.spec.pruner['name']}  ",
                  self.importance_line(), ""]
+        rule = stopped_by(self.spec, self.study)
+        if rule:
+            lines[-1:-1] = [f"Stopped by the {rule[0]} rule: {rule[1]}  "]
         best = self.best_trials()
         if not best:
             return "\n".join(lines + ["No trial has completed yet."])
@@ -219,13 +225,17 @@ class StudyReporter:
         self.refresh()
         self.log_plots()
         self.log_best_model()
-        return self.outcome()
+        outcome = self.outcome()
+        if outcome.stopped_by:
+            self.client.set_tag(self.parent_run_id, "stopped_by", outcome.stopped_by)
+        return outcome
 
     def outcome(self) -> StudyOutcome:
         """What the study holds now: counts, the best trial (or the Pareto front), epochs trained."""
         counts = self.counts()
         best = self.best_trials()
         self.update_importances()
+        rule = stopped_by(self.spec, self.study)
         epochs = sum(int(t.user_attrs.get("epochs", len(t.intermediate_values)))
                      for t in self.study.get_trials(deepcopy=False) if t.state.is_finished())
         head = best[0] if best else None
@@ -236,7 +246,8 @@ class StudyReporter:
             best_run_id=head.user_attrs.get("mlflow_run_id", "") if head else "",
             best_trial=head.number if head else None, epochs_used=epochs,
             pareto_front=[(t.number, list(t.values)) for t in best] if self.spec.multi_objective else [],
-            importances=self.importances, importance_note=self.importance_note)
+            importances=self.importances, importance_note=self.importance_note,
+            stopped_by=rule[0] if rule else "", stopped_detail=rule[1] if rule else "")
 
     def log_best_model(self) -> None:
         """The best trial's model in MLflow's format, in that trial's run, rebuilt from its params and weights.

@@ -27,6 +27,7 @@ from core.signals import exit_code, install_signal_handlers, interrupt_behind, p
 from core.study import DEFAULT_STORAGE
 from core.study.report import StudyOutcome, StudyReporter
 from core.study.spec import StudySpec, make_pruner, make_sampler
+from core.study.stopping import stopped_by
 from core.study.storage import budget_lock, check_storage, experimental_heartbeat, is_rdb, open_storage
 from core.study.trial import run_trial
 from core.study.warm import WarmStart, enqueue
@@ -56,7 +57,8 @@ def run_study(spec: StudySpec, storage: str = DEFAULT_STORAGE, workers: int = 1,
     experiment_id = mlflow_store.experiment_id(spec.name)
     sweep_dead_trials(study, storage)
     mlflow_store.fail_stale_runs([experiment_id])
-    if count_trials(study)[0] >= spec.trials:  # e.g. `make run` again: say so rather than "resume" nothing
+    # e.g. `make run` again, or a study its target or patience rule stopped: say so rather than "resume" nothing
+    if count_trials(study)[0] >= spec.trials or stopped_by(spec, study) is not None:
         reporter = StudyReporter(spec, study, storage, study.user_attrs.get("mlflow_parent_run_id", ""))
         outcome = reporter.outcome()
         outcome.already_done = True
@@ -190,10 +192,10 @@ def work(spec: StudySpec, storage: str, parent_run_id: str, worker: int, progres
 
 
 def _next_trial(spec: StudySpec, study: optuna.Study, storage: str) -> optuna.Trial | None:
-    """A new trial, or None once the finished and running trials fill the budget."""
+    """A new trial, or None once the finished and running trials fill the budget or a stopping rule holds."""
     with budget_lock(storage, spec.name):
         finished, running = count_trials(study)
-        if finished + running >= spec.trials:
+        if finished + running >= spec.trials or stopped_by(spec, study) is not None:
             return None
         trial = study.ask()
         trial.set_user_attr("host", socket.gethostname())

@@ -44,6 +44,9 @@ class StudySpec:
     seed: int = 0
     path: str = ""
     importance: dict[str, Any] = field(default_factory=lambda: {"evaluator": "ped_anova"})
+    target: float | None = None  # stop once the best value reaches it (study.stopping)
+    patience: int | None = None  # stop after this many finished trials without improving by min_delta
+    min_delta: float = 0.0
 
     @property
     def multi_objective(self) -> bool:
@@ -64,7 +67,7 @@ def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = (), nam
                           f"(expected {', '.join(SECTIONS)})")
     base = Config().apply(document.get("config") or {}).apply(parse_overrides(overrides)).validate()
     metrics, directions = _objective(path, document.get("objective"), base)
-    budget = document.get("budget") or {}
+    budget = _budget(path, document.get("budget"))
     spec = StudySpec(
         name=name or str(document.get("name") or Path(path).stem),
         base=base, params=parse_space(document.get("space"), base), metrics=metrics, directions=directions,
@@ -72,8 +75,11 @@ def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = (), nam
         trials=int(trials if trials is not None else budget.get("trials", 30)),
         timeout=timeout if timeout is not None else budget.get("timeout"),
         seed=int(document.get("seed", base.seed)), path=str(path),
-        importance=_importance(path, document.get("importance")))
+        importance=_importance(path, document.get("importance")), target=budget.get("target"),
+        patience=budget.get("patience"), min_delta=budget.get("min_delta", 0.0))
     _check(path, spec)
+    if spec.multi_objective and (spec.target is not None or spec.patience is not None):
+        raise ConfigError(f"{path}: budget.target and budget.patience need a single objective")
     if spec.multi_objective and spec.pruner["name"] != "none":
         spec.pruner = {"name": "none"}  # Optuna cannot prune multi-objective trials
     make_sampler(spec, 0)
@@ -109,6 +115,23 @@ def _check(path, spec: StudySpec) -> None:
         raise ConfigError(f"{path}: sampler {spec.sampler['name']!r} is not one of {', '.join(SAMPLERS)}")
     if spec.pruner["name"] not in PRUNERS:
         raise ConfigError(f"{path}: pruner {spec.pruner['name']!r} is not one of {', '.join(PRUNERS)}")
+
+
+BUDGET_KEYS = ("trials", "timeout", "target", "patience", "min_delta")
+
+
+def _budget(path, budget: Any) -> dict[str, Any]:
+    budget = budget or {}
+    if not isinstance(budget, dict) or set(budget) - set(BUDGET_KEYS):
+        raise ConfigError(f"{path}: `budget:` takes {', '.join(BUDGET_KEYS)}, got {budget!r}")
+    for key in ("target", "min_delta"):
+        if key in budget and (not isinstance(budget[key], (int, float)) or isinstance(budget[key], bool)):
+            raise ConfigError(f"{path}: budget.{key} must be a number, got {budget[key]!r}")
+    if "patience" in budget and (not isinstance(budget["patience"], int) or budget["patience"] < 1):
+        raise ConfigError(f"{path}: budget.patience must be a whole number of trials, at least 1")
+    if budget.get("min_delta", 0) < 0:
+        raise ConfigError(f"{path}: budget.min_delta must be 0 or more")
+    return budget
 
 
 def _importance(path, value: Any) -> dict[str, Any]:
