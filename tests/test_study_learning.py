@@ -147,3 +147,33 @@ def test_stopping_rules_are_directed_and_checked(tmp_path):
     for budget, message in (({"patience": 0}, "patience"), ({"target": "high"}, "target"), ({"trails": 3}, "budget")):
         with pytest.raises(ConfigError, match=message):
             load_spec(tiny_study_spec(tmp_path, name="stop-bad", budget=budget))
+
+
+# ---- Wilcoxon pruning of K-fold trials --------------------------------------------------------------
+
+def test_wilcoxon_sees_each_folds_own_value_and_prunes_a_poor_trial(tmp_path):
+    import optuna
+
+    from core.study.storage import open_storage
+    from tests.helpers import TINY_CONFIG, load_study
+
+    config = {**TINY_CONFIG, "split": {"kind": "stratified_kfold", "k": 5}}
+    spec = load_spec(tiny_study_spec(tmp_path, name="wil", trials=2, config=config,
+                                     pruner={"name": "wilcoxon", "p_threshold": 0.5, "n_startup_steps": 2},
+                                     space={"optim.lr": {"type": "categorical", "choices": [0.3, 1.0e-6]}}))
+    study = optuna.create_study(study_name="wil", storage=open_storage("mlruns/optuna.journal"), direction="maximize")
+    study.enqueue_trial({"optim.lr": 0.3})  # learns
+    study.enqueue_trial({"optim.lr": 1.0e-6})  # barely moves: worse on every fold
+    outcome = run_study(spec)
+    assert (outcome.finished, outcome.pruned) == (1, 1)
+    first, second = load_study("wil").trials
+    fold_runs = [r for r in all_runs("wil") if r.data.tags.get("fold") and r.data.tags["trial_number"] == "0"]
+    per_fold = {int(r.data.tags["fold"]): r.data.metrics["final_val_acc"] for r in fold_runs}
+    assert first.intermediate_values == pytest.approx(per_fold)  # each fold's value, not the running mean
+    assert "wilcoxon" in second.user_attrs["prune_reason"] and len(second.intermediate_values) < 5
+
+
+def test_wilcoxon_on_a_holdout_study_is_one_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="wilcoxon pruner compares each fold's value"):
+        load_spec(tiny_study_spec(tmp_path, name="wil-h", pruner={"name": "wilcoxon"}))
+

@@ -6,6 +6,7 @@ study, trial or run exists.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,8 @@ SECTIONS = ("name", "config", "space", "objective", "sampler", "pruner", "budget
 SAMPLERS = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler,
             "cmaes": optuna.samplers.CmaEsSampler, "gp": optuna.samplers.GPSampler}
 PRUNERS = {"median": optuna.pruners.MedianPruner, "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
-           "hyperband": optuna.pruners.HyperbandPruner, "none": optuna.pruners.NopPruner}
+           "hyperband": optuna.pruners.HyperbandPruner, "none": optuna.pruners.NopPruner,
+           "wilcoxon": optuna.pruners.WilcoxonPruner}  # K-fold only: a signed-rank test on each fold's value
 # What a trial can be scored on: the validation metrics of fit(), or the model's size.
 METRICS = {"val_acc": "final_val_acc", "val_loss": "final_val_loss", "train_acc": "final_train_acc",
            "parameters": "parameters", "seconds": "seconds"}
@@ -115,6 +117,9 @@ def _check(path, spec: StudySpec) -> None:
         raise ConfigError(f"{path}: sampler {spec.sampler['name']!r} is not one of {', '.join(SAMPLERS)}")
     if spec.pruner["name"] not in PRUNERS:
         raise ConfigError(f"{path}: pruner {spec.pruner['name']!r} is not one of {', '.join(PRUNERS)}")
+    if spec.pruner["name"] == "wilcoxon" and spec.folds == 1:
+        raise ConfigError(f"{path}: the wilcoxon pruner compares each fold's value: it needs split.kind kfold "
+                          f"or stratified_kfold, not {spec.base.split.kind}")
 
 
 BUDGET_KEYS = ("trials", "timeout", "target", "patience", "min_delta")
@@ -170,7 +175,9 @@ def make_sampler(spec: StudySpec, worker: int) -> optuna.samplers.BaseSampler:
 def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
     options = {k: v for k, v in spec.pruner.items() if k != "name"}
     try:
-        return PRUNERS[spec.pruner["name"]](**options)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # WilcoxonPruner: chosen knowingly
+            return PRUNERS[spec.pruner["name"]](**options)
     except TypeError as error:
         raise ConfigError(f"pruner {spec.pruner['name']}: {error}") from None
 
