@@ -177,3 +177,49 @@ def test_wilcoxon_on_a_holdout_study_is_one_config_error(tmp_path):
     with pytest.raises(ConfigError, match="wilcoxon pruner compares each fold's value"):
         load_spec(tiny_study_spec(tmp_path, name="wil-h", pruner={"name": "wilcoxon"}))
 
+
+# ---- the live dashboard -------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_dashboard_serves_the_studies_with_their_mlflow_runs(tmp_path):
+    import json
+    import urllib.request
+
+    from core import servers
+    from tests.helpers import free_port, start_cli
+
+    run_study(load_spec(tiny_study_spec(tmp_path, name="dash", trials=2, config=_one_epoch())))
+    port = free_port()
+    process = start_cli("dashboard", "--port", str(port), cwd=tmp_path)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        assert servers.wait_until_answers(f"{base}/api/studies", timeout=60, process=process), process.stderr.read()
+        with urllib.request.urlopen(f"{base}/api/studies", timeout=10) as response:
+            (study,) = json.load(response)["study_summaries"]
+        assert study["study_name"] == "dash"
+        with urllib.request.urlopen(f"{base}/api/studies/{study['study_id']}", timeout=10) as response:
+            detail = json.load(response)
+        run_ids = {attr["value"] for trial in detail["trials"] for attr in trial["user_attrs"]
+                   if attr["key"] == "mlflow_run_id"}
+        assert len(run_ids) == 2 and "parent run" in detail["note"]["body"]
+        with urllib.request.urlopen(f"{base}/dashboard", timeout=10) as response:
+            assert b"bundle.js" in response.read()  # the UI's assets come from the wheel, no network
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+@pytest.mark.slow
+def test_dashboard_refuses_a_missing_storage_and_a_taken_port(tmp_path):
+    import socket
+
+    from tests.helpers import run_cli
+
+    result = run_cli("dashboard", "--storage", str(tmp_path / "none.journal"), cwd=tmp_path, timeout=60)
+    assert result.returncode == 2 and "no Optuna storage at" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "none.journal").exists()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        result = run_cli("dashboard", "--port", str(taken.getsockname()[1]), cwd=tmp_path, timeout=60)
+    assert result.returncode == 2 and "is not free" in result.stderr

@@ -90,8 +90,20 @@ class StudyReporter:
                 record.log_params({**self.spec.base.to_flat(), "study.sampler": self.spec.sampler["name"],
                                    "study.pruner": self.spec.pruner["name"], "study.seed": self.spec.seed})
             self.study.set_user_attr("mlflow_parent_run_id", self.parent_run_id)
+            self._dashboard_note()
         self.client.set_tag(self.parent_run_id, "budget_trials", str(self.spec.trials))
         return self.parent_run_id
+
+    def _dashboard_note(self) -> None:
+        """The study's note in optuna-dashboard (`python -m core dashboard`): where its MLflow runs are."""
+        try:
+            import optuna_dashboard
+
+            optuna_dashboard.save_note(self.study, (
+                f"MLflow experiment `{self.spec.name}`, parent run `{self.parent_run_id}`. Each trial's MLflow run "
+                f"id is its user attribute `mlflow_run_id`; open them with `python -m core ui`."))
+        except Exception as error:  # the study stands without its note
+            log.info("no dashboard note: %s", error)
 
     def _usable(self, run_id: str) -> bool:
         try:
