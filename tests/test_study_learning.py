@@ -223,3 +223,19 @@ def test_dashboard_refuses_a_missing_storage_and_a_taken_port(tmp_path):
         taken.listen()
         result = run_cli("dashboard", "--port", str(taken.getsockname()[1]), cwd=tmp_path, timeout=60)
     assert result.returncode == 2 and "is not free" in result.stderr
+
+
+@pytest.mark.slow
+def test_cli_summary_says_importances_stopping_and_refuses_bad_warm_starts(tmp_path):
+    from tests.helpers import load_study, run_cli
+
+    spec = tiny_study_spec(tmp_path, name="cli-l", config=_one_epoch(), budget={"trials": 5, "target": 0.0})
+    result = run_cli("study", str(spec), "--enqueue", "optim.lr=0.05", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "parameter importance: not computed: 1 complete trials" in result.stdout
+    assert "stopped by the target rule: best val_acc" in result.stdout
+    again = run_cli("study", str(spec), cwd=tmp_path)
+    assert again.returncode == 0 and "was stopped by its target rule" in again.stdout
+    bad = run_cli("study", str(spec), "--name", "cli-m", "--enqueue", "optim.lr=5", cwd=tmp_path)
+    assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "outside the space" in bad.stderr
+    assert len(load_study("cli-l").trials) == 1

@@ -12,10 +12,8 @@ from core.study import DEFAULT_STORAGE
 HELP = "run (or resume) an Optuna hyperparameter study; every trial is an MLflow run"
 OVERRIDES = "overrides"  # key=value items after the options join these
 EXAMPLES = ["python -m core study studies/digits_mlp.yaml",
-            "python -m core study studies/digits_mlp.yaml --trials 10 train.epochs=5",
-            "python -m core study studies/digits_mlp.yaml --workers 2 --name digits-2",
-            "python -m core study studies/digits_mlp.yaml --name digits-b --warm-start digits_mlp --warm-start-top 3",
-            "python -m core study studies/digits_mlp.yaml --enqueue optim.lr=0.01,optim.name=adam"]
+            "python -m core study studies/digits_mlp.yaml --trials 10 --workers 2 train.epochs=5",
+            "python -m core study studies/digits_mlp.yaml --name digits-b --warm-start digits_mlp --warm-start-top 3"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
