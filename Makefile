@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup run train test lint test-fast bench ui visdom clean-venv
+.PHONY: setup run train test lint test-fast bench ui visdom dashboard clean-venv
 
 setup: $(STAMP)
 
@@ -39,6 +39,9 @@ ui: setup
 
 visdom: setup
 	$(PY) -m core visdom
+
+dashboard: setup
+	$(PY) -m core dashboard
 
 clean-venv:
 	rm -rf $(VENV)

@@ -17,7 +17,7 @@ import sys
 from core.errors import UserError
 from core.signals import exit_code
 
-VERBS = ["run", "train", "study", "compare", "reproduce", "evaluate", "visdom", "ui", "keys"]
+VERBS = ["run", "train", "study", "compare", "reproduce", "evaluate", "visdom", "ui", "dashboard", "keys"]
 
 
 class _Parser(argparse.ArgumentParser):

@@ -64,6 +64,7 @@ def device_name(device: torch.device) -> str:
 def run_tags(config: Config, fingerprint: str, device: torch.device) -> dict[str, str]:
     tags = {"git_commit": git_commit(), "device": device_name(device), "seed": str(config.seed),
             "data_fingerprint": fingerprint, "data_name": config.data.name, "made_by": "core"}
+    tags["torch_threads"] = str(torch.get_num_threads())  # CPU reductions sum in an order that depends on it
     if "CUDA_VISIBLE_DEVICES" in os.environ:  # e.g. the GPU a study worker was given
         tags["cuda_visible_devices"] = os.environ["CUDA_VISIBLE_DEVICES"]
     tags.update({f"version.{name}": version for name, version in package_versions().items()})

@@ -120,6 +120,8 @@ def reproduce(run_id: str, epochs: int | None = None, tolerance: float = 1e-4,
     run, config = logged_run(run_id)
     tags = run.data.tags
     changed_code = code_warnings(tags, config, allow_code_change)
+    if tags.get("torch_threads", "").isdigit():  # e.g. a study worker's share of the cores: the same sums again
+        torch.set_num_threads(int(tags["torch_threads"]))
     if epochs is not None:
         if epochs < 1:
             raise UserError(f"--epochs={epochs}: must be at least 1")

@@ -12,8 +12,8 @@ from core.study import DEFAULT_STORAGE
 HELP = "run (or resume) an Optuna hyperparameter study; every trial is an MLflow run"
 OVERRIDES = "overrides"  # key=value items after the options join these
 EXAMPLES = ["python -m core study studies/digits_mlp.yaml",
-            "python -m core study studies/digits_mlp.yaml --trials 10 train.epochs=5",
-            "python -m core study studies/digits_mlp.yaml --workers 2 --name digits-2"]
+            "python -m core study studies/digits_mlp.yaml --trials 10 --workers 2 train.epochs=5",
+            "python -m core study studies/digits_mlp.yaml --name digits-b --warm-start digits_mlp --warm-start-top 3"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,6 +21,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="overrides of the spec's base config, before or after the options")
     add_study_options(parser)
+    parser.add_argument("--warm-start", metavar="STUDY_OR_RUN_ID",
+                        help="queue first the best configurations of another study in the same storage, "
+                             "or the params of an MLflow run (only the keys of this study's space)")
+    parser.add_argument("--warm-start-top", type=int, default=5, metavar="K",
+                        help="with --warm-start STUDY: how many of its best complete trials (default 5)")
+    parser.add_argument("--enqueue", action="append", default=[], metavar="key=value,...",
+                        help="queue this configuration first (repeatable)")
 
 
 def add_study_options(parser: argparse.ArgumentParser) -> None:
@@ -41,11 +48,14 @@ def main(args: argparse.Namespace) -> int:
         raise UserError("give a study spec first, e.g. python -m core study studies/digits_mlp.yaml")
     from core.study.runner import run_study  # Optuna and torch load here, not for --help or a usage error
     from core.study.spec import load_spec
+    from core.study.warm import plan
 
     spec = load_spec(spec_path, overrides, name=args.name, trials=args.trials, timeout=args.timeout)
+    warm_starts = plan(spec, args.storage, args.warm_start, args.warm_start_top, args.enqueue)
     signals.install_signal_handlers()
     print_visdom_url(spec.base.track, spec.name)
-    outcome = run_study(spec, storage=args.storage, workers=args.workers, progress=True, gpus=args.gpus)
+    outcome = run_study(spec, storage=args.storage, workers=args.workers, progress=True, gpus=args.gpus,
+                        warm_starts=warm_starts)
     print_outcome(outcome, spec.metrics)
     return 1 if outcome.interrupted else 0
 
@@ -59,7 +69,12 @@ def gpu_list(text: str) -> list[str]:
 
 
 def print_outcome(outcome, metrics: list[str]) -> None:
-    if outcome.already_done:
+    if outcome.already_done and outcome.stopped_by:
+        print(f"study {outcome.name} was stopped by its {outcome.stopped_by} rule ({outcome.stopped_detail}): "
+              "nothing was run.")
+        print("  to go on: change budget.target / budget.patience in the spec; to start another: --name NEW_NAME")
+        print("  its results so far:")
+    elif outcome.already_done:
         finished = outcome.finished + outcome.pruned
         print(f"study {outcome.name} already has {finished} finished trials, as many as asked for: nothing was run.")
         print(f"  to extend it: --trials {finished + 10} (or any larger number); to start another: --name NEW_NAME")
@@ -76,10 +91,22 @@ def print_outcome(outcome, metrics: list[str]) -> None:
         for key, value in outcome.best_params.items():
             print(f"    {key} = {value}")
         print(f"  best trial's MLflow run: {outcome.best_run_id}")
+    print_importances(outcome)
+    if outcome.stopped_by and not outcome.already_done:
+        print(f"  stopped by the {outcome.stopped_by} rule: {outcome.stopped_detail}")
     print(f"  study's parent run:      {outcome.parent_run_id}")
     print(f"  Optuna storage:          {outcome.storage}")
     print("  browse:  python -m core ui        (or: make ui)")
     print(f"  live:    {visdom_hint(outcome.name)}")
+
+
+def print_importances(outcome) -> None:
+    if not outcome.importances:
+        print(f"  parameter importance: {outcome.importance_note}")
+        return
+    top = list(outcome.importances.items())[:3]
+    print("  most important: " + ", ".join(f"{key} ({value:.2f})" for key, value in top)
+          + "    (all: the parent run's importance/* metrics)")
 
 
 def print_front(front: list[tuple[int, list[float]]], metrics: list[str]) -> None:

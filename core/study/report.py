@@ -22,10 +22,12 @@ import optuna.visualization as plotly_plots
 import optuna.visualization.matplotlib as png_plots
 import pandas as pd
 from matplotlib import pyplot as plt
-from mlflow.entities import Metric
+from mlflow.entities import Metric, RunTag
+from mlflow.exceptions import MlflowException
 
 from core.reproduce import load_logged_weights
-from core.study.spec import StudySpec
+from core.study.spec import StudySpec, make_importance_evaluator
+from core.study.stopping import stopped_by
 from core.tracked import log_served_model
 from core.tracking import mlflow_store
 from core.tracking.mlflow_sink import MLflowTracker
@@ -36,6 +38,7 @@ log = logging.getLogger(__name__)
 REFRESH_SECONDS = 30.0
 BEST_MODEL_TAG = "best_model_run_id"  # the trial run that holds the study's model in MLflow's format
 PLOTS = ("optimization_history", "param_importances", "parallel_coordinate", "intermediate_values")
+MIN_IMPORTANCE_TRIALS = 10  # below this, importances are noise: not computed, and the note says so
 NO_PNG = {"parallel_coordinate"}  # its static image is unreadable (labels overlap): the HTML only
 
 
@@ -53,6 +56,10 @@ class StudyOutcome:
     best_trial: int | None
     epochs_used: int
     pareto_front: list[tuple[int, list[float]]] = field(default_factory=list)  # multi-objective: (trial, values)
+    importances: dict[str, float] | None = None  # parameter -> importance, largest first; None: not computed
+    importance_note: str = ""  # why they were not computed
+    stopped_by: str = ""  # the budget rule that stopped the study: target, patience, or "" (trials, timeout)
+    stopped_detail: str = ""
     interrupted: bool = False
     already_done: bool = False  # the study had its trials before this command: nothing was run
 
@@ -63,6 +70,9 @@ class StudyReporter:
         self.parent_run_id = parent_run_id
         self.client = mlflow_store.client()
         self._last_refresh = time.monotonic()
+        self.importances: dict[str, float] | None = None
+        self.importance_note = ""
+        self._importance_trials = -1  # complete trials when they were last computed
 
     # ---- the parent run's life -----------------------------------------------------
     def open_parent_run(self) -> str:
@@ -84,8 +94,20 @@ class StudyReporter:
                 record.log_params({**fixed, "study.sampler": self.spec.sampler["name"],
                                    "study.pruner": self.spec.pruner["name"], "study.seed": self.spec.seed})
             self.study.set_user_attr("mlflow_parent_run_id", self.parent_run_id)
+            self._dashboard_note()
         self.client.set_tag(self.parent_run_id, "budget_trials", str(self.spec.trials))
         return self.parent_run_id
+
+    def _dashboard_note(self) -> None:
+        """The study's note in optuna-dashboard (`python -m core dashboard`): where its MLflow runs are."""
+        try:
+            import optuna_dashboard
+
+            optuna_dashboard.save_note(self.study, (
+                f"MLflow experiment `{self.spec.name}`, parent run `{self.parent_run_id}`. Each trial's MLflow run "
+                f"id is its user attribute `mlflow_run_id`; open them with `python -m core ui`."))
+        except Exception as error:  # the study stands without its note
+            log.info("no dashboard note: %s", error)
 
     def _usable(self, run_id: str) -> bool:
         try:
@@ -126,13 +148,54 @@ class StudyReporter:
             tags = {f"best.{key}": str(value) for key, value in best[0].params.items()}
             tags.update({"best_value": str(best[0].value), "best_trial": str(best[0].number),
                          "best_run_id": best[0].user_attrs.get("mlflow_run_id", "")})
-            for key, value in tags.items():
-                self.client.set_tag(self.parent_run_id, key, value)
+            self.set_tags(tags)
         if self.spec.multi_objective and best:
             pareto = pd.DataFrame([{"number": t.number, **dict(zip(self.spec.metrics, t.values)), **t.params}
                                    for t in best])
             self.client.log_text(self.parent_run_id, pareto.to_csv(index=False), "pareto_front.csv")
-        self.client.set_tag(self.parent_run_id, mlflow_store.NOTE_TAG, self.summary_markdown())
+        self.update_importances(log_metrics=True)
+        self.set_tags({mlflow_store.NOTE_TAG: self.summary_markdown()})
+
+    def update_importances(self, log_metrics: bool = False) -> None:
+        """Parameter importances by the spec's evaluator, once there are enough complete trials; as metrics
+        `importance/<key>` (step: complete trials) on the parent run when `log_metrics`."""
+        complete = self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        if len(complete) == self._importance_trials:
+            return
+        self._importance_trials = len(complete)
+        self.importances = None
+        if len(complete) < MIN_IMPORTANCE_TRIALS:
+            self.importance_note = (f"not computed: {len(complete)} complete trials, "
+                                    f"at least {MIN_IMPORTANCE_TRIALS} needed")
+            return
+        target = (lambda t: t.values[0]) if self.spec.multi_objective else None
+        try:
+            self.importances = optuna.importance.get_param_importances(
+                self.study, evaluator=make_importance_evaluator(self.spec), target=target)
+        except Exception as error:  # e.g. every complete trial has the same value
+            self.importance_note = f"not computed: {error}"
+            return
+        self.importance_note = ""
+        if log_metrics and self.importances:
+            self.client.log_batch(self.parent_run_id, metrics=[_metric(f"importance/{key}", value, len(complete))
+                                                               for key, value in self.importances.items()])
+
+    def importance_line(self) -> str:
+        evaluator = self.spec.importance["evaluator"]
+        if not self.importances:
+            return f"Parameter importance ({evaluator}): {self.importance_note}"
+        shown = ", ".join(f"{key} {value:.2f}" for key, value in self.importances.items())
+        return f"Parameter importance ({evaluator}): {shown}"
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        """Tags of the parent run, which every worker refreshes: MLflow's SQL store looks a tag up, then
+        inserts it, so two workers setting the same new tag at once collide on its unique key. The second
+        try finds the tag and updates it."""
+        batch = [RunTag(key, str(value)) for key, value in tags.items()]
+        try:
+            self.client.log_batch(self.parent_run_id, tags=batch)
+        except MlflowException:
+            self.client.log_batch(self.parent_run_id, tags=batch)
 
     def best_trials(self) -> list:
         try:
@@ -157,7 +220,11 @@ class StudyReporter:
                  f"Objective: {', '.join(f'{d} {m}' for m, d in zip(self.spec.metrics, self.spec.directions))}  ",
                  f"Trials: {counts['finished']} complete, {counts['pruned']} pruned, {counts['failed']} failed "
                  f"(budget {self.spec.trials})  ",
-                 f"Sampler: {self.spec.sampler['name']}, pruner: {self.spec.pruner['name']}", ""]
+                 f"Sampler: {self.spec.sampler['name']}, pruner: {self.spec.pruner['name']}  ",
+                 self.importance_line(), ""]
+        rule = stopped_by(self.spec, self.study)
+        if rule:
+            lines[-1:-1] = [f"Stopped by the {rule[0]} rule: {rule[1]}  "]
         best = self.best_trials()
         if not best:
             return "\n".join(lines + ["No trial has completed yet."])
@@ -183,12 +250,17 @@ class StudyReporter:
         self.refresh()
         self.log_plots()
         self.log_best_model()
-        return self.outcome()
+        outcome = self.outcome()
+        if outcome.stopped_by:
+            self.client.set_tag(self.parent_run_id, "stopped_by", outcome.stopped_by)
+        return outcome
 
     def outcome(self) -> StudyOutcome:
         """What the study holds now: counts, the best trial (or the Pareto front), epochs trained."""
         counts = self.counts()
         best = self.best_trials()
+        self.update_importances()
+        rule = stopped_by(self.spec, self.study)
         epochs = sum(int(t.user_attrs.get("epochs", len(t.intermediate_values)))
                      for t in self.study.get_trials(deepcopy=False) if t.state.is_finished())
         head = best[0] if best else None
@@ -198,7 +270,9 @@ class StudyReporter:
             best_values=list(head.values) if head else None, best_params=dict(head.params) if head else {},
             best_run_id=head.user_attrs.get("mlflow_run_id", "") if head else "",
             best_trial=head.number if head else None, epochs_used=epochs,
-            pareto_front=[(t.number, list(t.values)) for t in best] if self.spec.multi_objective else [])
+            pareto_front=[(t.number, list(t.values)) for t in best] if self.spec.multi_objective else [],
+            importances=self.importances, importance_note=self.importance_note,
+            stopped_by=rule[0] if rule else "", stopped_detail=rule[1] if rule else "")
 
     def log_best_model(self) -> None:
         """The best trial's model in MLflow's format, in that trial's run, rebuilt from its params and weights.
@@ -233,6 +307,10 @@ class StudyReporter:
                     kwargs["target"], kwargs["target_name"] = (lambda t: t.values[0]), self.spec.metrics[0]
                 if name == "intermediate_values" and self.spec.multi_objective:
                     continue
+                if name == "param_importances":
+                    if not self.importances:
+                        continue  # too few trials: the note says so
+                    kwargs["evaluator"] = make_importance_evaluator(self.spec)
                 try:
                     figure = getattr(plotly_plots, f"plot_{name}")(self.study, **kwargs)
                     html = Path(folder) / f"{name}.html"

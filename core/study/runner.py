@@ -27,8 +27,10 @@ from core.signals import exit_code, install_signal_handlers, interrupt_behind, p
 from core.study import DEFAULT_STORAGE
 from core.study.report import StudyOutcome, StudyReporter
 from core.study.spec import StudySpec, make_pruner, make_sampler
+from core.study.stopping import stopped_by
 from core.study.storage import budget_lock, check_storage, experimental_heartbeat, is_rdb, open_storage
 from core.study.trial import run_trial
+from core.study.warm import WarmStart, enqueue
 from core.tracking import mlflow_store
 from core.train import prepare, warm_up
 
@@ -38,10 +40,12 @@ FAILURES_IN_A_ROW = 10  # a study stops when its last this-many trials all faile
 
 
 def run_study(spec: StudySpec, storage: str = DEFAULT_STORAGE, workers: int = 1,
-              progress: bool = False, gpus: list[str] | None = None) -> StudyOutcome:
+              progress: bool = False, gpus: list[str] | None = None,
+              warm_starts: list[WarmStart] | None = None) -> StudyOutcome:
     """Run `spec` until `spec.trials` trials are finished (complete or pruned) in the study.
 
     With several workers and several GPUs (`gpus`, default: every visible one), each worker gets its own.
+    `warm_starts` (study.warm.plan) are queued first, those the study does not hold yet.
     """
     if workers < 1:
         raise UserError(f"--workers={workers}: must be at least 1")
@@ -55,12 +59,16 @@ def run_study(spec: StudySpec, storage: str = DEFAULT_STORAGE, workers: int = 1,
     mlflow_store.experiment_id(spec.name)  # created before any worker starts
     sweep_dead_trials(study, storage)
     mlflow_store.fail_stale_runs()  # every experiment's, as at any command's start: 16 ms for 400 runs
-    if count_trials(study)[0] >= spec.trials:  # e.g. `make run` again: say so rather than "resume" nothing
+    # e.g. `make run` again, or a study its target or patience rule stopped: say so rather than "resume" nothing
+    if count_trials(study)[0] >= spec.trials or stopped_by(spec, study) is not None:
         reporter = StudyReporter(spec, study, storage, study.user_attrs.get("mlflow_parent_run_id", ""))
         outcome = reporter.outcome()
         outcome.already_done = True
         return outcome
 
+    queued = enqueue(study, warm_starts or [])
+    if queued:
+        log.info("queued %d warm-start configurations as the first trials", queued)
     reporter = StudyReporter(spec, study, storage)
     interrupted = False
     try:
@@ -186,10 +194,10 @@ def work(spec: StudySpec, storage: str, parent_run_id: str, worker: int, progres
 
 
 def _next_trial(spec: StudySpec, study: optuna.Study, storage: str) -> optuna.Trial | None:
-    """A new trial, or None once the finished and running trials fill the budget."""
+    """A new trial, or None once the finished and running trials fill the budget or a stopping rule holds."""
     with budget_lock(storage, spec.name):
         finished, running = count_trials(study)
-        if finished + running >= spec.trials:
+        if finished + running >= spec.trials or stopped_by(spec, study) is not None:
             return None
         recent = study.get_trials(deepcopy=False)[-FAILURES_IN_A_ROW:]
         if len(recent) == FAILURES_IN_A_ROW and all(t.state == optuna.trial.TrialState.FAIL for t in recent):

@@ -45,6 +45,8 @@ def run_trial(spec: StudySpec, study: optuna.Study, trial: optuna.Trial,
     trial.set_user_attr("seed", config.seed)
     name = trial_run_name(trial.number, trial.params)
     tags = {"study": spec.name, "trial_number": str(trial.number), "seed": str(config.seed)}
+    if trial.user_attrs.get("warm_start_from"):  # queued from another study, a run, or --enqueue
+        tags["warm_start_from"] = trial.user_attrs["warm_start_from"]
     run_ids: list[str] = []
 
     def on_run_start(run_id: str) -> None:
@@ -128,7 +130,8 @@ def _run_holdout(spec: StudySpec, trial: optuna.Trial, config: Config, name: str
 
 def _run_folds(spec: StudySpec, trial: optuna.Trial, config: Config, name: str, tags: dict[str, str],
                parent_run_id: str, on_run_start: OnRunStart) -> tuple[list[float], int]:
-    """K-fold: the trial's value is the mean over folds, reported to the pruner after each fold.
+    """K-fold: the trial's value is the mean over folds, reported to the pruner after each fold (the running mean,
+    or each fold's own value for the wilcoxon pruner, step = fold).
 
     A pruned trial's run (and its fold runs) end FINISHED, tagged state=pruned like holdout trials:
     the pruning is raised only once the trial's run is closed.
@@ -163,7 +166,8 @@ def _folds(spec: StudySpec, trial: optuna.Trial, config: Config, name: str, tags
         mean = [sum(values) / len(values) for values in zip(*per_fold)]
         summary.log_metrics({f"cv_{metric}": value for metric, value in zip(spec.metrics, mean)}, step=fold)
         if not spec.multi_objective:
-            trial.report(mean[0], fold)
+            # Wilcoxon pairs each fold's own value with the best trial's on the same fold; the others see the mean.
+            trial.report(per_fold[-1][0] if spec.pruner["name"] == "wilcoxon" else mean[0], fold)
             if trial.should_prune():
                 return mean, epochs, f"pruned by the {spec.pruner['name']} pruner after fold {fold}"
     return mean, epochs, ""

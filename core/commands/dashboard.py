@@ -1,0 +1,54 @@
+"""`python -m core dashboard [--port P] [--storage URL]`: optuna-dashboard on the project's Optuna storage."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+from core import servers, signals
+from core.errors import UserError
+from core.study import DEFAULT_STORAGE
+
+HELP = "start optuna-dashboard on the project's Optuna storage (bound to 127.0.0.1): studies live, trial by trial"
+EXAMPLES = ["python -m core dashboard", "python -m core dashboard --port 8081",
+            "python -m core dashboard --storage sqlite:///optuna.db"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    parser.add_argument("--host", default=servers.LOOPBACK, help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--storage", default=DEFAULT_STORAGE,
+                        help=f"Optuna storage: a journal file, sqlite:///..., or postgresql://... "
+                             f"(default {DEFAULT_STORAGE})")
+
+
+def dashboard_command(storage: str, host: str, port: int) -> list[str]:
+    return [sys.executable, "-m", "core.dashboard_server", storage, host, str(port)]
+
+
+def main(args: argparse.Namespace) -> int:
+    from core.study.storage import check_storage, is_rdb
+
+    signals.install_signal_handlers()  # SIGTERM stops the server too, instead of orphaning it
+    servers.check_port(args.port, args.host)
+    check_storage(args.storage)
+    if not is_rdb(args.storage) and not Path(args.storage).exists():
+        raise UserError(f"no Optuna storage at {args.storage}: run a study first (make run, python -m core study)")
+    servers.warn_if_exposed(args.host, "optuna-dashboard")
+    base = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}"
+    process = subprocess.Popen(dashboard_command(args.storage, args.host, args.port))
+    try:
+        if not servers.wait_until_answers(f"{base}/api/studies", timeout=60, process=process):
+            raise UserError(f"optuna-dashboard did not start on port {args.port} (see its messages above)")
+        print(f"Optuna dashboard: {base}/dashboard", flush=True)
+        print("  each trial's MLflow run is its user attribute mlflow_run_id (python -m core ui to open it)",
+              flush=True)
+        print("Ctrl-C stops it.", flush=True)
+    except BaseException:
+        process.terminate()
+        process.wait(30)
+        raise
+    servers.run_until_interrupted(process)
+    return 0
