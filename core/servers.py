@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import socket
+import subprocess
 import time
 import urllib.request
+from collections.abc import Callable
 
 from core.errors import UserError
 
@@ -48,6 +50,28 @@ def wait_until_answers(url: str, timeout: float, process=None) -> bool:
             return False
         time.sleep(0.2)
     return False
+
+
+def url_for(host: str, port: int) -> str:
+    """Where a server bound to `host` answers from this machine (loopback for the any-address binds)."""
+    return f"http://{LOOPBACK if host in ('0.0.0.0', '::') else host}:{port}"
+
+
+def serve(command: list[str], base: str, health_path: str, what: str, on_ready: Callable[[], None],
+          env: dict[str, str] | None = None) -> None:
+    """Run a server in the foreground (the MLflow UI, optuna-dashboard) until Ctrl-C or SIGTERM: start it,
+    wait until `base + health_path` answers, call `on_ready` (the command prints where it is), then wait.
+    A server that does not start, or a stop before it is ready, ends it too: none is left orphaned."""
+    process = subprocess.Popen(command, env=env)
+    try:
+        if not wait_until_answers(base + health_path, timeout=60, process=process):
+            raise UserError(f"{what} did not start on {base} (see its messages above)")
+        on_ready()
+    except BaseException:
+        process.terminate()
+        process.wait(30)
+        raise
+    run_until_interrupted(process)
 
 
 def run_until_interrupted(process) -> None:

@@ -23,10 +23,6 @@ def server_command(port: int, host: str, env_path: Path) -> list[str]:
     return command
 
 
-def url_for(host: str, port: int) -> str:
-    return f"http://{servers.LOOPBACK if host in ('0.0.0.0', '::') else host}:{port}"
-
-
 def start(port: int = DEFAULT_PORT, host: str = servers.LOOPBACK, env_path: Path = ENV_PATH,
           detached: bool = False) -> tuple[subprocess.Popen, str]:
     """Start a server and wait until it answers; returns the process and its URL."""
@@ -38,7 +34,7 @@ def start(port: int = DEFAULT_PORT, host: str = servers.LOOPBACK, env_path: Path
     process = subprocess.Popen(server_command(port, host, env_path), stdout=log_file, stderr=subprocess.STDOUT,
                                stdin=subprocess.DEVNULL, start_new_session=detached, preexec_fn=lambda: os.nice(19))
     log_file.close()
-    url = url_for(host, port)
+    url = servers.url_for(host, port)
     if not servers.wait_until_answers(url, timeout=60, process=process):
         process.terminate()
         raise UserError(f"the Visdom server did not start on port {port}; see {env_path / 'server.log'}")
@@ -55,7 +51,7 @@ def ensure_server(port: int = DEFAULT_PORT, env_path: Path = ENV_PATH) -> str:
     A server on the port that another store (another checkout) started is not reused: its env files would
     land elsewhere, so this is one line saying whose it is and what to do.
     """
-    url = url_for(servers.LOOPBACK, port)
+    url = servers.url_for(servers.LOOPBACK, port)
     if not servers.answers(url):
         start(port, servers.LOOPBACK, env_path, detached=True)  # outlives this command, like a daemon
         return url

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 from pathlib import Path
 
@@ -37,18 +36,14 @@ def main(args: argparse.Namespace) -> int:
     if not is_rdb(args.storage) and not Path(args.storage).exists():
         raise UserError(f"no Optuna storage at {args.storage}: run a study first (make run, python -m core study)")
     servers.warn_if_exposed(args.host, "optuna-dashboard")
-    base = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}"
-    process = subprocess.Popen(dashboard_command(args.storage, args.host, args.port))
-    try:
-        if not servers.wait_until_answers(f"{base}/api/studies", timeout=60, process=process):
-            raise UserError(f"optuna-dashboard did not start on port {args.port} (see its messages above)")
+    base = servers.url_for(args.host, args.port)
+
+    def ready() -> None:
         print(f"Optuna dashboard: {base}/dashboard", flush=True)
         print("  each trial's MLflow run is its user attribute mlflow_run_id (python -m core ui to open it)",
               flush=True)
         print("Ctrl-C stops it.", flush=True)
-    except BaseException:
-        process.terminate()
-        process.wait(30)
-        raise
-    servers.run_until_interrupted(process)
+
+    servers.serve(dashboard_command(args.storage, args.host, args.port), base, "/api/studies", "optuna-dashboard",
+                  ready)
     return 0

@@ -123,9 +123,9 @@ def visdom_hint(env: str) -> str:
     """The running server's page of this study, or how to start one (never a command the taken port would fail)."""
     from core import servers
     from core.tracking.visdom_sink import env_url
-    from core.visdom_server import DEFAULT_PORT, url_for
+    from core.visdom_server import DEFAULT_PORT
 
-    url = url_for(servers.LOOPBACK, DEFAULT_PORT)
+    url = servers.url_for(servers.LOOPBACK, DEFAULT_PORT)
     if servers.answers(url):
         return env_url(url, env)
     return "python -m core visdom    (or: make visdom), then rerun to watch"

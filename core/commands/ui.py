@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 
 from core import servers, signals
@@ -67,17 +66,12 @@ def main(args: argparse.Namespace) -> int:
     if path is not None and not path.exists():
         raise UserError(f"no MLflow store at {path}: run `make run` or `python -m core train` first")
     servers.warn_if_exposed(args.host, "the MLflow UI")
-    base = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}"
-    process = subprocess.Popen(ui_command(uri, args.host, args.port), env=ui_env())
-    try:
-        if not servers.wait_until_answers(f"{base}/health", timeout=60, process=process):
-            raise UserError(f"the MLflow UI did not start on port {args.port} (see its messages above)")
+    base = servers.url_for(args.host, args.port)
+
+    def ready() -> None:
         print(f"MLflow UI: {last_experiment_url(base)}", flush=True)
         print(f"  every experiment: {base}/#/experiments?workflowType=machine_learning", flush=True)
         print("Ctrl-C stops it.", flush=True)
-    except BaseException:
-        process.terminate()
-        process.wait(30)
-        raise
-    servers.run_until_interrupted(process)
+
+    servers.serve(ui_command(uri, args.host, args.port), base, "/health", "the MLflow UI", ready, env=ui_env())
     return 0
