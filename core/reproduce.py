@@ -16,7 +16,6 @@ from pathlib import Path
 
 import torch
 from mlflow.entities import Run
-from mlflow.exceptions import MlflowException
 
 from core import provenance, user_code
 from core.config import Config
@@ -46,26 +45,10 @@ class Reproduction:
         return self.first_divergence is None
 
 
-def open_store() -> None:
-    """The current store, which must already exist: reproducing never creates one."""
-    uri = mlflow_store.tracking_uri()
-    path = mlflow_store.sqlite_path(uri)
-    if path is not None and not path.is_file():
-        raise UserError(f"no MLflow store at {path} (set MLFLOW_TRACKING_URI or run from the project folder)")
-    mlflow_store.client()
-
-
 def logged_run(run_id: str) -> tuple[Run, Config]:
     """The run and its config; any reason it cannot be reproduced is one UserError line."""
-    open_store()
+    run = mlflow_store.existing_run(run_id)
     client = mlflow_store.client()
-    try:
-        run = client.get_run(run_id)
-    except MlflowException as error:
-        if error.error_code == "RESOURCE_DOES_NOT_EXIST":
-            raise UserError(f"no run {run_id!r} in {mlflow_store.tracking_uri()}") from None
-        raise UserError(f"run {run_id!r} cannot be read from {mlflow_store.tracking_uri()}: "
-                        f"{str(error).strip().splitlines()[0]}") from None
     tags = run.data.tags
     if run.info.lifecycle_stage == "deleted":
         raise UserError(f"run {run_id} is deleted (restore it in the MLflow UI first)")

@@ -67,15 +67,10 @@ def load(run_id: str) -> Resume | None:
 
 def find(run_id: str) -> Resume:
     """For `train --resume RUN_ID`: the run must exist, be over, and have a checkpoint; else one UserError."""
-    store = mlflow_store.sqlite_path(mlflow_store.tracking_uri())
-    if store is not None and not store.is_file():
-        raise UserError(f"no run {run_id}: there is no store at {store}")
-    client = mlflow_store.client()
+    mlflow_store.require_store()
     mlflow_store.fail_stale_runs()  # a run whose process was killed is RUNNING until this marks it FAILED
-    try:
-        run = client.get_run(run_id)
-    except Exception:
-        raise UserError(f"no run {run_id} in {mlflow_store.tracking_uri()}") from None
+    run = mlflow_store.existing_run(run_id)
+    client = mlflow_store.client()
     if run.info.status == "RUNNING":
         raise UserError(f"run {run_id} is still RUNNING (pid {run.data.tags.get('pid', '?')}); stop it first")
     resume = load(run_id)

@@ -152,6 +152,29 @@ def client():
     return mlflow_client
 
 
+def require_store() -> None:
+    """The current store, which must already exist: commands that read runs never create one."""
+    path = sqlite_path(tracking_uri())
+    if path is not None and not path.is_file():
+        raise UserError(f"no MLflow store at {path} (set MLFLOW_TRACKING_URI or run from the project folder)")
+    client()
+
+
+def existing_run(run_id: str):
+    """A run of the current (existing) store; a missing run, or a store that fails to answer, is one UserError
+    line, and only a missing run is called missing."""
+    from mlflow.exceptions import MlflowException
+
+    require_store()
+    try:
+        return client().get_run(run_id)
+    except MlflowException as error:
+        if error.error_code == "RESOURCE_DOES_NOT_EXIST":
+            raise UserError(f"no run {run_id} in {tracking_uri()}") from None
+        raise UserError(f"run {run_id} cannot be read from {tracking_uri()}: "
+                        f"{str(error).strip().splitlines()[0]}") from None
+
+
 def experiment_id(name: str) -> str:
     """The id of experiment `name`, created (with artifacts beside the store) if missing."""
     mlflow_client = client()
