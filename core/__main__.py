@@ -4,7 +4,8 @@ Each verb lives in core/commands/<verb>.py with `HELP`, `add_arguments(parser)`,
 `main(args) -> int`, `EXAMPLES` (the end of its --help) and, for verbs that take
 them, `OVERRIDES`: the argument that collects `key=value` items, which may stand
 anywhere on the line, before or after the options. A `UserError` becomes one line
-on stderr and exit 2; Ctrl-C or SIGTERM one line and exit 128 + the signal's number.
+on stderr and exit 2; an `OutageError` (a store or disk failed) one line and exit 3;
+Ctrl-C or SIGTERM one line and exit 128 + the signal's number.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import importlib
 import logging
 import sys
 
-from core.errors import UserError
+from core.errors import OutageError, UserError
 from core.signals import exit_code
 
 VERBS = ["run", "train", "study", "compare", "reproduce", "evaluate", "visdom", "ui", "dashboard", "keys"]
@@ -66,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as error:
         sys.stderr.write(f"error: {' '.join(str(error).split())}\n")  # one line, whatever the message held
         return 2
+    except OutageError as error:
+        sys.stderr.write(f"error: {' '.join(str(error).split())}\n")
+        return 3
     except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: open runs are already marked KILLED
         sys.stderr.write(f"stopped by {stop or 'Ctrl-C'}; finished work is kept\n")
         return exit_code(stop)

@@ -1,7 +1,9 @@
 """Errors meant for the person at the keyboard.
 
 Every `UserError` is one line that says what is wrong and what to do; the CLI
-prints it to stderr and exits with code 2. Anything else is a bug or a crash.
+prints it to stderr and exits with code 2. An `OutageError` (a store, server or disk
+that failed under us for longer than we wait) is one line too, with exit code 3, so
+scripts can tell "fix your input" from "try again later". Anything else is a bug or a crash.
 """
 
 
@@ -15,3 +17,8 @@ class ConfigError(UserError):
 
 class DataError(UserError):
     """A data set is missing or malformed."""
+
+
+class OutageError(Exception):
+    """A service or resource failed under a correct command: a tracking server or database that stayed
+    down past the retry window, a full disk. Open runs are closed before it reaches the CLI."""
