@@ -41,7 +41,8 @@ class L1Penalty:
 class EarlyStopping:
     """Stop when the watched value (lower is better) has not improved for `patience` epochs.
 
-    Keeps a copy of the best weights; `restore` puts them back into the model.
+    Keeps a copy of the best weights, when it may stop (patience > 0), and `restore` puts them back into the
+    model; with patience 0 it only tracks the best epoch (a copy per improving epoch would cost for nothing).
     """
 
     def __init__(self, patience: int, min_delta: float = 0.0):
@@ -56,7 +57,8 @@ class EarlyStopping:
         """Record this epoch's value; True when training should stop."""
         if value < self.best_value - self.min_delta:
             self.best_value, self.best_epoch, self.bad_epochs = value, epoch, 0
-            self.best_state = copy.deepcopy(model.state_dict())
+            if self.patience > 0:
+                self.best_state = copy.deepcopy(model.state_dict())
             return False
         self.bad_epochs += 1
         return self.patience > 0 and self.bad_epochs >= self.patience

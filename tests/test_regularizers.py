@@ -67,3 +67,10 @@ def test_early_stopping_stops_at_the_right_epoch_and_restores_the_best():
     assert stopper.best_epoch == 1
     stopper.restore(model)
     assert model.weight.item() == 1.0
+
+
+def test_early_stopping_without_patience_tracks_the_best_epoch_but_copies_no_weights():
+    model = nn.Linear(1, 1)
+    stopper = EarlyStopping(patience=0)
+    assert [stopper.step(value, epoch, model) for epoch, value in enumerate([1.0, 0.5, 0.7])] == [False] * 3
+    assert stopper.best_epoch == 1 and stopper.best_state is None
