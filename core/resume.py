@@ -83,7 +83,11 @@ def find(run_id: str) -> Resume:
 
 
 def remove_checkpoints(run_id: str, resume: Resume | None) -> None:
-    """After a run ended FINISHED: its checkpoint, and the one it resumed from, are not needed any more."""
+    """After a run ended FINISHED: its checkpoint, and those of the chain of runs it went on from (each run's
+    `resumed_from` tag names the one before), are not needed any more."""
     checkpoint_file(run_id).unlink(missing_ok=True)
-    if resume is not None:
-        checkpoint_file(resume.run_id).unlink(missing_ok=True)
+    earlier, seen = resume.run_id if resume is not None else "", {run_id}
+    while earlier and earlier not in seen:
+        seen.add(earlier)
+        checkpoint_file(earlier).unlink(missing_ok=True)
+        earlier = mlflow_store.client().get_run(earlier).data.tags.get("resumed_from", "")

@@ -12,6 +12,8 @@ import pytest
 import torch
 
 from core import checkpoint
+from core.resume import checkpoint_file, load
+from core.tracked import tracked_fit
 from core.train import fit
 from tests.helpers import (
     TINY_CONFIG,
@@ -170,3 +172,15 @@ def test_retry_of_a_killed_workers_trial_resumes_from_its_checkpoint(tmp_path, i
     assert sorted(history(run.info.run_id, "val_acc")) == list(range(killed_at + 1, 15))
     assert run.data.metrics["epochs_run"] == 15
     assert not list((isolated_store / "checkpoints").glob("*.pt"))  # every trial finished: none kept
+
+
+def test_a_chain_of_resumes_leaves_no_checkpoint_once_the_last_run_finishes(isolated_store):
+    config = tiny_config(**{**RESUMABLE, "train.checkpoint": True})
+    run_ids, resume = [], None
+    for preempted_at in (2, 4):  # killed twice: A, then B resumed from A, then C from B finishes
+        with pytest.raises(Preempted):
+            tracked_fit(config, experiment="chain", should_stop=stop_at(preempted_at), resume=resume,
+                        on_run_start=run_ids.append)
+        resume = load(run_ids[-1])
+    tracked_fit(config, experiment="chain", resume=resume, on_run_start=run_ids.append)
+    assert len(run_ids) == 3 and not [run for run in run_ids if checkpoint_file(run).exists()]
