@@ -127,15 +127,19 @@ class MLflowTracker:
         model = _cpu_copy(model)
         self.flush()  # the summary metrics may still be queued
         summary = self.client.get_run(self.run_id).data.metrics
-        mlflow.set_experiment(experiment_id=mlflow_store.experiment_id(self.experiment))  # where the model is filed
+        experiment_id = mlflow_store.experiment_id(self.experiment)
         # MLflow links the run's metrics at the model's step to the model. Its step is the number of optimizer
         # steps taken, where the run has no metric (steps and epochs both count from 0), so only the summary
         # below is linked, not the first epoch's or a single batch's values.
-        info = mlflow.pytorch.log_model(model, name=model_name(name), run_id=self.run_id,
-                                        step=int(summary.get("steps_run", 0)), signature=signature,
-                                        input_example=example, serialization_format="pickle",
-                                        code_paths=code_paths,
-                                        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
+
+        def log_model():  # MLflow's fluent API, not our client: tried again through an outage here
+            mlflow.set_experiment(experiment_id=experiment_id)  # where the model is filed
+            return mlflow.pytorch.log_model(model, name=model_name(name), run_id=self.run_id,
+                                            step=int(summary.get("steps_run", 0)), signature=signature,
+                                            input_example=example, serialization_format="pickle",
+                                            code_paths=code_paths,
+                                            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
+        info = outage.patiently(log_model, mlflow_store.tracking_uri(), "logging the model")
         self._log_model_metrics(info.model_id, [key for key in summary if key.startswith(MODEL_METRIC_PREFIXES)])
 
     def _log_model_metrics(self, model_id: str, keys: list[str]) -> None:

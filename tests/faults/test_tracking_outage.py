@@ -26,8 +26,8 @@ from tests.helpers import TINY_CONFIG, cli_env, free_port, load_study, tiny_stud
 
 pytestmark = pytest.mark.slow
 
-EPOCHS = 25
-TRIALS = 3
+EPOCHS = 20
+TRIALS = 2
 
 
 class Server:
@@ -97,6 +97,15 @@ def start_study(spec: Path, server: Server, window: float) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True)
 
 
+def finish(process: subprocess.Popen, timeout: float) -> str:
+    """The study's stderr once it ends; killed (and the test failed) if it does not end in time."""
+    try:
+        return process.communicate(timeout=timeout)[1]
+    except subprocess.TimeoutExpired:
+        process.kill()
+        raise AssertionError(f"the study did not end in {timeout} s: {process.communicate()[1][-3000:]}") from None
+
+
 def wait_inside_first_trial(server: Server, process: subprocess.Popen, timeout: float = 180) -> None:
     """Until the first trial's run has logged a few epochs (and not all of them)."""
     deadline = time.monotonic() + timeout
@@ -157,7 +166,7 @@ def test_short_outage_is_waited_out_and_loses_nothing(server, tmp_path):
     server.stop()
     time.sleep(5)  # down for 5 s plus the restart's own time
     server.start()
-    _, stderr = process.communicate(timeout=400)
+    stderr = finish(process, 400)
     assert process.returncode == 0, stderr
 
     trials, runs = check_store(server)
@@ -171,7 +180,7 @@ def test_long_outage_ends_the_study_with_one_line_and_the_same_command_finishes_
     process = start_study(spec, server, window=5)
     wait_inside_first_trial(server, process)
     server.stop()
-    _, stderr = process.communicate(timeout=300)
+    stderr = finish(process, 300)
     assert process.returncode == 3, stderr
     assert "Traceback" not in stderr, stderr
     last = stderr.strip().splitlines()[-1]
