@@ -22,6 +22,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from core.errors import OutageError
+
 log = logging.getLogger(__name__)
 
 
@@ -106,7 +108,8 @@ class BackgroundSender:
             except Exception as error:  # a tracking server must never break training
                 self.failed = error
                 self.dropped += len(batch)
-                log.warning("%s: sending failed, later values are dropped: %s", self._name, error)
+                log.warning("%s: sending failed, later values are dropped: %s", self._name,
+                            "the server did not answer" if isinstance(error, OutageError) else error)
             finally:
                 with self._lock:
                     self._busy = False
