@@ -19,7 +19,7 @@ from mlflow.entities import Run
 
 from core import provenance, user_code
 from core.config import Config
-from core.errors import ConfigError, UserError
+from core.errors import ConfigError, OutageError, UserError
 from core.tracked import CODE_TAG, tracked_fit
 from core.tracking import mlflow_store
 from core.train import Prepared, evaluate, prepare
@@ -184,6 +184,8 @@ def load_logged_weights(run_id: str, allow_code_change: bool = False) -> tuple[R
     with tempfile.TemporaryDirectory() as folder:
         try:
             path = Path(client.download_artifacts(run_id, "weights/state_dict.pt", folder))
+        except OutageError:  # the server is down, not the weights
+            raise
         except Exception:
             raise UserError(f"run {run_id} has no logged weights (weights/state_dict.pt)") from None
         try:

@@ -25,6 +25,7 @@ from matplotlib import pyplot as plt
 from mlflow.entities import Metric, RunTag
 from mlflow.exceptions import MlflowException
 
+from core.errors import OutageError
 from core.reproduce import load_logged_weights
 from core.study.spec import StudySpec, make_importance_evaluator
 from core.study.stopping import stopped_by
@@ -290,6 +291,8 @@ class StudyReporter:
             _, prepared = load_logged_weights(run_id)
             with contextlib.closing(MLflowTracker(run_id, self.spec.name)) as record:
                 log_served_model(record, prepared, prepared.model, f"{self.spec.name}-trial-{best[0].number:03d}")
+        except OutageError:
+            raise
         except Exception as error:  # the study's results stand without it
             log.warning("the best trial's model was not logged in MLflow's format: %s", error)
             return

@@ -22,7 +22,7 @@ import optuna
 import torch
 from tqdm.auto import tqdm
 
-from core.errors import UserError
+from core.errors import OutageError, UserError
 from core.signals import exit_code, install_signal_handlers, interrupt_behind, process_alive
 from core.study import DEFAULT_STORAGE
 from core.study.report import StudyOutcome, StudyReporter
@@ -31,12 +31,13 @@ from core.study.stopping import stopped_by
 from core.study.storage import budget_lock, check_storage, experimental_heartbeat, is_rdb, open_storage
 from core.study.trial import run_trial
 from core.study.warm import WarmStart, enqueue
-from core.tracking import mlflow_store
+from core.tracking import mlflow_store, outage
 from core.train import prepare, warm_up
 
 log = logging.getLogger(__name__)
 
 FAILURES_IN_A_ROW = 10  # a study stops when its last this-many trials all failed
+OUTAGE_EXIT = 3  # a worker's exit code when the tracking server stayed down (as the CLI's for OutageError)
 
 
 def run_study(spec: StudySpec, storage: str = DEFAULT_STORAGE, workers: int = 1,
@@ -122,6 +123,8 @@ def _run_workers(spec: StudySpec, storage: str, parent_run_id: str, workers: int
     failed = [p for p in processes if p.exitcode != 0]
     for process in failed:
         log.warning("%s exited with code %s", process.name, process.exitcode)
+    if any(p.exitcode == OUTAGE_EXIT for p in failed):
+        raise outage.declare(mlflow_store.tracking_uri(), "a worker's trial", outage.window())
     return bool(failed)
 
 
@@ -149,6 +152,9 @@ def _worker_entry(spec: StudySpec, storage: str, parent_run_id: str, worker: int
     torch.set_num_threads(threads)
     try:
         work(spec, storage, parent_run_id, worker)
+    except OutageError as error:  # one line, no traceback; the parent ends the study with it
+        log.error("%s", error)
+        raise SystemExit(OUTAGE_EXIT) from None
     except BaseException as error:
         interrupt = interrupt_behind(error)
         if interrupt is None:

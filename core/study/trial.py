@@ -20,12 +20,12 @@ import torch
 
 from core import resume as resuming
 from core.config import Config
-from core.errors import UserError
+from core.errors import OutageError, UserError
 from core.resume import Resume
 from core.study.space import sample
 from core.study.spec import PER_EPOCH, StudySpec, result_key, trial_seed
 from core.tracked import tracked_fit
-from core.tracking import mlflow_store
+from core.tracking import mlflow_store, outage
 from core.tracking.mlflow_sink import MLflowTracker
 from core.train import FitResult
 
@@ -69,6 +69,10 @@ def run_trial(spec: StudySpec, study: optuna.Study, trial: optuna.Trial,
         state = "killed"
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
         raise
+    except OutageError as error:  # the tracking server stayed down: the study ends, this trial is run again
+        state = "failed"
+        _tell_cut_off(study, trial, error)
+        raise
     except Exception as error:  # one bad trial must not end the study
         state = "failed"
         if not run_ids:  # it failed before its run began (e.g. a model too deep for the data): record it
@@ -85,8 +89,17 @@ def _tell_failed(study: optuna.Study, trial: optuna.Trial, error: Exception) -> 
     return study.tell(trial, state=optuna.trial.TrialState.FAIL)
 
 
+def _tell_cut_off(study: optuna.Study, trial: optuna.Trial, error: OutageError) -> None:
+    """FAIL (its values may be missing from its run), and its parameters queued again for the next start."""
+    trial.set_user_attr("fail_reason", f"OutageError: {error}"[:1000])
+    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    if trial.params:
+        study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number, "retry_reason": "tracking outage"},
+                            skip_if_exists=False)
+
+
 def _after_trial(run_ids: list[str], state: str) -> None:
-    if run_ids:
+    if run_ids and outage.declared() is None:  # else the server is gone: the next start closes the run
         mlflow_store.client().set_tag(run_ids[0], "state", state)
     if state == "failed":
         gc.collect()  # an error's traceback holds the trial's tensors in reference cycles

@@ -4,7 +4,8 @@ Items are handed to `send(batch)` in arrival order, many at a time. When the
 queue is full, either the oldest item is dropped and counted (a live view), or
 `put` waits for room (a durable record, which must lose nothing). If `send`
 raises, the error is logged once and later items are dropped (the run goes on
-untracked).
+untracked); a `send` may itself wait and try again (the MLflow sink waits out a
+tracking server's outage), while items keep gathering in the queue.
 
 The thread runs at the lowest CPU priority (Linux): torch's threads keep every
 core while they train, and the sender catches up whenever training waits.
@@ -20,6 +21,8 @@ import threading
 import time
 from collections.abc import Callable
 from typing import Any
+
+from core.errors import OutageError
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +62,7 @@ class BackgroundSender:
             self._lock.notify_all()
 
     def flush(self, timeout: float = 30.0) -> bool:
-        """Wait until everything queued so far is sent; False on timeout."""
+        """Wait until everything queued so far is sent (or given up on: see `failed`); False on timeout."""
         deadline = time.monotonic() + timeout
         with self._lock:
             self._flushing = True
@@ -100,10 +103,13 @@ class BackgroundSender:
             try:
                 if self.failed is None:
                     self._send(batch)
+                else:
+                    self.dropped += len(batch)  # queued before the failure was known
             except Exception as error:  # a tracking server must never break training
                 self.failed = error
                 self.dropped += len(batch)
-                log.warning("%s: sending failed, later values are dropped: %s", self._name, error)
+                log.warning("%s: sending failed, later values are dropped: %s", self._name,
+                            "the server did not answer" if isinstance(error, OutageError) else error)
             finally:
                 with self._lock:
                     self._busy = False

@@ -2,6 +2,10 @@
 
 Metrics go through a background thread in `log_batch` calls of up to 1000
 values, never one call per step. Params, tags and artifacts are written at once.
+A tracking server that stops answering is waited out (core/tracking/outage.py):
+the sender holds the values meanwhile and delivers them when it is back. If it
+stays down longer than the window, the next call raises `OutageError`, so a run
+never ends as if its values had all been recorded.
 """
 
 from __future__ import annotations
@@ -16,12 +20,14 @@ from typing import Any
 
 import torch
 
-from core.tracking import mlflow_store
+from core.errors import OutageError
+from core.tracking import mlflow_store, outage
 from core.tracking.background import BackgroundSender
 
 MAX_METRICS_PER_BATCH = 1000  # MLflow's limit for one log_batch
 MAX_PARAMS_PER_BATCH = 100
 MODEL_METRIC_PREFIXES = ("final_", "test_")  # what a logged model is ranked by
+FLUSH_MARGIN = 120.0  # seconds a flush waits beyond the outage window: the last requests themselves
 
 # Pickle is MLflow's fast format; our own `weights/state_dict.pt` is the safe one (weights only).
 logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
@@ -43,12 +49,24 @@ class MLflowTracker:
     # ---- metrics: queued ------------------------------------------------------
     # Plain tuples (key, value, timestamp, step) are queued; the sender thread makes MLflow's objects.
     def log_steps(self, key: str, values: Sequence[float], first_step: int) -> None:
+        self._raise_outage()
         now = int(time.time() * 1000)
         self._sender.put(*((key, v, now, first_step + i) for i, v in enumerate(values)))
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        self._raise_outage()
         now = int(time.time() * 1000)
         self._sender.put(*((k, v, now, step) for k, v in metrics.items()))
+
+    def _raise_outage(self) -> None:
+        """Values the sender gave up on are lost to this run: training it on would be for nothing."""
+        if isinstance(self._sender.failed, OutageError):
+            raise self._sender.failed
+
+    def flush(self) -> None:
+        """Wait until every queued value is recorded, through an outage up to the window; else OutageError."""
+        self._sender.flush(timeout=outage.window() + FLUSH_MARGIN)
+        self._raise_outage()
 
     def _send_metrics(self, points: list[tuple[str, float, int, int]]) -> None:
         metrics = [self._Metric(key, float(value), timestamp, step) for key, value, timestamp, step in points]
@@ -107,17 +125,21 @@ class MLflowTracker:
         import mlflow
 
         model = _cpu_copy(model)
-        self._sender.flush()  # the summary metrics may still be queued
+        self.flush()  # the summary metrics may still be queued
         summary = self.client.get_run(self.run_id).data.metrics
-        mlflow.set_experiment(experiment_id=mlflow_store.experiment_id(self.experiment))  # where the model is filed
+        experiment_id = mlflow_store.experiment_id(self.experiment)
         # MLflow links the run's metrics at the model's step to the model. Its step is the number of optimizer
         # steps taken, where the run has no metric (steps and epochs both count from 0), so only the summary
         # below is linked, not the first epoch's or a single batch's values.
-        info = mlflow.pytorch.log_model(model, name=model_name(name), run_id=self.run_id,
-                                        step=int(summary.get("steps_run", 0)), signature=signature,
-                                        input_example=example, serialization_format="pickle",
-                                        code_paths=code_paths,
-                                        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
+
+        def log_model():  # MLflow's fluent API, not our client: tried again through an outage here
+            mlflow.set_experiment(experiment_id=experiment_id)  # where the model is filed
+            return mlflow.pytorch.log_model(model, name=model_name(name), run_id=self.run_id,
+                                            step=int(summary.get("steps_run", 0)), signature=signature,
+                                            input_example=example, serialization_format="pickle",
+                                            code_paths=code_paths,
+                                            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
+        info = outage.patiently(log_model, mlflow_store.tracking_uri(), "logging the model")
         self._log_model_metrics(info.model_id, [key for key in summary if key.startswith(MODEL_METRIC_PREFIXES)])
 
     def _log_model_metrics(self, model_id: str, keys: list[str]) -> None:
@@ -135,7 +157,9 @@ class MLflowTracker:
             self.client.log_batch(self.run_id, metrics=metrics)
 
     def close(self) -> None:
-        self._sender.close()
+        """Send what is queued (waiting out an outage up to the window); OutageError if it could not be."""
+        self._sender.close(timeout=outage.window() + FLUSH_MARGIN)
+        self._raise_outage()
 
 
 def model_name(name: str) -> str:

@@ -23,6 +23,7 @@ from urllib.parse import urlparse
 
 from core.errors import UserError
 from core.signals import process_alive
+from core.tracking import outage
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no bars in logs and tests
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # no calls home: runs work offline
@@ -142,14 +143,35 @@ def _use_write_ahead_log(path: Path) -> None:
 
 
 def client():
-    """The MLflow client of the current store (opened and checked once per process)."""
+    """The MLflow client of the current store (opened and checked once per process); a tracking server's
+    client waits out outages shorter than the window (core/tracking/outage.py)."""
     import mlflow
 
     uri = tracking_uri()
     mlflow_client = _client_for(uri)
     if mlflow.get_tracking_uri() != uri:
         mlflow.set_tracking_uri(uri)  # the fluent API (log_model) follows the store in use now
-    return mlflow_client
+    return PatientClient(mlflow_client, uri) if urlparse(uri).scheme in ("http", "https") else mlflow_client
+
+
+class PatientClient:
+    """An MlflowClient whose calls are tried again while its server does not answer (`outage.patiently`).
+
+    A call the server never received is safe to repeat; one whose answer was lost (the server died after
+    writing) may be written twice, as with MLflow's own retries.
+    """
+
+    def __init__(self, mlflow_client, uri: str):
+        self._client, self._uri = mlflow_client, uri
+
+    def __getattr__(self, name: str):
+        attribute = getattr(self._client, name)
+        if not callable(attribute) or name.startswith("_"):
+            return attribute
+
+        def patient(*args, **kwargs):
+            return outage.patiently(lambda: attribute(*args, **kwargs), self._uri, name)
+        return patient
 
 
 def require_store() -> None:
