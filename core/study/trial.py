@@ -20,7 +20,7 @@ import torch
 
 from core import resume as resuming
 from core.config import Config
-from core.errors import UserError
+from core.errors import OutageError, UserError
 from core.resume import Resume
 from core.study.space import sample
 from core.study.spec import PER_EPOCH, StudySpec, result_key, trial_seed
@@ -68,6 +68,9 @@ def run_trial(spec: StudySpec, study: optuna.Study, trial: optuna.Trial,
     except KeyboardInterrupt:
         state = "killed"
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        raise
+    except OutageError:  # the storage is gone for good: the study ends (its run is FAILED already)
+        state = "failed"
         raise
     except Exception as error:  # one bad trial must not end the study
         state = "failed"
