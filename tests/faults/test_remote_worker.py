@@ -19,6 +19,7 @@ from collections import Counter
 import optuna
 import pytest
 
+from tests.faults.test_storage_restart import cluster  # noqa: F401 (a fixture)
 from tests.helpers import cli_env, mlflow_client, run_cli, tiny_study_spec
 
 FAST_HEARTBEAT = {"CORE_HEARTBEAT_SECONDS": "1", "CORE_HEARTBEAT_GRACE_SECONDS": "3"}
@@ -77,9 +78,18 @@ def test_a_trial_beats_while_it_runs_and_the_thread_stops_with_it(tmp_path, monk
 
 @pytest.mark.slow
 def test_a_killed_worker_of_another_host_is_failed_by_its_heartbeat_and_retried(tmp_path):
+    killed_worker_of_another_host_is_retried(f"sqlite:///{tmp_path}/optuna.db", tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_the_same_on_postgres(cluster, tmp_path):  # noqa: F811 (the fixture)
+    killed_worker_of_another_host_is_retried(f"postgresql://postgres@127.0.0.1:{cluster.port}/optuna", tmp_path)
+
+
+def killed_worker_of_another_host_is_retried(storage: str, tmp_path) -> None:
     if not can_pretend_another_host():
         pytest.skip("unshare -u (a hostname of its own) needs root")
-    storage = f"sqlite:///{tmp_path}/optuna.db"
     spec = tiny_study_spec(tmp_path, name="remote", trials=3)
     arguments = ["study", str(spec), "--storage", storage, "train.epochs=150"]  # a few seconds per trial
     worker = start_on_other_host([sys.executable, "-m", "core", *arguments], tmp_path)
