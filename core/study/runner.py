@@ -4,7 +4,10 @@ Workers are processes that share the storage. Each one, holding the budget
 lock, counts the finished and running trials and asks for a new trial only when
 the budget is not reached, so N workers finish exactly the requested number.
 Trials left RUNNING by dead workers of this host are failed, and their
-parameters queued again, before a study (re)starts.
+parameters queued again, before a study (re)starts. On an RDB storage each
+running trial's heartbeat is recorded (study.heartbeat), and trials whose
+heartbeat stopped (a worker on another machine died) are failed and retried
+when a study starts and whenever a worker asks for a trial.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import multiprocessing
 import os
 import socket
 import time
+import warnings
 from collections.abc import Iterator
 
 import optuna
@@ -25,6 +29,7 @@ from tqdm.auto import tqdm
 from core.errors import OutageError, UserError
 from core.signals import exit_code, install_signal_handlers, interrupt_behind, process_alive
 from core.study import DEFAULT_STORAGE
+from core.study.heartbeat import beating
 from core.study.report import StudyOutcome, StudyReporter
 from core.study.spec import StudySpec, make_pruner, make_sampler
 from core.study.stopping import stopped_by
@@ -37,7 +42,7 @@ from core.train import prepare, warm_up
 log = logging.getLogger(__name__)
 
 FAILURES_IN_A_ROW = 10  # a study stops when its last this-many trials all failed
-OUTAGE_EXIT = 3  # a worker's exit code when the tracking server stayed down (as the CLI's for OutageError)
+OUTAGE_EXIT = 3  # a worker's exit code when a server stayed down (as the CLI's for OutageError)
 
 
 def run_study(spec: StudySpec, storage: str = DEFAULT_STORAGE, workers: int = 1,
@@ -178,7 +183,8 @@ def objects_so_far_frozen() -> Iterator[None]:
 
 def work(spec: StudySpec, storage: str, parent_run_id: str, worker: int, progress: bool = False) -> int:
     """One worker's loop: take a trial while the budget allows, run it, report it. Returns trials run."""
-    study = optuna.load_study(study_name=spec.name, storage=open_storage(storage),
+    backend = open_storage(storage)
+    study = optuna.load_study(study_name=spec.name, storage=backend,
                               sampler=make_sampler(spec, worker), pruner=make_pruner(spec))
     reporter = StudyReporter(spec, study, storage, parent_run_id)
     warm_up(spec.base)
@@ -191,7 +197,8 @@ def work(spec: StudySpec, storage: str, parent_run_id: str, worker: int, progres
             trial = _next_trial(spec, study, storage)
             if trial is None:
                 break
-            finished_trial = run_trial(spec, study, trial, parent_run_id)
+            with beating(backend, spec.name, trial.number):
+                finished_trial = run_trial(spec, study, trial, parent_run_id)
             ran += 1
             reporter.after_trial(finished_trial)
             bar.n = count_trials(study)[0]
@@ -202,6 +209,7 @@ def work(spec: StudySpec, storage: str, parent_run_id: str, worker: int, progres
 def _next_trial(spec: StudySpec, study: optuna.Study, storage: str) -> optuna.Trial | None:
     """A new trial, or None once the finished and running trials fill the budget or a stopping rule holds."""
     with budget_lock(storage, spec.name):
+        fail_stale_trials(study, storage)  # a worker elsewhere died: its trial is retried, not counted as running
         finished, running = count_trials(study)
         if finished + running >= spec.trials or stopped_by(spec, study) is not None:
             return None
@@ -212,7 +220,10 @@ def _next_trial(spec: StudySpec, study: optuna.Study, storage: str) -> optuna.Tr
             log.warning("study %s: the last %d trials all failed; stopping (see their fail_reason)",
                         spec.name, FAILURES_IN_A_ROW)
             return None
-        trial = study.ask()
+        with warnings.catch_warnings():
+            # "Heartbeat of storage is supposed to be used with Study.optimize": study.heartbeat records it here
+            warnings.filterwarnings("ignore", message="Heartbeat of storage", category=UserWarning)
+            trial = study.ask()
         trial.set_user_attr("host", socket.gethostname())
         trial.set_user_attr("pid", os.getpid())
         return trial
@@ -231,11 +242,9 @@ def sweep_dead_trials(study: optuna.Study, storage: str) -> list[int]:
 
     The retry names the trial it repeats (user attribute `retry_of`) and its run (`resume_run_id`), whose
     checkpoint it resumes from (study.trial.resume_of). RDB storages also fail
-    trials whose heartbeat stopped (workers on other machines).
+    trials whose heartbeat stopped (workers on other machines), the same way.
     """
-    if is_rdb(storage):
-        with experimental_heartbeat():
-            optuna.storages.fail_stale_trials(study)
+    fail_stale_trials(study, storage)
     host = socket.gethostname()
     swept = []
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
@@ -252,3 +261,11 @@ def sweep_dead_trials(study: optuna.Study, storage: str) -> list[int]:
     if swept:
         log.warning("trials %s were left RUNNING by dead workers: marked FAIL, parameters queued again", swept)
     return swept
+
+
+def fail_stale_trials(study: optuna.Study, storage: str) -> None:
+    """On an RDB storage, fail the trials whose heartbeat stopped for the grace period and retry them once
+    (storage.RetryStaleTrial, which also ends their MLflow runs FAILED). Nothing on a journal file."""
+    if is_rdb(storage):
+        with experimental_heartbeat():
+            optuna.storages.fail_stale_trials(study)

@@ -3,20 +3,28 @@
 - a path (the default `mlruns/optuna.journal`): Optuna's JournalStorage, which
   takes concurrent writers on one machine (file locks, no "database is locked");
 - `sqlite:///...`: RDBStorage with heartbeats, for one worker at a time;
-- `postgresql://...` (or mysql): RDBStorage with heartbeats, for workers on many machines.
+- `postgresql://...` (or mysql): RDBStorage with heartbeats, for workers on many machines, whose every call
+  waits through a restart of the server (`ServerStorage`, up to CORE_STORAGE_OUTAGE_SECONDS) and then
+  ends the study with one OutageError line.
+
+The heartbeat (study.heartbeat) is recorded every CORE_HEARTBEAT_SECONDS (default 20) while a trial runs;
+a trial without one for CORE_HEARTBEAT_GRACE_SECONDS (default 3 beats) is failed and retried once.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import fcntl
+import functools
+import inspect
 import json
 import logging
 import os
 import time
 import warnings
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -25,14 +33,42 @@ from optuna.exceptions import ExperimentalWarning
 from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 
-from core.errors import UserError
+from core.errors import OutageError, UserError
+from core.tracking import mlflow_store
 from core.tracking.mlflow_store import folder_lock
 
 log = logging.getLogger(__name__)
 
 RDB_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg2", "postgres", "mysql", "mysql+pymysql")
-HEARTBEAT_SECONDS = 20
-GRACE_SECONDS = 60
+HEARTBEAT_SECONDS = 20  # defaults; the environment variables below set them (tests use a second or two)
+GRACE_BEATS = 3
+OUTAGE_SECONDS = 120
+
+
+def _seconds(variable: str, default: float) -> float:
+    text = os.environ.get(variable, "")
+    try:
+        value = float(text) if text else default
+    except ValueError:
+        value = -1
+    if not value > 0:
+        raise UserError(f"{variable}={text!r}: give a number of seconds above 0")
+    return value
+
+
+def heartbeat_seconds() -> int:
+    """How often a running trial's heartbeat is recorded (Optuna takes whole seconds)."""
+    return max(1, round(_seconds("CORE_HEARTBEAT_SECONDS", HEARTBEAT_SECONDS)))
+
+
+def grace_seconds() -> int:
+    """How long a trial may go without a heartbeat before a sweep fails it as dead."""
+    return max(1, round(_seconds("CORE_HEARTBEAT_GRACE_SECONDS", GRACE_BEATS * heartbeat_seconds())))
+
+
+def outage_seconds() -> float:
+    """How long a call to a database server waits for it to come back (a restart) before the study ends."""
+    return _seconds("CORE_STORAGE_OUTAGE_SECONDS", OUTAGE_SECONDS)
 
 
 def is_rdb(url: str) -> bool:
@@ -106,16 +142,16 @@ def _sqlalchemy_url(url: str) -> str:
 def open_storage(url: str) -> BaseStorage:
     """The Optuna storage object for `url` (creates the schema or file on first use)."""
     if is_rdb(url):
-        engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
-        # A worker that stops beating is failed, and its parameters are retried once.
         sqlite = Path(url[len("sqlite:///"):]) if url.startswith("sqlite:///") else None
         if sqlite is not None:
             sqlite.parent.mkdir(parents=True, exist_ok=True)
-        # Two first starts at once would both create Optuna's tables: one at a time on a new SQLite file.
-        with experimental_heartbeat(), contextlib.nullcontext() if sqlite is None else folder_lock(sqlite.parent):
-            return RDBStorage(_sqlalchemy_url(url), engine_kwargs=engine, heartbeat_interval=HEARTBEAT_SECONDS,
-                              grace_period=GRACE_SECONDS,
-                              heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1))
+            # Two first starts at once would both create Optuna's tables: one at a time on a new SQLite file.
+            with experimental_heartbeat(), folder_lock(sqlite.parent):
+                return RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}}, **_heartbeat_kwargs())
+        # pool_pre_ping: a pooled connection that a server restart cut is replaced before it is used
+        with experimental_heartbeat():
+            return wait_through_outage(lambda: ServerStorage(_sqlalchemy_url(url), engine_kwargs={
+                "pool_pre_ping": True}, **_heartbeat_kwargs()), url)
     path = Path(url)
     path.parent.mkdir(parents=True, exist_ok=True)
     lock = JournalWriteLock(path)
@@ -129,6 +165,93 @@ def open_storage(url: str) -> BaseStorage:
     except ValueError as error:  # a record in the middle is damaged: Optuna reads no further
         raise UserError(f"journal {path} is damaged ({str(error).splitlines()[0]}); restore it from a backup "
                         f"or give another --storage") from None
+
+
+def _heartbeat_kwargs() -> dict:
+    """A worker that stops beating (study.heartbeat) is failed, and its parameters are retried once."""
+    return {"heartbeat_interval": heartbeat_seconds(), "grace_period": grace_seconds(),
+            "heartbeat_stale_trial_callback": RetryStaleTrial(max_retry=1)}
+
+
+class RetryStaleTrial(RetryHeartbeatStaleTrialCallback):
+    """Optuna's retry of a trial whose heartbeat stopped (a worker on another machine died), done as our sweep
+    of dead workers of this host does it (runner.sweep_dead_trials): the retry is marked `retry_of`,
+    `retry_reason` and `resume_run_id`, and the dead trial's MLflow runs, RUNNING for ever otherwise (no
+    process of this host owns them), end FAILED with the reason."""
+
+    def __call__(self, study, trial) -> None:
+        attrs = trial.user_attrs
+        reason = f"worker {attrs.get('pid', '?')} on {attrs.get('host', '?')} stopped beating (heartbeat)"
+        retry = copy.copy(trial)  # Optuna's callback queues a copy with these user attributes
+        retry.user_attrs = {"retry_of": trial.number, "retry_reason": reason}
+        if attrs.get("mlflow_run_id"):
+            retry.user_attrs["resume_run_id"] = attrs["mlflow_run_id"]  # its checkpoint, if this host has it
+        super().__call__(study, retry)
+        log.warning("trial %d: %s; marked FAIL, parameters queued again", trial.number, reason)
+        if attrs.get("mlflow_run_id"):
+            mlflow_store.fail_run_tree(attrs["mlflow_run_id"], reason)
+
+
+def wait_through_outage(call: Callable, url: str):
+    """`call()`, called again with backoff while the database server does not answer (a restart), for up to
+    outage_seconds(); beyond that an OutageError line. Other errors go through at once."""
+    deadline, delay = None, 0.5
+    while True:
+        try:
+            return call()
+        except Exception as error:
+            if not _connection_lost(error):
+                raise
+            now = time.monotonic()
+            if deadline is None:
+                deadline = now + outage_seconds()
+                log.warning("storage %s does not answer (%s); retrying for up to %.0f s", _shown(url),
+                            _first_line(error), outage_seconds())
+            if now >= deadline:
+                raise OutageError(f"storage {_shown(url)} did not answer for {outage_seconds():.0f} s "
+                                  f"({_first_line(error)}); the study stopped, its runs are closed: rerun the "
+                                  f"same command once the database is back") from None
+            time.sleep(min(delay, deadline - now))
+            delay = min(delay * 2, 10)
+
+
+def _connection_lost(error: BaseException | None) -> bool:
+    """The error, or one it was raised from, is a lost or refused connection to the database server."""
+    while error is not None and not isinstance(error, OutageError):  # a wait of an inner call already ran out
+        if isinstance(error, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)):
+            return True
+        if isinstance(error, sqlalchemy.exc.DBAPIError) and error.connection_invalidated:
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def _first_line(error: BaseException) -> str:
+    while error.__cause__ is not None:  # Optuna's StorageInternalError says less than the driver's error
+        error = error.__cause__
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+def _shown(url: str) -> str:
+    return sqlalchemy.engine.make_url(_sqlalchemy_url(url)).render_as_string(hide_password=True)
+
+
+class ServerStorage(RDBStorage):
+    """RDBStorage on a database server, every method of which waits through a restart (wait_through_outage).
+
+    Methods are wrapped as a whole: a call cut off mid-way is made again from its start in a new session."""
+
+
+def _retried(method: Callable) -> Callable:
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        return wait_through_outage(lambda: method(self, *args, **kwargs), self.url)
+    return call
+
+
+for _name, _method in vars(RDBStorage).items():
+    if inspect.isfunction(_method) and not _name.startswith("__"):
+        setattr(ServerStorage, _name, _retried(_method))
 
 
 def cut_torn_tail(path: Path) -> int:
@@ -211,14 +334,11 @@ def budget_lock(url: str, study_name: str) -> Iterator[None]:
     scheme = urlparse(url).scheme
     if scheme.startswith("postgres"):
         key = zlib.crc32(f"core-study:{study_name}".encode())
-        engine = _advisory_engine(url)
-        with engine.connect() as connection:
-            connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": key})
-            try:
-                yield
-            finally:
-                connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": key})
-                connection.commit()
+        connection = wait_through_outage(lambda: _advisory_lock(url, key), url)
+        try:
+            yield
+        finally:
+            _advisory_unlock(connection, key)
         return
     path = Path(url[len("sqlite:///"):]) if scheme == "sqlite" else Path(url)
     lock_path = path.with_name(path.name + ".budget.lock")
@@ -236,6 +356,28 @@ def _file_lock(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _advisory_lock(url: str, key: int) -> sqlalchemy.Connection:
+    connection = _advisory_engine(url).connect()
+    try:
+        connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": key})
+    except BaseException:
+        connection.close()
+        raise
+    return connection
+
+
+def _advisory_unlock(connection: sqlalchemy.Connection, key: int) -> None:
+    try:
+        connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+        connection.commit()
+    except sqlalchemy.exc.DBAPIError as error:
+        if not _connection_lost(error):
+            raise
+        # the server restarted while we held the lock: it ended with the session that held it
+    finally:
+        connection.close()
 
 
 _ENGINES: dict[str, sqlalchemy.Engine] = {}

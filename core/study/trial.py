@@ -69,9 +69,10 @@ def run_trial(spec: StudySpec, study: optuna.Study, trial: optuna.Trial,
         state = "killed"
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
         raise
-    except OutageError as error:  # the tracking server stayed down: the study ends, this trial is run again
+    except OutageError as error:  # a server stayed down: the study ends (the trial's run is FAILED already)
         state = "failed"
-        _tell_cut_off(study, trial, error)
+        if outage.declared() is error:  # the tracking server's: Optuna's storage still answers, the trial is retried
+            _tell_cut_off(study, trial, error)
         raise
     except Exception as error:  # one bad trial must not end the study
         state = "failed"

@@ -298,3 +298,21 @@ def fail_stale_runs(experiment_ids: list[str] | None = None) -> list[str]:
     if stale:
         log.warning("marked %d run(s) FAILED that were left RUNNING by dead processes", len(stale))
     return stale
+
+
+def fail_run_tree(run_id: str, reason: str) -> list[str]:
+    """Mark FAILED a run and its child runs (a K-fold trial's folds) that are still RUNNING, with the reason
+    as their `error` tag: a trial of a worker on another host that stopped beating. Returns their ids."""
+    mlflow_client = client()
+    run = mlflow_client.get_run(run_id)
+    children = mlflow_client.search_runs([run.info.experiment_id], max_results=5000,
+                                         filter_string=f"tags.`{PARENT_TAG}` = '{run_id}' "
+                                                       f"and attributes.status = 'RUNNING'")
+    failed = []
+    for stale in [run, *children]:
+        if stale.info.status != "RUNNING":
+            continue
+        mlflow_client.set_tag(stale.info.run_id, "error", reason)
+        mlflow_client.set_terminated(stale.info.run_id, status="FAILED", end_time=int(time.time() * 1000))
+        failed.append(stale.info.run_id)
+    return failed
