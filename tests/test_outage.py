@@ -1,4 +1,4 @@
-"""Waiting out a tracking server that does not answer (core/tracking/outage.py), without a server."""
+"""Waiting out a server that does not answer (core/backoff.py, as core/tracking/outage.py uses it), without one."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import time
 import pytest
 import requests
 
-from core.errors import OutageError
+from core import backoff
+from core.errors import OutageError, UserError
 from core.tracking import outage
 from tests.helpers import free_port
 
@@ -16,8 +17,8 @@ URI = "http://127.0.0.1:1"
 
 @pytest.fixture(autouse=True)
 def fresh_process_state(monkeypatch):
-    monkeypatch.setattr(outage, "_declared", [])
-    monkeypatch.setattr(outage, "FIRST_PAUSE", 0.05)
+    monkeypatch.setattr(backoff, "_given_up", {})
+    monkeypatch.setattr(backoff, "FIRST_PAUSE", 0.05)
 
 
 def flaky(failures: int, error: Exception):
@@ -71,7 +72,14 @@ def test_mlflow_s_error_for_a_server_that_is_not_there_counts_as_an_outage(monke
     assert not outage.is_outage(MlflowException("RESOURCE_DOES_NOT_EXIST"))
 
 
-@pytest.mark.parametrize("text,seconds", [("", outage.DEFAULT_WINDOW), ("12.5", 12.5), ("soon", outage.DEFAULT_WINDOW)])
+@pytest.mark.parametrize("text,seconds", [("", outage.DEFAULT_WINDOW), ("12.5", 12.5)])
 def test_the_window_comes_from_the_environment(monkeypatch, text, seconds):
     monkeypatch.setenv(outage.WINDOW_VARIABLE, text)
     assert outage.window() == seconds
+
+
+@pytest.mark.parametrize("text", ["soon", "0", "-3"])
+def test_a_bad_window_is_a_user_error_naming_the_variable(monkeypatch, text):
+    monkeypatch.setenv(outage.WINDOW_VARIABLE, text)
+    with pytest.raises(UserError, match=outage.WINDOW_VARIABLE):
+        outage.window()

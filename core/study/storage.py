@@ -33,6 +33,7 @@ from optuna.exceptions import ExperimentalWarning
 from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 
+from core import backoff
 from core.errors import OutageError, UserError
 from core.tracking import mlflow_store
 from core.tracking.mlflow_store import folder_lock
@@ -42,33 +43,17 @@ log = logging.getLogger(__name__)
 RDB_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg2", "postgres", "mysql", "mysql+pymysql")
 HEARTBEAT_SECONDS = 20  # defaults; the environment variables below set them (tests use a second or two)
 GRACE_BEATS = 3
-OUTAGE_SECONDS = 120
-
-
-def _seconds(variable: str, default: float) -> float:
-    text = os.environ.get(variable, "")
-    try:
-        value = float(text) if text else default
-    except ValueError:
-        value = -1
-    if not value > 0:
-        raise UserError(f"{variable}={text!r}: give a number of seconds above 0")
-    return value
+OUTAGE_VARIABLE, OUTAGE_SECONDS = "CORE_STORAGE_OUTAGE_SECONDS", 120
 
 
 def heartbeat_seconds() -> int:
     """How often a running trial's heartbeat is recorded (Optuna takes whole seconds)."""
-    return max(1, round(_seconds("CORE_HEARTBEAT_SECONDS", HEARTBEAT_SECONDS)))
+    return max(1, round(backoff.seconds("CORE_HEARTBEAT_SECONDS", HEARTBEAT_SECONDS)))
 
 
 def grace_seconds() -> int:
     """How long a trial may go without a heartbeat before a sweep fails it as dead."""
-    return max(1, round(_seconds("CORE_HEARTBEAT_GRACE_SECONDS", GRACE_BEATS * heartbeat_seconds())))
-
-
-def outage_seconds() -> float:
-    """How long a call to a database server waits for it to come back (a restart) before the study ends."""
-    return _seconds("CORE_STORAGE_OUTAGE_SECONDS", OUTAGE_SECONDS)
+    return max(1, round(backoff.seconds("CORE_HEARTBEAT_GRACE_SECONDS", GRACE_BEATS * heartbeat_seconds())))
 
 
 def is_rdb(url: str) -> bool:
@@ -148,6 +133,7 @@ def open_storage(url: str) -> BaseStorage:
             # Two first starts at once would both create Optuna's tables: one at a time on a new SQLite file.
             with experimental_heartbeat(), folder_lock(sqlite.parent):
                 return RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}}, **_heartbeat_kwargs())
+        database_server(url).window()  # a bad CORE_STORAGE_OUTAGE_SECONDS is one line now, not in an outage
         # pool_pre_ping: a pooled connection that a server restart cut is replaced before it is used
         with experimental_heartbeat():
             return wait_through_outage(lambda: ServerStorage(_sqlalchemy_url(url), engine_kwargs={
@@ -192,27 +178,15 @@ class RetryStaleTrial(RetryHeartbeatStaleTrialCallback):
             mlflow_store.fail_run_tree(attrs["mlflow_run_id"], reason)
 
 
+def database_server(url: str) -> backoff.Server:
+    return backoff.Server(f"storage {_shown(url)}", OUTAGE_VARIABLE, OUTAGE_SECONDS, _connection_lost,
+                          "the study stopped, its runs are closed: rerun the same command once the database is back")
+
+
 def wait_through_outage(call: Callable, url: str):
     """`call()`, called again with backoff while the database server does not answer (a restart), for up to
-    outage_seconds(); beyond that an OutageError line. Other errors go through at once."""
-    deadline, delay = None, 0.5
-    while True:
-        try:
-            return call()
-        except Exception as error:
-            if not _connection_lost(error):
-                raise
-            now = time.monotonic()
-            if deadline is None:
-                deadline = now + outage_seconds()
-                log.warning("storage %s does not answer (%s); retrying for up to %.0f s", _shown(url),
-                            _first_line(error), outage_seconds())
-            if now >= deadline:
-                raise OutageError(f"storage {_shown(url)} did not answer for {outage_seconds():.0f} s "
-                                  f"({_first_line(error)}); the study stopped, its runs are closed: rerun the "
-                                  f"same command once the database is back") from None
-            time.sleep(min(delay, deadline - now))
-            delay = min(delay * 2, 10)
+    CORE_STORAGE_OUTAGE_SECONDS; beyond that an OutageError line. Other errors go through at once."""
+    return backoff.patiently(call, database_server(url), "a storage call")
 
 
 def _connection_lost(error: BaseException | None) -> bool:
@@ -224,12 +198,6 @@ def _connection_lost(error: BaseException | None) -> bool:
             return True
         error = error.__cause__ or error.__context__
     return False
-
-
-def _first_line(error: BaseException) -> str:
-    while error.__cause__ is not None:  # Optuna's StorageInternalError says less than the driver's error
-        error = error.__cause__
-    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 def _shown(url: str) -> str:
