@@ -1,10 +1,10 @@
-"""Reproduce a logged run from its params, and re-evaluate a logged model.
+"""Reproduce a logged run from its config, and re-evaluate a logged model.
 
-A run's params are its flat config, so `Config.from_flat` rebuilds exactly what
-was trained (a study trial's params hold its derived seed, a comparison fold's
-its fold). Before anything is written, the data set's fingerprint is checked
-against the one logged, and differences in versions, code and device become
-warnings.
+A run's artifact config.yaml is its whole flat config, so `Config.from_flat`
+rebuilds exactly what was trained (a study trial's holds its derived seed, a
+comparison fold's its fold); its params are only the keys that apply. Before
+anything is written, the data set's fingerprint is checked against the one
+logged, and differences in versions, code and device become warnings.
 """
 
 from __future__ import annotations
@@ -15,12 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import yaml
 from mlflow.entities import Run
 
 from core import provenance, user_code
 from core.config import Config
 from core.errors import ConfigError, UserError
-from core.tracked import CODE_TAG, tracked_fit
+from core.names import logged_summary
+from core.tracked import CODE_TAG, CONFIG_ARTIFACT, PLACE_KEYS, tracked_fit
 from core.tracking import mlflow_store
 from core.train import Prepared, evaluate, prepare
 
@@ -60,10 +62,23 @@ def logged_run(run_id: str) -> tuple[Run, Config]:
         hint = f"; e.g. its child run {children[0].info.run_id}" if children else ""
         raise UserError(f"run {run_id} is {what}, which trains nothing: give one of its child runs{hint}")
     try:
-        config = Config.from_flat(run.data.params)
+        config = Config.from_flat(logged_config(run))
     except ConfigError as error:
-        raise UserError(f"run {run_id}: its params do not make a config ({error})") from None
+        raise UserError(f"run {run_id}: its logged config does not make a config ({error})") from None
     return run, config
+
+
+def logged_config(run: Run) -> dict[str, object]:
+    """The run's whole flat config: its artifact config.yaml (its params hold only the keys that apply), or
+    for a run without one its params, less those that say where it sits (trial_number, fold, ...)."""
+    client = mlflow_store.client()
+    if any(item.path == CONFIG_ARTIFACT for item in client.list_artifacts(run.info.run_id)):
+        with tempfile.TemporaryDirectory() as folder:
+            text = Path(client.download_artifacts(run.info.run_id, CONFIG_ARTIFACT, folder)).read_text()
+        flat = yaml.safe_load(text)
+        if isinstance(flat, dict):
+            return flat
+    return {key: value for key, value in run.data.params.items() if key not in PLACE_KEYS}
 
 
 def environment_warnings(tags: dict[str, str], device_name: str) -> list[str]:
@@ -122,7 +137,7 @@ def reproduce(run_id: str, epochs: int | None = None, tolerance: float = 1e-4,
     exact = (config.train.deterministic and prepared.device.type == "cpu"
              and tags.get("device", "").startswith("cpu"))
     experiment = mlflow_store.client().get_experiment(run.info.experiment_id).name
-    keep = {k: tags[k] for k in ("study", "trial_number", "fold", "remedy") if k in tags}
+    keep = {k: tags[k] for k in ("study", *PLACE_KEYS) if k in tags}
     tracked = tracked_fit(config, experiment=experiment, run_name=f"{run.info.run_name} (reproduced)",
                           tags={**keep, "reproduced_from": run_id}, prepared=prepared)
     rows, first = compare_histories(run_id, tracked.run_id, compared, 0.0 if exact else tolerance)
@@ -201,5 +216,6 @@ def evaluate_logged_model(run_id: str, allow_code_change: bool = False) -> tuple
     data = prepared.data
     now = evaluate(prepared.model, data.test_x, data.test_y, prepared.normalize,
                    autocast=prepared.device.type == "cuda")  # as final_metrics measured it
-    logged = {key: run.data.metrics.get(key, math.nan) for key in ("test_loss", "test_acc")}
+    logged = {key: logged_summary(run.data.metrics, key) for key in ("test_loss", "test_acc")}
+    logged = {key: math.nan if value is None else value for key, value in logged.items()}
     return logged, {"test_loss": now["loss"], "test_acc": now["acc"]}

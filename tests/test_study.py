@@ -8,6 +8,7 @@ import optuna
 import pytest
 
 from core.config import Config
+from core.reproduce import logged_config
 from core.study import DEFAULT_STORAGE, load_spec, run_study, trial_seed
 from core.study.storage import open_storage
 from tests.helpers import TINY_CONFIG, all_runs, load_study, mlflow_client, run_cli, tiny_study_spec
@@ -36,7 +37,8 @@ def test_every_trial_is_a_child_run_and_each_finds_the_other(tmp_path):
         assert run.data.tags["study"] == "s1" and run.data.tags["trial_number"] == str(trial.number)
         assert run.data.tags["state"] == "complete" and run.info.status == "FINISHED"
         assert int(run.data.tags["seed"]) == trial_seed(0, trial.number) == trial.user_attrs["seed"]
-        config = Config.from_flat(run.data.params)
+        config = Config.from_flat(logged_config(run))
+        assert run.data.params["trial_number"] == str(trial.number)  # a chart axis and group key
         assert config.optim.lr == trial.params["optim.lr"] and config.seed == trial.user_attrs["seed"]
         assert run.info.run_name.startswith(f"trial-{trial.number:03d} lr=")
     client = mlflow_client()
@@ -78,7 +80,7 @@ def test_pruned_and_failed_trials(tmp_path):
     failed = by_number[2]
     assert failed.info.status == "FAILED" and failed.data.tags["state"] == "failed"
     assert "too deep" in failed.data.tags["error"] and "too deep" in trials[2].user_attrs["fail_reason"]
-    assert Config.from_flat(failed.data.params).model.name == "alexnet_cifar"
+    assert failed.data.params["model.name"] == "alexnet_cifar" and failed.data.params["trial_number"] == "2"
 
 
 def test_resume_continues_to_exactly_the_budget_and_reuses_the_parent(tmp_path):
@@ -111,8 +113,8 @@ def test_trials_keep_weights_and_the_best_trial_gets_the_mlflow_model(tmp_path):
     (logged,) = client.search_logged_models([parent.info.experiment_id]).to_list()
     best_run = client.get_run(outcome.best_run_id)
     assert {m.key: m.value for m in logged.metrics} == {k: v for k, v in best_run.data.metrics.items()
-                                                         if k.startswith(("final_", "test_"))}
-    assert len(client.get_metric_history(outcome.best_run_id, "test_acc")) == 1  # the run's history is unchanged
+                                                         if k.startswith(("summary/final_", "summary/test_"))}
+    assert len(client.get_metric_history(outcome.best_run_id, "summary/test_acc")) == 1  # its history is unchanged
     assert logged.name == f"s7-trial-{outcome.best_trial:03d}"  # says what it is, not "model"
     model = mlflow.pytorch.load_model(f"models:/{logged.model_id}")
     probabilities = model(torch.zeros(2, 1, 8, 8, dtype=torch.uint8))  # raw pixels in, as the data stores them
@@ -132,7 +134,7 @@ def test_k_fold_objective_is_the_mean_over_folds(tmp_path):
         (trial_run,) = [r for r in trial_runs if r.info.run_id == trial.user_attrs["mlflow_run_id"]]
         folds = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == trial_run.info.run_id]
         assert sorted(r.data.tags["fold"] for r in folds) == ["0", "1", "2"]
-        mean = sum(r.data.metrics["final_val_acc"] for r in folds) / 3
+        mean = sum(r.data.metrics["summary/final_val_acc"] for r in folds) / 3
         assert trial.value == pytest.approx(mean)
         assert sorted(trial.intermediate_values) == [0, 1, 2]  # reported after each fold
 

@@ -89,7 +89,7 @@ class StudyReporter:
             self.parent_run_id = mlflow_store.start_run(self.spec.name, f"study {self.spec.name}", tags)
             # Params: what every trial shares (the searched keys vary; the best trial's are the best.* tags)
             searched = {param.key for param in self.spec.params}
-            fixed = {key: value for key, value in self.spec.base.to_flat().items() if key not in searched}
+            fixed = {key: value for key, value in self.spec.base.to_params().items() if key not in searched}
             with contextlib.closing(MLflowTracker(self.parent_run_id, self.spec.name)) as record:
                 record.log_params({**fixed, "study.sampler": self.spec.sampler["name"],
                                    "study.pruner": self.spec.pruner["name"], "study.seed": self.spec.seed})
