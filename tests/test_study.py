@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 
 import optuna
@@ -43,11 +44,15 @@ def test_every_trial_is_a_child_run_and_each_finds_the_other(tmp_path):
         assert run.info.run_name.startswith(f"trial-{trial.number:03d} lr=")
     client = mlflow_client()
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
-    plots = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
+    sizes = {a.path: a.file_size for a in client.list_artifacts(parent.info.run_id, "plots")}
+    plots = set(sizes)
     assert "trials.csv" in artifacts
     assert {"plots/optimization_history.html", "plots/optimization_history.png",
             "plots/parallel_coordinate.html", "plots/intermediate_values.png"} <= plots
     assert "plots/parallel_coordinate.png" not in plots  # unreadable as a static image
+    # One plotly.js for all the pages (4.6 MB each when every page embedded its own copy).
+    assert sizes["plots/plotly.min.mjs"] > 3_000_000
+    assert all(size < 100_000 for path, size in sizes.items() if path.endswith(".html"))
     note = parent.data.tags["mlflow.note.content"]
     assert "Best value" in note and "3 complete" in note
     assert outcome.best_run_id == study.best_trial.user_attrs["mlflow_run_id"]
@@ -81,6 +86,21 @@ def test_pruned_and_failed_trials(tmp_path):
     assert failed.info.status == "FAILED" and failed.data.tags["state"] == "failed"
     assert "too deep" in failed.data.tags["error"] and "too deep" in trials[2].user_attrs["fail_reason"]
     assert failed.data.params["model.name"] == "alexnet_cifar" and failed.data.params["trial_number"] == "2"
+
+
+def test_a_study_without_intermediate_values_has_no_such_plot_and_no_optuna_warning(tmp_path, caplog):
+    # The objective `parameters` is known only at the end: no trial reports as it trains.
+    spec = load_spec(tiny_study_spec(tmp_path, name="s8", trials=2, objective={"metric": "parameters",
+                                                                               "direction": "minimize"}))
+    optuna_log = logging.getLogger("optuna")
+    optuna_log.addHandler(caplog.handler)  # Optuna's logger does not propagate to the root
+    try:
+        outcome = run_study(spec)
+    finally:
+        optuna_log.removeHandler(caplog.handler)
+    plots = {a.path for a in mlflow_client().list_artifacts(outcome.parent_run_id, "plots")}
+    assert "plots/optimization_history.html" in plots and not {p for p in plots if "intermediate_values" in p}
+    assert not [r for r in caplog.records if r.name.startswith("optuna") and r.levelno >= logging.WARNING]
 
 
 def test_resume_continues_to_exactly_the_budget_and_reuses_the_parent(tmp_path):
