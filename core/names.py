@@ -18,10 +18,24 @@ METRICS = ("macro_f1", "weighted_f1", "balanced_accuracy", "cohen_kappa", "matth
 # Data sets read from files under data.root: the folder each one's files are in.
 ON_DISK = {"mnist": "MNIST/raw", "fashion_mnist": "FashionMNIST/raw", "cifar10": "cifar-10-batches-py"}
 
-# A run's summary values (final_*, test_*, best_epoch, epochs_run, steps_run, and the final/test values of
-# track.metrics) are logged as MLflow metrics under this prefix, e.g. summary/test_acc: MLflow's chart view
-# groups charts by the part of a key before "/", so the per-epoch curves (no prefix) come first.
+# The MLflow metrics of a training run are in three groups: per-epoch values (epoch/val_acc), per-step values
+# (step/train_loss) and the summary (summary/test_acc: final_*, test_*, best_epoch, epochs_run, steps_run and the
+# final/test values of track.metrics). MLflow 3's chart view makes a section of each prefix (the part of a key
+# before "/"), sorted by name, and puts the keys without one last: so every key has one, and epoch < step <
+# summary shows the curves first. In Python (FitResult, the trainer, Visdom) the names stay plain.
+EPOCH_PREFIX = "epoch/"
+STEP_PREFIX = "step/"
 SUMMARY_PREFIX = "summary/"
+
+
+def epoch_key(name: str) -> str:
+    """The MLflow metric key of a per-epoch value: val_acc -> epoch/val_acc."""
+    return EPOCH_PREFIX + name
+
+
+def step_key(name: str) -> str:
+    """The MLflow metric key of a per-step value: train_loss_step -> step/train_loss."""
+    return STEP_PREFIX + name.removesuffix("_step")
 
 
 def summary_key(name: str) -> str:

@@ -21,7 +21,7 @@ from mlflow.entities import Run
 from core import provenance, user_code
 from core.config import Config
 from core.errors import ConfigError, UserError
-from core.names import logged_summary
+from core.names import epoch_key, logged_summary
 from core.tracked import CODE_TAG, CONFIG_ARTIFACT, PLACE_KEYS, tracked_fit
 from core.tracking import mlflow_store
 from core.train import Prepared, evaluate, prepare
@@ -149,7 +149,7 @@ def compared_epochs(run: Run, epochs: int, warnings: list[str]) -> int:
     """The epochs to compare: a run that did not finish (FAILED, KILLED) only has those before it stopped."""
     if run.info.status == "FINISHED":
         return epochs
-    logged = len(mlflow_store.client().get_metric_history(run.info.run_id, COMPARED[0]))
+    logged = len(epoch_history(run.info.run_id, COMPARED[0]))
     if logged == 0:
         raise UserError(f"run {run.info.run_id} is {run.info.status} and logged no epoch: there is nothing to compare")
     compared = min(epochs, logged)
@@ -161,11 +161,10 @@ def compared_epochs(run: Run, epochs: int, warnings: list[str]) -> int:
 def compare_histories(original: str, reproduced: str, epochs: int,
                       tolerance: float) -> tuple[list[tuple[int, str, float, float]], int | None]:
     """Per-epoch metrics side by side; the first epoch where any differs by more than `tolerance`."""
-    client = mlflow_store.client()
     history = {}
     for run_id in (original, reproduced):
         for key in COMPARED:
-            history[run_id, key] = {m.step: m.value for m in client.get_metric_history(run_id, key)}
+            history[run_id, key] = epoch_history(run_id, key)
     logged = set().union(*(history[original, key] for key in COMPARED))
     made = set().union(*(history[reproduced, key] for key in COMPARED))
     # Only the epochs either run trained: early stopping and pruning end runs before `epochs`, and a resumed
@@ -182,6 +181,16 @@ def compare_histories(original: str, reproduced: str, epochs: int,
             if not same and first is None:
                 first = epoch
     return rows, first
+
+
+def epoch_history(run_id: str, name: str) -> dict[int, float]:
+    """{epoch: value} of a per-epoch metric: epoch/<name>, or <name> in runs logged before the prefix."""
+    client = mlflow_store.client()
+    for key in (epoch_key(name), name):
+        history = client.get_metric_history(run_id, key)
+        if history:
+            return {m.step: m.value for m in history}
+    return {}
 
 
 def table_csv(rows: list[tuple[int, str, float, float]]) -> str:

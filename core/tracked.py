@@ -18,7 +18,7 @@ import torch
 
 from core import provenance, report, serving, user_code
 from core.config import Config
-from core.names import ON_DISK, summary_key
+from core.names import ON_DISK, epoch_key, step_key, summary_key
 from core.resume import Resume, checkpoint_file, remove_checkpoints
 from core.tracking import CompositeTracker, Tracker, mlflow_store
 from core.tracking.mlflow_sink import MLflowTracker
@@ -63,7 +63,7 @@ def tracked_fit(config: Config, *, experiment: str | None = None, run_name: str 
         live = None if config.track.visdom == "off" else make_visdom_tracker(
             config.track.visdom, config.track.visdom_url, visdom_env or experiment,
             f"{visdom_label or name} [{run_id[:6]}]", live_metrics(config))
-        with contextlib.closing(CompositeTracker(record, live)) as tracker:
+        with contextlib.closing(CompositeTracker(CurveKeys(record), live)) as tracker:
             log_inputs(record, prepared, tags)
             try:
                 result = fit(config, tracker, should_stop=should_stop, progress=progress, prepared=prepared,
@@ -75,6 +75,23 @@ def tracked_fit(config: Config, *, experiment: str | None = None, run_name: str 
             log_outcome(record, prepared, result, name if mlflow_model else "")
     remove_checkpoints(run_id, resume)  # the run is FINISHED; killed or failed runs keep theirs, to be resumed
     return TrackedRun(run_id, result)
+
+
+class CurveKeys:
+    """The MLflow record as `fit` logs to it: per-epoch values as epoch/<name>, per-step values as step/<name>
+    (core/names.py says why); the trainer and Visdom keep the plain names."""
+
+    def __init__(self, record: MLflowTracker):
+        self.record = record
+
+    def log_steps(self, key: str, values: list[float], first_step: int) -> None:
+        self.record.log_steps(step_key(key), values, first_step)
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        self.record.log_metrics({epoch_key(key): value for key, value in metrics.items()}, step)
+
+    def __getattr__(self, name: str):
+        return getattr(self.record, name)  # params, tags, files, close: as they are
 
 
 @contextlib.contextmanager

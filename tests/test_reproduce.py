@@ -50,16 +50,18 @@ def test_params_hold_the_keys_that_apply_and_reproduce_rebuilds_the_whole_config
 
 
 def test_a_run_of_an_older_version_still_reproduces_and_evaluates(monkeypatch):
-    # Older versions logged every key as a param and the summary values without the summary/ prefix; the
-    # oldest had no config.yaml.
+    # Older versions logged every key as a param and the metrics without the epoch/, step/ and summary/
+    # prefixes; the oldest had no config.yaml.
     import core.tracked
 
     with monkeypatch.context() as old:
         old.setattr(core.tracked, "summary_key", lambda name: name)
+        old.setattr(core.tracked, "CurveKeys", lambda record: record)
         old.setattr(core.tracked, "run_params", lambda config, tags: config.to_flat())
         original = train(**{"optim.momentum": 0.5})
     run = mlflow_store.client().get_run(original)
-    assert "test_acc" in run.data.metrics and "summary/test_acc" not in run.data.metrics
+    assert {"test_acc", "val_acc", "train_loss_step"} <= set(run.data.metrics) and "summary/test_acc" not in \
+        run.data.metrics
     Path(urlparse(run.info.artifact_uri).path, "config.yaml").unlink()
     assert logged_run(original)[1] == tiny_config(**TINY, **{"optim.momentum": 0.5})
     logged, now = evaluate_logged_model(original)
@@ -92,7 +94,7 @@ def test_a_study_trial_is_reproduced_with_its_derived_seed(tmp_path):
 def test_a_changed_result_is_named_by_epoch():
     original = train()
     client = mlflow_store.client()
-    client.log_metric(original, "val_loss", 123.0, step=1)  # as if the original had diverged at epoch 1
+    client.log_metric(original, "epoch/val_loss", 123.0, step=1)  # as if the original had diverged at epoch 1
     assert reproduce(original).first_divergence == 1
 
 
@@ -165,7 +167,7 @@ def test_a_store_that_fails_to_answer_is_not_called_a_missing_run(monkeypatch):
 
 def test_the_cli_prints_first_last_and_differing_epochs_and_keeps_every_epoch_as_an_artifact(tmp_path):
     original = train(**{"train.epochs": 5})
-    mlflow_store.client().log_metric(original, "val_acc", 0.5, step=2)  # one epoch disagrees
+    mlflow_store.client().log_metric(original, "epoch/val_acc", 0.5, step=2)  # one epoch disagrees
     result = run_cli("reproduce", original, cwd=tmp_path)
     assert result.returncode == 1, result.stderr
     lines = result.stdout.strip().splitlines()

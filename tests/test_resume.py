@@ -32,7 +32,7 @@ RESUMABLE = {"data.samples": 300, "train.epochs": 6, "train.deterministic": True
 # about 0.1 s an epoch: long enough to kill it mid-training
 SLOW = {**RESUMABLE, "data.samples": 3000, "data.shape": [1, 16, 16], "train.batch_size": 16, "train.epochs": 25,
         "train.checkpoint": True, "track.log_model": True}
-EPOCH_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr")
+EPOCH_KEYS = ("epoch/train_loss", "epoch/train_acc", "epoch/val_loss", "epoch/val_acc", "epoch/lr")
 
 
 class Preempted(Exception):
@@ -121,7 +121,7 @@ def test_sigkilled_run_resumes_bit_for_bit(tmp_path, isolated_store):
         mine = history(resumed_id, key)
         assert mine == {step: value for step, value in history(whole_id, key).items() if step > killed_at}, key
         assert min(mine) == killed_at + 1
-    steps, whole_steps = history(resumed_id, "train_loss_step"), history(whole_id, "train_loss_step")
+    steps, whole_steps = history(resumed_id, "step/train_loss"), history(whole_id, "step/train_loss")
     per_epoch = len(whole_steps) // (max(mine) + 1)
     assert steps == {step: value for step, value in whole_steps.items() if step >= (killed_at + 1) * per_epoch}
     final = {k: v for k, v in runs[whole_id].data.metrics.items() if k.startswith("summary/")}
@@ -167,6 +167,6 @@ def test_retry_of_a_killed_workers_trial_resumes_from_its_checkpoint(tmp_path, i
     run = mlflow_client().get_run(retry.user_attrs["mlflow_run_id"])
     assert run.data.tags["resumed_from"] == victim.user_attrs["mlflow_run_id"]
     assert run.data.tags["resumed_at_epoch"] == str(killed_at + 1)
-    assert sorted(history(run.info.run_id, "val_acc")) == list(range(killed_at + 1, 15))
+    assert sorted(history(run.info.run_id, "epoch/val_acc")) == list(range(killed_at + 1, 15))
     assert run.data.metrics["summary/epochs_run"] == 15
     assert not list((isolated_store / "checkpoints").glob("*.pt"))  # every trial finished: none kept

@@ -79,7 +79,7 @@ def test_pruned_and_failed_trials(tmp_path):
 
     pruned = by_number[1]
     assert pruned.info.status == "FINISHED" and pruned.data.tags["state"] == "pruned"
-    history = mlflow_client().get_metric_history(pruned.info.run_id, "val_acc")
+    history = mlflow_client().get_metric_history(pruned.info.run_id, "epoch/val_acc")
     assert [m.step for m in history] == [0] and "pruner" in trials[1].user_attrs["prune_reason"]
 
     failed = by_number[2]

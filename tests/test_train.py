@@ -107,10 +107,12 @@ def test_train_command_records_one_complete_run(tmp_path):
     assert Config.from_flat(logged_config(run)) == tiny()
     for tag in ("git_commit", "data_fingerprint", "device", "seed", "version.torch", "version.mlflow"):
         assert run.data.tags[tag]
-    steps = client.get_metric_history(run.info.run_id, "train_loss_step")
+    steps = client.get_metric_history(run.info.run_id, "step/train_loss")
     assert [m.step for m in steps] == list(range(len(steps))) and len(steps) == 3 * 6
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_acc")] == [0, 1, 2]
-    assert "summary/test_acc" in run.data.metrics and "test_acc" not in run.data.metrics  # charts after the curves
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "epoch/val_acc")] == [0, 1, 2]
+    # Every key has a prefix, and epoch/ < step/ < summary/: MLflow's chart view shows the curves first.
+    assert {key.split("/")[0] for key in run.data.metrics} == {"epoch", "step", "summary"}
+    assert "summary/test_acc" in run.data.metrics
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"config.yaml", "learning_curves.png", "confusion_matrix.png", "weights"} <= artifacts
     assert run.outputs.model_outputs
