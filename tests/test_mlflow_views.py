@@ -85,3 +85,22 @@ def test_the_printed_trial_link_opens_model_training_with_the_curves_first(print
         page.screenshot(path=str(artifacts_dir / "optimization-history.png"))
     assert any("plotly.min.mjs" in request for request in requests)
     assert outside_loopback(requests) == []
+
+
+def test_a_plot_page_opened_from_disk_draws_with_the_plotly_beside_it(tmp_path, chromium_path):
+    import plotly.graph_objects as go
+
+    from core.study import plots
+
+    page_file = tmp_path / "plot.html"
+    page_file.write_text(plots.page(go.Figure(go.Scatter(x=[0, 1, 2], y=[3, 1, 2])), "a plot", "0" * 32))
+    assert page_file.stat().st_size < 10_000  # no plotly.js inside
+    with browser_page(chromium_path) as (page, requests):
+        page.goto(page_file.as_uri())
+        page.wait_for_timeout(2000)
+        assert "did not load" in page.inner_text("#plot")  # without the file: says where it should be
+    plots.write_plotly(tmp_path)
+    with browser_page(chromium_path) as (page, requests):
+        page.goto(page_file.as_uri())
+        page.locator("svg.main-svg").first.wait_for(timeout=30_000)
+    assert outside_loopback(requests) == []
