@@ -377,7 +377,7 @@ def run_comparison(spec: ExperimentSpec, progress: bool = False) -> ComparisonRe
                disable=not progress)
     with bar, mlflow_store.open_run(spec.name, f"compare {spec.name}", {"kind": "comparison"}) as parent_run_id:
         with closing(MLflowTracker(parent_run_id, spec.name)) as tracker:
-            tracker.log_params({**spec.base.to_flat(), "compare.k": spec.k, "compare.repeats": spec.repeats,
+            tracker.log_params({**spec.base.to_params(), "compare.k": spec.k, "compare.repeats": spec.repeats,
                                 "compare.remedies": ",".join(r.name for r in spec.remedies)})
             # Closing sends it now: the sender thread's first send (imports, SQL) is over before any fold is timed.
             tracker.log_metrics({"warm_up_seconds": warm_up_seconds}, step=0)
@@ -427,7 +427,8 @@ def _train_remedy(spec: ExperimentSpec, name: str, config: Config, overrides: di
                 results.append(_fold_result(tracked.result, len(prepared.train_idx), len(prepared.val_idx)))
                 bar.update(1)
         with closing(MLflowTracker(run_id, spec.name)) as summary:
-            summary.log_params({**config.to_flat(), "compare.k": spec.k, "compare.repeats": spec.repeats})
+            summary.log_params({**config.to_params(), "remedy": name, "compare.k": spec.k,
+                                "compare.repeats": spec.repeats})
             summary.log_metrics({f"{m}_mean": float(np.mean([getattr(r, m) for r in results])) for m in METRICS}
                                 | {"seconds_median": float(np.median([r.seconds for r in results]))}, step=0)
     return results

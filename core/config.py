@@ -132,6 +132,52 @@ class Config:
         """Every leaf as a dotted key, e.g. {"optim.lr": 0.01, ...}."""
         return _flatten(self, "")
 
+    def to_params(self) -> dict[str, Any]:
+        """`to_flat()` less the keys this config's other choices leave unused (`unused_keys`): a run's params."""
+        unused = self.unused_keys()
+        return {key: value for key, value in self.to_flat().items() if key not in unused}
+
+    def unused_keys(self) -> set[str]:
+        """Keys that change nothing under this config's other choices: no optim.momentum for Adam, no split.k
+        on a holdout split, no sched.gamma without a schedule..."""
+        unused = set()
+        if self.optim.name != "sgd":
+            unused.add("optim.momentum")
+        unused |= {key for key, schedules in SCHEDULE_KEYS.items() if self.sched.name not in schedules}
+        if self.split.kind == "holdout":
+            unused |= {"split.k", "split.fold"}
+        else:
+            unused |= {"split.val_fraction", "split.stratify"}
+        if self.train.augment == "none":
+            unused.add("train.shift")
+        if self.early_stop.patience == 0:
+            unused.add("early_stop.min_delta")
+        if self.track.visdom == "off":
+            unused.add("track.visdom_url")
+        return unused | self._unused_data_keys() | self._unused_model_keys()
+
+    def _unused_data_keys(self) -> set[str]:
+        name, on_disk = self.data.name, self.data.name in names.ON_DISK
+        unused = set()
+        if name != "synthetic":
+            unused |= {"data.shape", "data.num_classes", "data.samples"}
+        if name != "npz":
+            unused.add("data.path")
+        if not on_disk and name != "image_folder":
+            unused.add("data.root")
+        if on_disk:
+            unused.add("data.test_fraction")  # these sets have a test part of their own
+        else:
+            unused.add("data.download")
+        if not self.data.download:
+            unused.add("data.mirror")
+        return unused
+
+    def _unused_model_keys(self) -> set[str]:
+        if user_code.is_reference(self.model.name):  # the user's builder takes model.args only
+            return {"model.hidden", "model.channels", "model.dropout", "model.batchnorm"}
+        return {"model.channels"} if self.model.name in names.FULLY_CONNECTED else set()
+
     @classmethod
     def from_flat(cls, flat: dict[str, Any]) -> Config:
         """The exact inverse of `to_flat`; values may be strings (MLflow params)."""
@@ -241,6 +287,8 @@ class Config:
         return [name for name in names if user_code.is_reference(name)]
 
 
+# The schedules each sched.* key is used by (the others leave it unused).
+SCHEDULE_KEYS = {"sched.step_size": ("step",), "sched.gamma": ("step", "plateau"), "sched.patience": ("plateau",)}
 # Keys with a fixed set of values (data.name, model.name and track.metrics also take module:function).
 CHOICES = {"device": ("auto", "cpu", "cuda"), "data.name": names.DATASETS, "model.name": names.MODELS,
            "split.kind": ("holdout", "kfold", "stratified_kfold"), "optim.name": ("sgd", "adam", "adamw"),

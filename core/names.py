@@ -11,8 +11,40 @@ MODELS = ("mlp", "quickstart", "seed_net", "lenet5", "alexnet_cifar", "vgg_small
 # model.hidden = [] means these fully connected widths (what `python -m core keys` shows as the default)
 HIDDEN = {"mlp": [200, 200], "quickstart": [512, 512], "seed_net": [512, 64], "lenet5": [120, 84],
           "alexnet_cifar": [4096, 1024], "vgg_small": [256], "resnet_small": [], "conv1d": [64]}
+FULLY_CONNECTED = ("mlp", "quickstart")  # no convolutions: model.channels is not theirs
 DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "synthetic", "npz", "image_folder")
 # Metrics for track.metrics, computed from scikit-learn on the validation and test predictions.
 METRICS = ("macro_f1", "weighted_f1", "balanced_accuracy", "cohen_kappa", "matthews_corrcoef", "log_loss")
 # Data sets read from files under data.root: the folder each one's files are in.
 ON_DISK = {"mnist": "MNIST/raw", "fashion_mnist": "FashionMNIST/raw", "cifar10": "cifar-10-batches-py"}
+
+# The MLflow metrics of a training run are in three groups: per-epoch values (epoch/val_acc), per-step values
+# (step/train_loss) and the summary (summary/test_acc: final_*, test_*, best_epoch, epochs_run, steps_run and the
+# final/test values of track.metrics). MLflow 3's chart view makes a section of each prefix (the part of a key
+# before "/"), sorted by name, and puts the keys without one last: so every key has one, and epoch < step <
+# summary shows the curves first. In Python (FitResult, the trainer, Visdom) the names stay plain.
+EPOCH_PREFIX = "epoch/"
+STEP_PREFIX = "step/"
+SUMMARY_PREFIX = "summary/"
+
+
+def epoch_key(name: str) -> str:
+    """The MLflow metric key of a per-epoch value: val_acc -> epoch/val_acc."""
+    return EPOCH_PREFIX + name
+
+
+def step_key(name: str) -> str:
+    """The MLflow metric key of a per-step value: train_loss_step -> step/train_loss."""
+    return STEP_PREFIX + name.removesuffix("_step")
+
+
+def summary_key(name: str) -> str:
+    """The MLflow metric key of a summary value: test_acc -> summary/test_acc."""
+    return SUMMARY_PREFIX + name
+
+
+def logged_summary(metrics: dict[str, float], name: str) -> float | None:
+    """A run's logged summary value (`summary/<name>`), or `<name>` for runs logged before the prefix; None if
+    neither is there."""
+    value = metrics.get(summary_key(name))
+    return metrics.get(name) if value is None else value

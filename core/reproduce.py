@@ -1,10 +1,10 @@
-"""Reproduce a logged run from its params, and re-evaluate a logged model.
+"""Reproduce a logged run from its config, and re-evaluate a logged model.
 
-A run's params are its flat config, so `Config.from_flat` rebuilds exactly what
-was trained (a study trial's params hold its derived seed, a comparison fold's
-its fold). Before anything is written, the data set's fingerprint is checked
-against the one logged, and differences in versions, code and device become
-warnings.
+A run's artifact config.yaml is its whole flat config, so `Config.from_flat`
+rebuilds exactly what was trained (a study trial's holds its derived seed, a
+comparison fold's its fold); its params are only the keys that apply. Before
+anything is written, the data set's fingerprint is checked against the one
+logged, and differences in versions, code and device become warnings.
 """
 
 from __future__ import annotations
@@ -15,12 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import yaml
 from mlflow.entities import Run
 
 from core import provenance, user_code
 from core.config import Config
 from core.errors import ConfigError, OutageError, UserError
-from core.tracked import CODE_TAG, tracked_fit
+from core.names import epoch_key, logged_summary
+from core.tracked import CODE_TAG, CONFIG_ARTIFACT, PLACE_KEYS, tracked_fit
 from core.tracking import mlflow_store
 from core.train import Prepared, evaluate, prepare
 
@@ -60,10 +62,23 @@ def logged_run(run_id: str) -> tuple[Run, Config]:
         hint = f"; e.g. its child run {children[0].info.run_id}" if children else ""
         raise UserError(f"run {run_id} is {what}, which trains nothing: give one of its child runs{hint}")
     try:
-        config = Config.from_flat(run.data.params)
+        config = Config.from_flat(logged_config(run))
     except ConfigError as error:
-        raise UserError(f"run {run_id}: its params do not make a config ({error})") from None
+        raise UserError(f"run {run_id}: its logged config does not make a config ({error})") from None
     return run, config
+
+
+def logged_config(run: Run) -> dict[str, object]:
+    """The run's whole flat config: its artifact config.yaml (its params hold only the keys that apply), or
+    for a run without one its params, less those that say where it sits (trial_number, fold, ...)."""
+    client = mlflow_store.client()
+    if any(item.path == CONFIG_ARTIFACT for item in client.list_artifacts(run.info.run_id)):
+        with tempfile.TemporaryDirectory() as folder:
+            text = Path(client.download_artifacts(run.info.run_id, CONFIG_ARTIFACT, folder)).read_text()
+        flat = yaml.safe_load(text)
+        if isinstance(flat, dict):
+            return flat
+    return {key: value for key, value in run.data.params.items() if key not in PLACE_KEYS}
 
 
 def environment_warnings(tags: dict[str, str], device_name: str) -> list[str]:
@@ -122,7 +137,7 @@ def reproduce(run_id: str, epochs: int | None = None, tolerance: float = 1e-4,
     exact = (config.train.deterministic and prepared.device.type == "cpu"
              and tags.get("device", "").startswith("cpu"))
     experiment = mlflow_store.client().get_experiment(run.info.experiment_id).name
-    keep = {k: tags[k] for k in ("study", "trial_number", "fold", "remedy") if k in tags}
+    keep = {k: tags[k] for k in ("study", *PLACE_KEYS) if k in tags}
     tracked = tracked_fit(config, experiment=experiment, run_name=f"{run.info.run_name} (reproduced)",
                           tags={**keep, "reproduced_from": run_id}, prepared=prepared)
     rows, first = compare_histories(run_id, tracked.run_id, compared, 0.0 if exact else tolerance)
@@ -134,7 +149,7 @@ def compared_epochs(run: Run, epochs: int, warnings: list[str]) -> int:
     """The epochs to compare: a run that did not finish (FAILED, KILLED) only has those before it stopped."""
     if run.info.status == "FINISHED":
         return epochs
-    logged = len(mlflow_store.client().get_metric_history(run.info.run_id, COMPARED[0]))
+    logged = len(epoch_history(run.info.run_id, COMPARED[0]))
     if logged == 0:
         raise UserError(f"run {run.info.run_id} is {run.info.status} and logged no epoch: there is nothing to compare")
     compared = min(epochs, logged)
@@ -146,11 +161,10 @@ def compared_epochs(run: Run, epochs: int, warnings: list[str]) -> int:
 def compare_histories(original: str, reproduced: str, epochs: int,
                       tolerance: float) -> tuple[list[tuple[int, str, float, float]], int | None]:
     """Per-epoch metrics side by side; the first epoch where any differs by more than `tolerance`."""
-    client = mlflow_store.client()
     history = {}
     for run_id in (original, reproduced):
         for key in COMPARED:
-            history[run_id, key] = {m.step: m.value for m in client.get_metric_history(run_id, key)}
+            history[run_id, key] = epoch_history(run_id, key)
     logged = set().union(*(history[original, key] for key in COMPARED))
     made = set().union(*(history[reproduced, key] for key in COMPARED))
     # Only the epochs either run trained: early stopping and pruning end runs before `epochs`, and a resumed
@@ -167,6 +181,16 @@ def compare_histories(original: str, reproduced: str, epochs: int,
             if not same and first is None:
                 first = epoch
     return rows, first
+
+
+def epoch_history(run_id: str, name: str) -> dict[int, float]:
+    """{epoch: value} of a per-epoch metric: epoch/<name>, or <name> in runs logged before the prefix."""
+    client = mlflow_store.client()
+    for key in (epoch_key(name), name):
+        history = client.get_metric_history(run_id, key)
+        if history:
+            return {m.step: m.value for m in history}
+    return {}
 
 
 def table_csv(rows: list[tuple[int, str, float, float]]) -> str:
@@ -203,5 +227,6 @@ def evaluate_logged_model(run_id: str, allow_code_change: bool = False) -> tuple
     data = prepared.data
     now = evaluate(prepared.model, data.test_x, data.test_y, prepared.normalize,
                    autocast=prepared.device.type == "cuda")  # as final_metrics measured it
-    logged = {key: run.data.metrics.get(key, math.nan) for key in ("test_loss", "test_acc")}
+    logged = {key: logged_summary(run.data.metrics, key) for key in ("test_loss", "test_acc")}
+    logged = {key: math.nan if value is None else value for key, value in logged.items()}
     return logged, {"test_loss": now["loss"], "test_acc": now["acc"]}

@@ -18,7 +18,7 @@ import torch
 
 from core import provenance, report, serving, user_code
 from core.config import Config
-from core.names import ON_DISK
+from core.names import ON_DISK, epoch_key, step_key, summary_key
 from core.resume import Resume, checkpoint_file, remove_checkpoints
 from core.tracking import CompositeTracker, Tracker, mlflow_store
 from core.tracking.mlflow_sink import MLflowTracker
@@ -26,6 +26,10 @@ from core.tracking.visdom_sink import LIVE_METRICS, make_visdom_tracker
 from core.train import FitResult, Prepared, ShouldStop, fit, predict, prepare, run_label
 
 CODE_TAG = "code."  # code.<path> = the SHA-256 of a user source file the run used
+# Tags that say where a run sits (a study's trial, a fold, a comparison's remedy and repeat), logged as params too:
+# MLflow's charts take params (not tags) as axes and group keys.
+PLACE_KEYS = ("trial_number", "fold", "remedy", "repeat")
+CONFIG_ARTIFACT = "config.yaml"  # the whole flat config: params hold only the keys that apply
 
 
 @dataclass
@@ -59,8 +63,8 @@ def tracked_fit(config: Config, *, experiment: str | None = None, run_name: str 
         live = None if config.track.visdom == "off" else make_visdom_tracker(
             config.track.visdom, config.track.visdom_url, visdom_env or experiment,
             f"{visdom_label or name} [{run_id[:6]}]", live_metrics(config))
-        with contextlib.closing(CompositeTracker(record, live)) as tracker:
-            log_inputs(record, prepared)
+        with contextlib.closing(CompositeTracker(CurveKeys(record), live)) as tracker:
+            log_inputs(record, prepared, tags)
             try:
                 result = fit(config, tracker, should_stop=should_stop, progress=progress, prepared=prepared,
                              checkpoint_path=checkpoint_file(run_id) if config.train.checkpoint else None,
@@ -71,6 +75,23 @@ def tracked_fit(config: Config, *, experiment: str | None = None, run_name: str 
             log_outcome(record, prepared, result, name if mlflow_model else "")
     remove_checkpoints(run_id, resume)  # the run is FINISHED; killed or failed runs keep theirs, to be resumed
     return TrackedRun(run_id, result)
+
+
+class CurveKeys:
+    """The MLflow record as `fit` logs to it: per-epoch values as epoch/<name>, per-step values as step/<name>
+    (core/names.py says why); the trainer and Visdom keep the plain names."""
+
+    def __init__(self, record: MLflowTracker):
+        self.record = record
+
+    def log_steps(self, key: str, values: list[float], first_step: int) -> None:
+        self.record.log_steps(step_key(key), values, first_step)
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        self.record.log_metrics({epoch_key(key): value for key, value in metrics.items()}, step)
+
+    def __getattr__(self, name: str):
+        return getattr(self.record, name)  # params, tags, files, close: as they are
 
 
 @contextlib.contextmanager
@@ -97,13 +118,20 @@ def live_metrics(config: Config) -> tuple[str, ...]:
     return tuple(key for key in LIVE_METRICS if key != "lr" or config.sched.name != "none")
 
 
-def log_inputs(record: MLflowTracker, prepared: Prepared) -> None:
-    """What the run is: its flat config, provenance tags, the user's code, the data set and the config as YAML."""
+def run_params(config: Config, tags: dict[str, str]) -> dict[str, object]:
+    """A run's MLflow params: the config keys that apply to it (`Config.to_params`; the whole config is the
+    artifact config.yaml) and where it sits (PLACE_KEYS, from its tags)."""
+    return {**config.to_params(), **{key: tags[key] for key in PLACE_KEYS if key in tags}}
+
+
+def log_inputs(record: MLflowTracker, prepared: Prepared, tags: dict[str, str]) -> None:
+    """What the run is: its params, provenance tags, the user's code, the data set and the whole config as YAML
+    (what `reproduce` rebuilds the config from)."""
     config, data = prepared.config, prepared.data
-    record.log_params(config.to_flat())
+    record.log_params(run_params(config, tags))
     record.set_tags(provenance.run_tags(config, data.fingerprint, prepared.device))
     log_user_code(record, config)
-    record.log_text(report.config_yaml(config), "config.yaml")
+    record.log_text(report.config_yaml(config), CONFIG_ARTIFACT)
     record.log_dataset(data.name, data.fingerprint, data_source(config),
                        {"train_samples": len(data.train_y), "test_samples": len(data.test_y),
                         "sample_shape": list(data.input_shape), "classes": data.num_classes})
@@ -133,11 +161,12 @@ def data_source(config: Config) -> str:
 
 
 def log_outcome(record: MLflowTracker, prepared: Prepared, result: FitResult, model_name: str) -> None:
-    """What came out: summary metrics, why training stopped, and (as the config asks) figures, the weights and,
-    when `model_name` is given, the model in MLflow's format under that name."""
+    """What came out: summary metrics (under summary/, e.g. summary/test_acc), why training stopped, and (as the
+    config asks) figures, the weights and, when `model_name` is given, the model in MLflow's format under that name."""
     config = prepared.config
     if result.metrics:
-        record.log_metrics(result.metrics, step=result.epochs_run - 1)
+        record.log_metrics({summary_key(key): value for key, value in result.metrics.items()},
+                           step=result.epochs_run - 1)
         if config.track.figures:
             log_figures(record, prepared, result)
         if config.track.log_model:

@@ -19,6 +19,7 @@ from core.compare import (
 )
 from core.config import Config
 from core.errors import ConfigError
+from core.reproduce import logged_config
 from tests.helpers import TINY_CONFIG, all_runs, mlflow_client, run_cli
 
 
@@ -114,10 +115,14 @@ def test_comparison_logs_the_hierarchy_and_artifacts_and_repeats_exactly(tmp_pat
     assert {"l2.val_diff", "l2.val_diff_low", "l2.val_diff_high", "l2.val_p", "l2.val_p_holm",
             "warm_up_seconds"} <= set(parents[0].data.metrics)
 
-    # The same folds and seeds for every remedy, a new partition per repeat, and each fold run's params rebuild it.
-    params = {(r.data.tags["remedy"], r.data.tags["repeat"], r.data.tags["fold"]): r.data.params for r in folds}
+    # The same folds and seeds for every remedy, a new partition per repeat, and each fold run's config rebuilds it;
+    # its params also say where it sits (chart axes and group keys).
+    at = {(r.data.tags["remedy"], r.data.tags["repeat"], r.data.tags["fold"]): r for r in folds}
+    params = {place: run.data.params for place, run in at.items()}
     dropout = next(remedy for remedy in spec.remedies if remedy.name == "dropout")
-    assert Config.from_flat(params[("dropout", "1", "2")]) == fold_config(dropout.config, 2, 1)
+    assert Config.from_flat(logged_config(at[("dropout", "1", "2")])) == fold_config(dropout.config, 2, 1)
+    assert {k: params[("dropout", "1", "2")][k] for k in ("remedy", "repeat", "fold")} == \
+        {"remedy": "dropout", "repeat": "1", "fold": "2"}
     for key in ("seed", "split.kind", "split.k", "split.fold"):
         assert params[("baseline", "1", "2")][key] == params[("dropout", "1", "2")][key]
     assert params[("baseline", "0", "2")]["seed"] == "0" and params[("baseline", "1", "2")]["seed"] == "1"

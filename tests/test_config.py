@@ -6,6 +6,7 @@ import dataclasses
 import typing
 
 import pytest
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -78,6 +79,27 @@ def test_from_flat_inverts_to_flat_also_from_strings(config):
     flat = config.to_flat()
     assert Config.from_flat(flat) == config
     assert Config.from_flat({key: str(value) for key, value in flat.items()}) == config  # as MLflow returns params
+    assert Config.from_flat(yaml.safe_load(yaml.safe_dump(flat, sort_keys=True))) == config  # as config.yaml
+    params = config.to_params()
+    assert params == {key: flat[key] for key in params} and set(params) | config.unused_keys() == set(flat)
+
+
+def test_params_are_the_keys_that_apply():
+    default = Config().to_params()  # SGD, holdout, no schedule, digits, the MLP
+    assert {"optim.momentum", "split.val_fraction", "split.stratify", "data.test_fraction", "model.hidden"} <= \
+        set(default)
+    assert not {"split.k", "split.fold", "sched.step_size", "sched.gamma", "sched.patience", "train.shift",
+                "early_stop.min_delta", "data.shape", "data.samples", "data.path", "data.root", "data.download",
+                "data.mirror", "model.channels"} & set(default)
+    other = Config().apply({"optim.name": "adam", "split.kind": "stratified_kfold", "sched.name": "plateau",
+                            "train.augment": "shift", "early_stop.patience": 2, "data.name": "mnist",
+                            "data.download": True, "model.name": "lenet5", "track.visdom": "off"}).to_params()
+    assert {"split.k", "split.fold", "sched.gamma", "sched.patience", "train.shift", "early_stop.min_delta",
+            "data.root", "data.download", "data.mirror", "model.channels"} <= set(other)
+    assert not {"optim.momentum", "split.val_fraction", "split.stratify", "sched.step_size", "data.test_fraction",
+                "track.visdom_url"} & set(other)
+    yours = Config().apply({"model.name": "experiments.tiny_cnn:build", "model.args.width": 8}).to_params()
+    assert "model.args.width" in yours and not {"model.hidden", "model.dropout", "model.batchnorm"} & set(yours)
 
 
 def test_every_field_is_in_the_flat_form():

@@ -1,12 +1,17 @@
-"""Reproduce runs from their params; re-evaluate logged models; refuse what cannot be reproduced."""
+"""Reproduce runs from their logged config; re-evaluate logged models; refuse what cannot be reproduced."""
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
+from urllib.parse import urlparse
+
 import numpy as np
 import pytest
+import yaml
 
 from core.errors import UserError
-from core.reproduce import evaluate_logged_model, reproduce
+from core.reproduce import evaluate_logged_model, logged_run, reproduce
 from core.study import load_spec, run_study
 from core.tracked import tracked_fit
 from core.tracking import mlflow_store
@@ -31,10 +36,45 @@ def test_train_then_reproduce_is_bit_identical_on_cpu():
         mlflow_store.client().get_run(original).data.params
 
 
+def test_params_hold_the_keys_that_apply_and_reproduce_rebuilds_the_whole_config():
+    # Adam ignores optim.momentum and a holdout split has no split.k: they are not params, yet the config is whole.
+    config = tiny_config(**TINY, **{"optim.name": "adam", "optim.lr": 0.01, "optim.momentum": 0.5, "split.k": 3})
+    original = tracked_fit(config).run_id
+    params = mlflow_store.client().get_run(original).data.params
+    assert not {"optim.momentum", "split.k", "split.fold"} & set(params) and params["optim.name"] == "adam"
+    _, rebuilt = logged_run(original)
+    assert rebuilt == config and rebuilt.optim.momentum == 0.5 and rebuilt.split.k == 3
+    result = reproduce(original)
+    assert result.exact and result.agree
+    assert mlflow_store.client().get_run(result.run_id).data.params == params
+
+
+def test_a_run_of_an_older_version_still_reproduces_and_evaluates(monkeypatch):
+    # Older versions logged every key as a param and the metrics without the epoch/, step/ and summary/
+    # prefixes; the oldest had no config.yaml.
+    import core.tracked
+
+    with monkeypatch.context() as old:
+        old.setattr(core.tracked, "summary_key", lambda name: name)
+        old.setattr(core.tracked, "CurveKeys", lambda record: record)
+        old.setattr(core.tracked, "run_params", lambda config, tags: config.to_flat())
+        original = train(**{"optim.momentum": 0.5})
+    run = mlflow_store.client().get_run(original)
+    assert {"test_acc", "val_acc", "train_loss_step"} <= set(run.data.metrics) and "summary/test_acc" not in \
+        run.data.metrics
+    Path(urlparse(run.info.artifact_uri).path, "config.yaml").unlink()
+    assert logged_run(original)[1] == tiny_config(**TINY, **{"optim.momentum": 0.5})
+    logged, now = evaluate_logged_model(original)
+    assert now == pytest.approx(logged, abs=1e-6) and not math.isnan(logged["test_acc"])
+    assert reproduce(original).agree
+
+
 def test_a_run_logged_with_the_retired_cpu_linear_key_still_reproduces():
     original = train()
     client = mlflow_store.client()
-    client.log_param(original, "train.cpu_linear", "onednn")  # as logged by versions that had the key
+    # as logged by versions that had the key
+    client.log_text(original, yaml.safe_dump({**tiny_config(**TINY).to_flat(), "train.cpu_linear": "onednn"}),
+                    "config.yaml")
     client.set_tag(original, "cpu_linear", "onednn")
     result = reproduce(original)
     assert result.agree  # MKL both times here; a oneDNN original would differ in the last bits, and says so:
@@ -54,7 +94,7 @@ def test_a_study_trial_is_reproduced_with_its_derived_seed(tmp_path):
 def test_a_changed_result_is_named_by_epoch():
     original = train()
     client = mlflow_store.client()
-    client.log_metric(original, "val_loss", 123.0, step=1)  # as if the original had diverged at epoch 1
+    client.log_metric(original, "epoch/val_loss", 123.0, step=1)  # as if the original had diverged at epoch 1
     assert reproduce(original).first_divergence == 1
 
 
@@ -127,7 +167,7 @@ def test_a_store_that_fails_to_answer_is_not_called_a_missing_run(monkeypatch):
 
 def test_the_cli_prints_first_last_and_differing_epochs_and_keeps_every_epoch_as_an_artifact(tmp_path):
     original = train(**{"train.epochs": 5})
-    mlflow_store.client().log_metric(original, "val_acc", 0.5, step=2)  # one epoch disagrees
+    mlflow_store.client().log_metric(original, "epoch/val_acc", 0.5, step=2)  # one epoch disagrees
     result = run_cli("reproduce", original, cwd=tmp_path)
     assert result.returncode == 1, result.stderr
     lines = result.stdout.strip().splitlines()

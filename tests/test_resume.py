@@ -34,7 +34,7 @@ RESUMABLE = {"data.samples": 300, "train.epochs": 6, "train.deterministic": True
 # about 0.1 s an epoch: long enough to kill it mid-training
 SLOW = {**RESUMABLE, "data.samples": 3000, "data.shape": [1, 16, 16], "train.batch_size": 16, "train.epochs": 25,
         "train.checkpoint": True, "track.log_model": True}
-EPOCH_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr")
+EPOCH_KEYS = ("epoch/train_loss", "epoch/train_acc", "epoch/val_loss", "epoch/val_acc", "epoch/lr")
 
 
 class Preempted(Exception):
@@ -123,11 +123,11 @@ def test_sigkilled_run_resumes_bit_for_bit(tmp_path, isolated_store):
         mine = history(resumed_id, key)
         assert mine == {step: value for step, value in history(whole_id, key).items() if step > killed_at}, key
         assert min(mine) == killed_at + 1
-    steps, whole_steps = history(resumed_id, "train_loss_step"), history(whole_id, "train_loss_step")
+    steps, whole_steps = history(resumed_id, "step/train_loss"), history(whole_id, "step/train_loss")
     per_epoch = len(whole_steps) // (max(mine) + 1)
     assert steps == {step: value for step, value in whole_steps.items() if step >= (killed_at + 1) * per_epoch}
-    final = {k: v for k, v in runs[whole_id].data.metrics.items() if k.startswith(("final_", "test_"))}
-    assert final == {k: runs[resumed_id].data.metrics[k] for k in final}
+    final = {k: v for k, v in runs[whole_id].data.metrics.items() if k.startswith("summary/")}
+    assert len(final) == 9 and final == {k: runs[resumed_id].data.metrics[k] for k in final}
     mine, theirs = weights(resumed_id, tmp_path / "a"), weights(whole_id, tmp_path / "b")
     assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)
     assert not list((isolated_store / "checkpoints").glob("*.pt"))  # finished runs leave no checkpoint
@@ -169,8 +169,8 @@ def test_retry_of_a_killed_workers_trial_resumes_from_its_checkpoint(tmp_path, i
     run = mlflow_client().get_run(retry.user_attrs["mlflow_run_id"])
     assert run.data.tags["resumed_from"] == victim.user_attrs["mlflow_run_id"]
     assert run.data.tags["resumed_at_epoch"] == str(killed_at + 1)
-    assert sorted(history(run.info.run_id, "val_acc")) == list(range(killed_at + 1, 15))
-    assert run.data.metrics["epochs_run"] == 15
+    assert sorted(history(run.info.run_id, "epoch/val_acc")) == list(range(killed_at + 1, 15))
+    assert run.data.metrics["summary/epochs_run"] == 15
     assert not list((isolated_store / "checkpoints").glob("*.pt"))  # every trial finished: none kept
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 
 import optuna
 import pytest
 
 from core.config import Config
+from core.reproduce import logged_config
 from core.study import DEFAULT_STORAGE, load_spec, run_study, trial_seed
 from core.study.storage import open_storage
 from tests.helpers import TINY_CONFIG, all_runs, load_study, mlflow_client, run_cli, tiny_study_spec
@@ -36,16 +38,21 @@ def test_every_trial_is_a_child_run_and_each_finds_the_other(tmp_path):
         assert run.data.tags["study"] == "s1" and run.data.tags["trial_number"] == str(trial.number)
         assert run.data.tags["state"] == "complete" and run.info.status == "FINISHED"
         assert int(run.data.tags["seed"]) == trial_seed(0, trial.number) == trial.user_attrs["seed"]
-        config = Config.from_flat(run.data.params)
+        config = Config.from_flat(logged_config(run))
+        assert run.data.params["trial_number"] == str(trial.number)  # a chart axis and group key
         assert config.optim.lr == trial.params["optim.lr"] and config.seed == trial.user_attrs["seed"]
         assert run.info.run_name.startswith(f"trial-{trial.number:03d} lr=")
     client = mlflow_client()
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
-    plots = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
+    sizes = {a.path: a.file_size for a in client.list_artifacts(parent.info.run_id, "plots")}
+    plots = set(sizes)
     assert "trials.csv" in artifacts
     assert {"plots/optimization_history.html", "plots/optimization_history.png",
             "plots/parallel_coordinate.html", "plots/intermediate_values.png"} <= plots
     assert "plots/parallel_coordinate.png" not in plots  # unreadable as a static image
+    # One plotly.js for all the pages (4.6 MB each when every page embedded its own copy).
+    assert sizes["plots/plotly.min.mjs"] > 3_000_000
+    assert all(size < 100_000 for path, size in sizes.items() if path.endswith(".html"))
     note = parent.data.tags["mlflow.note.content"]
     assert "Best value" in note and "3 complete" in note
     assert outcome.best_run_id == study.best_trial.user_attrs["mlflow_run_id"]
@@ -72,13 +79,28 @@ def test_pruned_and_failed_trials(tmp_path):
 
     pruned = by_number[1]
     assert pruned.info.status == "FINISHED" and pruned.data.tags["state"] == "pruned"
-    history = mlflow_client().get_metric_history(pruned.info.run_id, "val_acc")
+    history = mlflow_client().get_metric_history(pruned.info.run_id, "epoch/val_acc")
     assert [m.step for m in history] == [0] and "pruner" in trials[1].user_attrs["prune_reason"]
 
     failed = by_number[2]
     assert failed.info.status == "FAILED" and failed.data.tags["state"] == "failed"
     assert "too deep" in failed.data.tags["error"] and "too deep" in trials[2].user_attrs["fail_reason"]
-    assert Config.from_flat(failed.data.params).model.name == "alexnet_cifar"
+    assert failed.data.params["model.name"] == "alexnet_cifar" and failed.data.params["trial_number"] == "2"
+
+
+def test_a_study_without_intermediate_values_has_no_such_plot_and_no_optuna_warning(tmp_path, caplog):
+    # The objective `parameters` is known only at the end: no trial reports as it trains.
+    spec = load_spec(tiny_study_spec(tmp_path, name="s8", trials=2, objective={"metric": "parameters",
+                                                                               "direction": "minimize"}))
+    optuna_log = logging.getLogger("optuna")
+    optuna_log.addHandler(caplog.handler)  # Optuna's logger does not propagate to the root
+    try:
+        outcome = run_study(spec)
+    finally:
+        optuna_log.removeHandler(caplog.handler)
+    plots = {a.path for a in mlflow_client().list_artifacts(outcome.parent_run_id, "plots")}
+    assert "plots/optimization_history.html" in plots and not {p for p in plots if "intermediate_values" in p}
+    assert not [r for r in caplog.records if r.name.startswith("optuna") and r.levelno >= logging.WARNING]
 
 
 def test_resume_continues_to_exactly_the_budget_and_reuses_the_parent(tmp_path):
@@ -111,8 +133,8 @@ def test_trials_keep_weights_and_the_best_trial_gets_the_mlflow_model(tmp_path):
     (logged,) = client.search_logged_models([parent.info.experiment_id]).to_list()
     best_run = client.get_run(outcome.best_run_id)
     assert {m.key: m.value for m in logged.metrics} == {k: v for k, v in best_run.data.metrics.items()
-                                                         if k.startswith(("final_", "test_"))}
-    assert len(client.get_metric_history(outcome.best_run_id, "test_acc")) == 1  # the run's history is unchanged
+                                                         if k.startswith(("summary/final_", "summary/test_"))}
+    assert len(client.get_metric_history(outcome.best_run_id, "summary/test_acc")) == 1  # its history is unchanged
     assert logged.name == f"s7-trial-{outcome.best_trial:03d}"  # says what it is, not "model"
     model = mlflow.pytorch.load_model(f"models:/{logged.model_id}")
     probabilities = model(torch.zeros(2, 1, 8, 8, dtype=torch.uint8))  # raw pixels in, as the data stores them
@@ -132,7 +154,7 @@ def test_k_fold_objective_is_the_mean_over_folds(tmp_path):
         (trial_run,) = [r for r in trial_runs if r.info.run_id == trial.user_attrs["mlflow_run_id"]]
         folds = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == trial_run.info.run_id]
         assert sorted(r.data.tags["fold"] for r in folds) == ["0", "1", "2"]
-        mean = sum(r.data.metrics["final_val_acc"] for r in folds) / 3
+        mean = sum(r.data.metrics["summary/final_val_acc"] for r in folds) / 3
         assert trial.value == pytest.approx(mean)
         assert sorted(trial.intermediate_values) == [0, 1, 2]  # reported after each fold
 

@@ -168,7 +168,7 @@ def test_wilcoxon_sees_each_folds_own_value_and_prunes_a_poor_trial(tmp_path):
     assert (outcome.finished, outcome.pruned) == (1, 1)
     first, second = load_study("wil").trials
     fold_runs = [r for r in all_runs("wil") if r.data.tags.get("fold") and r.data.tags["trial_number"] == "0"]
-    per_fold = {int(r.data.tags["fold"]): r.data.metrics["final_val_acc"] for r in fold_runs}
+    per_fold = {int(r.data.tags["fold"]): r.data.metrics["summary/final_val_acc"] for r in fold_runs}
     assert first.intermediate_values == pytest.approx(per_fold)  # each fold's value, not the running mean
     assert "wilcoxon" in second.user_attrs["prune_reason"] and len(second.intermediate_values) < 5
 

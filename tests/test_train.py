@@ -10,6 +10,7 @@ import torch
 from core import checkpoint
 from core.config import Config
 from core.errors import UserError
+from core.reproduce import logged_config
 from core.train import Normalizer, fit, shift_images
 from tests.helpers import all_runs, mlflow_client, run_cli, tiny_config, tiny_overrides
 
@@ -99,14 +100,19 @@ def test_train_command_records_one_complete_run(tmp_path):
     (run,) = all_runs("train")
     client = mlflow_client()
     assert run.info.status == "FINISHED"
-    assert run.data.params == {k: str(v) for k, v in Config.from_flat(run.data.params).to_flat().items()}
-    assert Config.from_flat(run.data.params) == tiny()
+    # Params: the keys that apply (SGD's momentum, a holdout split's fraction; no split.k); config.yaml: all of it.
+    assert run.data.params == {k: str(v) for k, v in tiny().to_params().items()}
+    assert {"optim.momentum", "split.val_fraction"} <= set(run.data.params)
+    assert not {"split.k", "split.fold", "sched.gamma", "train.shift"} & set(run.data.params)
+    assert Config.from_flat(logged_config(run)) == tiny()
     for tag in ("git_commit", "data_fingerprint", "device", "seed", "version.torch", "version.mlflow"):
         assert run.data.tags[tag]
-    steps = client.get_metric_history(run.info.run_id, "train_loss_step")
+    steps = client.get_metric_history(run.info.run_id, "step/train_loss")
     assert [m.step for m in steps] == list(range(len(steps))) and len(steps) == 3 * 6
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_acc")] == [0, 1, 2]
-    assert "test_acc" in run.data.metrics
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "epoch/val_acc")] == [0, 1, 2]
+    # Every key has a prefix, and epoch/ < step/ < summary/: MLflow's chart view shows the curves first.
+    assert {key.split("/")[0] for key in run.data.metrics} == {"epoch", "step", "summary"}
+    assert "summary/test_acc" in run.data.metrics
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"config.yaml", "learning_curves.png", "confusion_matrix.png", "weights"} <= artifacts
     assert run.outputs.model_outputs
@@ -114,5 +120,5 @@ def test_train_command_records_one_complete_run(tmp_path):
     (model,) = client.search_logged_models([run.info.experiment_id]).to_list()
     # The Models tab ranks models by the run's summary, not by the first epoch's values.
     assert {m.key: m.value for m in model.metrics} == {k: v for k, v in run.data.metrics.items()
-                                                        if k.startswith(("final_", "test_"))}
+                                                        if k.startswith(("summary/final_", "summary/test_"))}
     assert run.info.run_name.startswith("mlp-synthetic")

@@ -129,7 +129,7 @@ def test_npz_and_image_folder_train_and_evaluate(tmp_path, kind):
     trained = run_cli("train", *tiny_overrides(**{"track.log_model": True, "train.epochs": 10}), *data, cwd=tmp_path)
     assert trained.returncode == 0, trained.stderr
     (run,) = all_runs("train")
-    assert run.info.status == "FINISHED" and run.data.metrics["test_acc"] > 0.6
+    assert run.info.status == "FINISHED" and run.data.metrics["summary/test_acc"] > 0.6
     evaluated = run_cli("evaluate", run.info.run_id, cwd=tmp_path)
     assert evaluated.returncode == 0 and "match" in evaluated.stdout, evaluated.stdout + evaluated.stderr
 
@@ -144,8 +144,9 @@ def test_user_model_data_and_metric_in_every_verb_and_reproduce_guards_the_code(
     (run,) = all_runs("train")
     tags, metrics = run.data.tags, run.data.metrics
     assert {"code.mylab/net.py", "code.mylab/data.py", "code.mylab/m.py", "code_git"} <= set(tags)
-    assert {"final_val_macro_f1", "test_macro_f1", "final_val_score", "test_score"} <= set(metrics)
-    assert metrics["test_score"] == pytest.approx(metrics["test_acc"])  # the user's metric is accuracy
+    assert {"summary/final_val_macro_f1", "summary/test_macro_f1", "summary/final_val_score",
+            "summary/test_score"} <= set(metrics)
+    assert metrics["summary/test_score"] == pytest.approx(metrics["summary/test_acc"])  # the user's metric is accuracy
     assert run.data.params["model.args.width"] == "12" and run.data.params["data.args.n"] == "150"
 
     again = run_cli("reproduce", run.info.run_id, cwd=tmp_path)
@@ -167,7 +168,7 @@ def test_the_example_study_runs_in_two_workers_and_a_trial_reproduces_bit_for_bi
     assert study.returncode == 0, study.stderr
     trials = [r for r in all_runs("tiny_cnn") if "trial_number" in r.data.tags]
     assert len(trials) == 4 and all(r.info.status == "FINISHED" for r in trials)
-    assert all("final_val_macro_f1" in r.data.metrics and "code.experiments/tiny_cnn.py" in r.data.tags
+    assert all("summary/final_val_macro_f1" in r.data.metrics and "code.experiments/tiny_cnn.py" in r.data.tags
                for r in trials)
     again = run_cli("reproduce", trials[0].info.run_id, cwd=tmp_path)
     assert again.returncode == 0 and "bit-identical" in again.stdout, again.stdout + again.stderr

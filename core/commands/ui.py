@@ -39,12 +39,27 @@ def last_experiment_id() -> str | None:
     return max(experiments, key=lambda e: e.last_update_time or e.creation_time or 0).experiment_id
 
 
+LAYOUT = "workflowType=machine_learning"  # MLflow 3's "Model training" layout, not GenAI (README: Browsing)
+
+
 def last_experiment_url(base: str) -> str:
     """The runs table of the last study or comparison, in the UI's "Model training" view."""
     experiment = last_experiment_id()
     if experiment is None:
         return base
-    return f"{base}/#/experiments/{experiment}/runs?workflowType=machine_learning"
+    return f"{base}/#/experiments/{experiment}/runs?{LAYOUT}"
+
+
+def best_trial_url(base: str) -> str | None:
+    """The run page of the best trial of the last study in the last experiment (its parent run's tag
+    best_run_id), or None when that is no study or no trial completed."""
+    experiment = last_experiment_id()
+    if experiment is None:
+        return None
+    parents = mlflow_store.client().search_runs([experiment], "tags.kind = 'study'", max_results=1,
+                                                 order_by=["attributes.start_time DESC"])
+    run_id = parents[0].data.tags.get("best_run_id") if parents else None
+    return f"{base}/#/experiments/{experiment}/runs/{run_id}?{LAYOUT}" if run_id else None
 
 
 def ui_command(uri: str, host: str, port: int) -> list[str]:
@@ -70,7 +85,10 @@ def main(args: argparse.Namespace) -> int:
 
     def ready() -> None:
         print(f"MLflow UI: {last_experiment_url(base)}", flush=True)
-        print(f"  every experiment: {base}/#/experiments?workflowType=machine_learning", flush=True)
+        best = best_trial_url(base)
+        if best:
+            print(f"  best trial: {best}", flush=True)
+        print(f"  every experiment: {base}/#/experiments?{LAYOUT}", flush=True)
         print("Ctrl-C stops it.", flush=True)
 
     servers.serve(ui_command(uri, args.host, args.port), base, "/health", "the MLflow UI", ready, env=ui_env())

@@ -9,6 +9,7 @@ per trial (with k-fold, the trial's run has one child per fold). The modules:
 - `trial`: one trial, trained (per fold) as MLflow runs;
 - `runner`: the study's loop, in one process or N workers;
 - `report`: the study's parent run (best so far, trials table, plots, the best model).
+- `plots`: Optuna's plots as HTML pages that share one plotly.js.
 
 `load_spec` and `run_study` are re-exported here, loaded on first use: the
 package pulls in Optuna and torch, which the CLI imports only once a command runs.

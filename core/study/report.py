@@ -27,6 +27,7 @@ from mlflow.exceptions import MlflowException
 
 from core.errors import OutageError
 from core.reproduce import load_logged_weights
+from core.study import plots
 from core.study.spec import StudySpec, make_importance_evaluator
 from core.study.stopping import stopped_by
 from core.tracked import log_served_model
@@ -90,7 +91,7 @@ class StudyReporter:
             self.parent_run_id = mlflow_store.start_run(self.spec.name, f"study {self.spec.name}", tags)
             # Params: what every trial shares (the searched keys vary; the best trial's are the best.* tags)
             searched = {param.key for param in self.spec.params}
-            fixed = {key: value for key, value in self.spec.base.to_flat().items() if key not in searched}
+            fixed = {key: value for key, value in self.spec.base.to_params().items() if key not in searched}
             with contextlib.closing(MLflowTracker(self.parent_run_id, self.spec.name)) as record:
                 record.log_params({**fixed, "study.sampler": self.spec.sampler["name"],
                                    "study.pruner": self.spec.pruner["name"], "study.seed": self.spec.seed})
@@ -299,36 +300,50 @@ class StudyReporter:
         self.client.set_tag(self.parent_run_id, BEST_MODEL_TAG, run_id)
 
     def log_plots(self) -> None:
-        """Optuna's plots as HTML (plotly, self-contained) and PNG (matplotlib; not where it is unreadable)."""
-        front = self.spec.multi_objective and len(self.spec.metrics) in (2, 3)
-        names = list(PLOTS) + (["pareto_front"] if front else [])
+        """Optuna's plots as HTML pages sharing one plotly.js (core/study/plots.py) and as PNG (matplotlib; not
+        where it is unreadable)."""
         with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the matplotlib backend is marked experimental
-            for name in names:
-                kwargs: dict[str, Any] = {}
-                if self.spec.multi_objective and name != "pareto_front":
-                    kwargs["target"], kwargs["target_name"] = (lambda t: t.values[0]), self.spec.metrics[0]
-                if name == "intermediate_values" and self.spec.multi_objective:
-                    continue
-                if name == "param_importances":
-                    if not self.importances:
-                        continue  # too few trials: the note says so
-                    kwargs["evaluator"] = make_importance_evaluator(self.spec)
-                try:
-                    figure = getattr(plotly_plots, f"plot_{name}")(self.study, **kwargs)
-                    html = Path(folder) / f"{name}.html"
-                    figure.write_html(str(html), include_plotlyjs=True)  # works offline
-                    self.client.log_artifact(self.parent_run_id, str(html), "plots")
-                    if name in NO_PNG:
-                        continue
-                    axes = getattr(png_plots, f"plot_{name}")(self.study, **kwargs)
-                    png_figure = _figure_of(axes)
-                    png = Path(folder) / f"{name}.png"
-                    png_figure.savefig(png, dpi=100, bbox_inches="tight")
-                    plt.close(png_figure)
-                    self.client.log_artifact(self.parent_run_id, str(png), "plots")
-                except Exception as error:  # e.g. too few trials for importances
-                    log.info("plot %s skipped: %s", name, error)
+            pages = [self._log_plot(Path(folder), name, kwargs) for name, kwargs in self._plot_calls()]
+            if any(pages):
+                self.client.log_artifact(self.parent_run_id, str(plots.write_plotly(Path(folder))), plots.FOLDER)
+
+    def _plot_calls(self) -> list[tuple[str, dict[str, Any]]]:
+        """(plot, its arguments) for the plots this study has something to show in."""
+        front = self.spec.multi_objective and len(self.spec.metrics) in (2, 3)
+        calls = []
+        for name in list(PLOTS) + (["pareto_front"] if front else []):
+            kwargs: dict[str, Any] = {}
+            if self.spec.multi_objective and name != "pareto_front":
+                kwargs["target"], kwargs["target_name"] = (lambda t: t.values[0]), self.spec.metrics[0]
+            if name == "intermediate_values" and (self.spec.multi_objective
+                                                  or not plots.has_intermediate_values(self.study)):
+                continue  # nothing was reported as trials trained
+            if name == "param_importances":
+                if not self.importances:
+                    continue  # too few trials: the note says so
+                kwargs["evaluator"] = make_importance_evaluator(self.spec)
+            calls.append((name, kwargs))
+        return calls
+
+    def _log_plot(self, folder: Path, name: str, kwargs: dict[str, Any]) -> bool:
+        """One plot's page (and PNG); False when Optuna could not draw it."""
+        try:
+            figure = getattr(plotly_plots, f"plot_{name}")(self.study, **kwargs)
+            html = folder / f"{name}.html"
+            html.write_text(plots.page(figure, f"{self.spec.name}: {name}", self.parent_run_id), encoding="utf-8")
+            self.client.log_artifact(self.parent_run_id, str(html), plots.FOLDER)
+            if name not in NO_PNG:
+                axes = getattr(png_plots, f"plot_{name}")(self.study, **kwargs)
+                png_figure = _figure_of(axes)
+                png = folder / f"{name}.png"
+                png_figure.savefig(png, dpi=100, bbox_inches="tight")
+                plt.close(png_figure)
+                self.client.log_artifact(self.parent_run_id, str(png), plots.FOLDER)
+        except Exception as error:  # e.g. too few trials for importances
+            log.info("plot %s skipped: %s", name, error)
+            return False
+        return True
 
 
 def _figure_of(axes):

@@ -24,7 +24,7 @@ from core.errors import OutageError, UserError
 from core.resume import Resume
 from core.study.space import sample
 from core.study.spec import PER_EPOCH, StudySpec, result_key, trial_seed
-from core.tracked import tracked_fit
+from core.tracked import run_params, tracked_fit
 from core.tracking import mlflow_store, outage
 from core.tracking.mlflow_sink import MLflowTracker
 from core.train import FitResult
@@ -113,7 +113,7 @@ def _record_failed_run(experiment: str, name: str, tags: dict[str, str], parent_
     run_id = mlflow_store.start_run(experiment, name, {**tags, "error": f"{type(error).__name__}: {error}"[:5000]},
                                     parent_run_id)
     with contextlib.closing(MLflowTracker(run_id, experiment)) as record:
-        record.log_params(config.to_flat())
+        record.log_params(run_params(config, tags))
     mlflow_store.end_run(run_id, "FAILED")
     return run_id
 
@@ -153,7 +153,7 @@ def _run_folds(spec: StudySpec, trial: optuna.Trial, config: Config, name: str, 
     with mlflow_store.open_run(spec.name, name, tags, parent_run_id) as trial_run_id, \
             contextlib.closing(MLflowTracker(trial_run_id, spec.name)) as summary:
         on_run_start(trial_run_id)
-        summary.log_params(config.to_flat())
+        summary.log_params(run_params(config, tags))
         mean, epochs, pruned = _folds(spec, trial, config, name, tags, trial_run_id, summary)
     if pruned:
         raise optuna.TrialPruned(pruned)

@@ -21,12 +21,15 @@ from typing import Any
 import torch
 
 from core.errors import OutageError
+from core.names import SUMMARY_PREFIX, logged_summary
 from core.tracking import mlflow_store, outage
 from core.tracking.background import BackgroundSender
 
 MAX_METRICS_PER_BATCH = 1000  # MLflow's limit for one log_batch
 MAX_PARAMS_PER_BATCH = 100
-MODEL_METRIC_PREFIXES = ("final_", "test_")  # what a logged model is ranked by
+# What a logged model is ranked by: the run's summary values (summary/final_*, summary/test_*; unprefixed in runs
+# logged before the prefix).
+MODEL_METRIC_PREFIXES = tuple(f"{summary}{kind}" for summary in (SUMMARY_PREFIX, "") for kind in ("final_", "test_"))
 FLUSH_MARGIN = 120.0  # seconds a flush waits beyond the outage window: the last requests themselves
 
 # Pickle is MLflow's fast format; our own `weights/state_dict.pt` is the safe one (weights only).
@@ -135,7 +138,7 @@ class MLflowTracker:
         def log_model():  # MLflow's fluent API, not our client: tried again through an outage here
             mlflow.set_experiment(experiment_id=experiment_id)  # where the model is filed
             return mlflow.pytorch.log_model(model, name=model_name(name), run_id=self.run_id,
-                                            step=int(summary.get("steps_run", 0)), signature=signature,
+                                            step=int(logged_summary(summary, "steps_run") or 0), signature=signature,
                                             input_example=example, serialization_format="pickle",
                                             code_paths=code_paths,
                                             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])

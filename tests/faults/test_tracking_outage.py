@@ -19,9 +19,9 @@ from pathlib import Path
 import optuna
 import pytest
 
+from core.names import epoch_key, step_key, summary_key
 from core.servers import wait_until_answers
 from core.study.spec import result_key
-from core.tracking.mlflow_sink import MODEL_METRIC_PREFIXES
 from tests.helpers import TINY_CONFIG, cli_env, free_port, load_study, tiny_study_spec
 
 pytestmark = pytest.mark.slow
@@ -112,7 +112,7 @@ def wait_inside_first_trial(server: Server, process: subprocess.Popen, timeout: 
     while time.monotonic() < deadline:
         assert process.poll() is None, process.communicate()[1]
         try:
-            if server.count("SELECT count(*) FROM metrics WHERE key = 'val_acc'") >= 3:
+            if server.count(f"SELECT count(*) FROM metrics WHERE key = '{epoch_key('val_acc')}'") >= 3:
                 return
         except sqlite3.OperationalError:
             pass  # tables not made yet
@@ -132,18 +132,18 @@ def missing_values(client, run) -> list[str]:
     """What a COMPLETE trial's run lacks: an epoch of a per-epoch metric, a step loss, a summary metric."""
     missing = []
     epochs = int(run.data.tags.get("epochs_run", -1))
-    for key in ("train_loss", "val_loss", "val_acc"):
+    for key in map(epoch_key, ("train_loss", "val_loss", "val_acc")):
         steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, key))
         if steps != list(range(epochs)):
             missing.append(f"{key} at epochs {sorted(set(range(epochs)) - set(steps))} (logged {steps})")
-    steps = [m.step for m in client.get_metric_history(run.info.run_id, "train_loss_step")]
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, step_key("train_loss"))]
     if len(steps) != len(set(steps)) or sorted(steps) != list(range(len(steps))) or not steps:
         missing.append(f"train_loss_step: {len(steps)} values, not one per step")
     keys = set(run.data.metrics)
-    missing += [f"no {prefix}* metric" for prefix in MODEL_METRIC_PREFIXES
+    missing += [f"no {prefix}* metric" for prefix in (summary_key("final_"), summary_key("test_"))
                 if not any(key.startswith(prefix) for key in keys)]
-    if result_key("val_acc") not in keys:
-        missing.append(result_key("val_acc"))
+    if summary_key(result_key("val_acc")) not in keys:
+        missing.append(summary_key(result_key("val_acc")))
     return missing
 
 
