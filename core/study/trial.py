@@ -20,7 +20,7 @@ import torch
 
 from core import resume as resuming
 from core.config import Config
-from core.errors import UserError
+from core.errors import OutageError, UserError
 from core.resume import Resume
 from core.study.space import sample
 from core.study.spec import PER_EPOCH, StudySpec, result_key, trial_seed
@@ -69,13 +69,23 @@ def run_trial(spec: StudySpec, study: optuna.Study, trial: optuna.Trial,
         state = "killed"
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
         raise
-    except Exception as error:  # one bad trial must not end the study
+    except Exception as error:  # one bad trial must not end the study; a full disk or another outage does
+        outage = mlflow_store.full_disk_outage(error)
+        if outage is not None:
+            state = "outage"  # left RUNNING in Optuna: the next start fails it and queues its parameters again
+            _raise(outage, error)
         state = "failed"
         if not run_ids:  # it failed before its run began (e.g. a model too deep for the data): record it
             on_run_start(_record_failed_run(spec.name, name, tags, parent_run_id, config, error))
         return _tell_failed(study, trial, error)
     finally:
         _after_trial(run_ids, state)
+
+
+def _raise(outage: OutageError, error: Exception) -> None:
+    if outage is error:
+        raise outage
+    raise outage from error
 
 
 def _tell_failed(study: optuna.Study, trial: optuna.Trial, error: Exception) -> optuna.trial.FrozenTrial:
@@ -86,7 +96,7 @@ def _tell_failed(study: optuna.Study, trial: optuna.Trial, error: Exception) -> 
 
 
 def _after_trial(run_ids: list[str], state: str) -> None:
-    if run_ids:
+    if run_ids and state != "outage":  # in an outage the run is already closed FAILED, or cannot be written
         mlflow_store.client().set_tag(run_ids[0], "state", state)
     if state == "failed":
         gc.collect()  # an error's traceback holds the trial's tensors in reference cycles

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from core import disk
 from core.tracking import mlflow_store
 from core.tracking.background import BackgroundSender
 
@@ -35,6 +36,7 @@ class MLflowTracker:
         self.run_id = run_id
         self.experiment = experiment
         self.client = mlflow_store.client()
+        self.disk_full: BaseException | None = None  # a full disk met by the sender thread; close() raises it
         # At most one metrics write a second: parallel workers share one SQLite write lock.
         # The record loses nothing: when the queue is full, training waits for the sender.
         self._sender = BackgroundSender(self._send_metrics, name=f"mlflow run {run_id[:8]}", min_interval=1.0,
@@ -51,9 +53,16 @@ class MLflowTracker:
         self._sender.put(*((k, v, now, step) for k, v in metrics.items()))
 
     def _send_metrics(self, points: list[tuple[str, float, int, int]]) -> None:
+        if self.disk_full is not None:
+            return  # the run cannot be complete: close() ends it with the full disk
         metrics = [self._Metric(key, float(value), timestamp, step) for key, value, timestamp, step in points]
-        for start in range(0, len(metrics), MAX_METRICS_PER_BATCH):
-            self.client.log_batch(self.run_id, metrics=metrics[start:start + MAX_METRICS_PER_BATCH])
+        try:
+            for start in range(0, len(metrics), MAX_METRICS_PER_BATCH):
+                self.client.log_batch(self.run_id, metrics=metrics[start:start + MAX_METRICS_PER_BATCH])
+        except Exception as error:
+            if disk.full_disk(error) is None:
+                raise  # the sender logs it once and drops later values
+            self.disk_full = error
 
     # ---- everything else: at once -------------------------------------------
     def log_params(self, params: dict[str, Any]) -> None:
@@ -135,7 +144,11 @@ class MLflowTracker:
             self.client.log_batch(self.run_id, metrics=metrics)
 
     def close(self) -> None:
+        """Send what is queued; a full disk met while sending is raised here, so the run ends FAILED, not
+        FINISHED with values missing."""
         self._sender.close()
+        if self.disk_full is not None:
+            raise self.disk_full
 
 
 def model_name(name: str) -> str:
