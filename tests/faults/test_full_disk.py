@@ -35,7 +35,7 @@ def small_disk(folder: Path, size: str) -> Iterator[Path]:
         need_service(False, "mounting a tmpfs as the store folder needs root")
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
                              capture_output=True, text=True)
-    need_service(mounted.returncode == 0, f"cannot mount a tmpfs on {folder}: {mounted.stderr.strip()}")
+    need_service(mounted.returncode == 0, f"cannot mount a tmpfs on {folder}: {' '.join(mounted.stderr.split())}")
     try:
         yield folder
     finally:
