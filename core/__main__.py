@@ -4,8 +4,8 @@ Each verb lives in core/commands/<verb>.py with `HELP`, `add_arguments(parser)`,
 `main(args) -> int`, `EXAMPLES` (the end of its --help) and, for verbs that take
 them, `OVERRIDES`: the argument that collects `key=value` items, which may stand
 anywhere on the line, before or after the options. A `UserError` becomes one line
-on stderr and exit 2; an `OutageError` (a store or disk failed) one line and exit 3;
-Ctrl-C or SIGTERM one line and exit 128 + the signal's number.
+on stderr and exit 2; an `OutageError` (a store or disk failed), or any error a full disk
+caused, one line and exit 3; Ctrl-C or SIGTERM one line and exit 128 + the signal's number.
 """
 
 from __future__ import annotations
@@ -69,6 +69,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except OutageError as error:
         sys.stderr.write(f"error: {' '.join(str(error).split())}\n")
+        return 3
+    except Exception as error:
+        from core.tracking.mlflow_store import outage_behind
+
+        outage = outage_behind(error)  # a full disk met outside a run (in a run it is an OutageError already)
+        if outage is None:
+            raise
+        sys.stderr.write(f"error: {' '.join(str(outage).split())}\n")
         return 3
     except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: open runs are already marked KILLED
         sys.stderr.write(f"stopped by {stop or 'Ctrl-C'}; finished work is kept\n")

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from core import disk
 from core.config import Config
 from core.errors import UserError
 
@@ -34,6 +35,9 @@ def save(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None, 
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(temporary, path)
+    except OSError as error:  # a full disk: the write names no file, the error does
+        Path(temporary).unlink(missing_ok=True)
+        raise disk.with_filename(error, path) from error
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise

@@ -25,6 +25,7 @@ from matplotlib import pyplot as plt
 from mlflow.entities import Metric, RunTag
 from mlflow.exceptions import MlflowException
 
+from core import disk
 from core.errors import OutageError
 from core.reproduce import load_logged_weights
 from core.study import plots
@@ -108,7 +109,9 @@ class StudyReporter:
             optuna_dashboard.save_note(self.study, (
                 f"MLflow experiment `{self.spec.name}`, parent run `{self.parent_run_id}`. Each trial's MLflow run "
                 f"id is its user attribute `mlflow_run_id`; open them with `python -m core ui`."))
-        except Exception as error:  # the study stands without its note
+        except Exception as error:  # the study stands without its note, but not on a full disk
+            if disk.full_disk(error) is not None:
+                raise
             log.info("no dashboard note: %s", error)
 
     def _usable(self, run_id: str) -> bool:
@@ -117,9 +120,23 @@ class StudyReporter:
         except Exception:
             return False
 
-    def close_parent_run(self, status: str) -> None:
-        if self.parent_run_id:
+    def close_parent_run(self, status: str, quiet: bool = False) -> None:
+        """`quiet`: in an outage, a store that cannot take even this leaves the run RUNNING for the next
+        command's stale-run sweep, and the outage is what gets reported."""
+        if not self.parent_run_id:
+            return
+        try:
             mlflow_store.end_run(self.parent_run_id, status)
+        except Exception as error:
+            if not quiet:
+                raise
+            log.debug("parent run %s not closed (%s); the next command marks it FAILED", self.parent_run_id, error)
+
+    def report_unfinished(self) -> bool:
+        """The parent run exists and did not end FINISHED: its final report (plots, the best model) was cut
+        short, e.g. by a full disk, and a rerun makes it again."""
+        return bool(self.parent_run_id) and self._usable(self.parent_run_id) and \
+            self.client.get_run(self.parent_run_id).info.status != "FINISHED"
 
     # ---- as the study goes -----------------------------------------------------------
     def after_trial(self, trial: optuna.trial.FrozenTrial) -> None:
@@ -292,9 +309,9 @@ class StudyReporter:
             _, prepared = load_logged_weights(run_id)
             with contextlib.closing(MLflowTracker(run_id, self.spec.name)) as record:
                 log_served_model(record, prepared, prepared.model, f"{self.spec.name}-trial-{best[0].number:03d}")
-        except OutageError:
-            raise
-        except Exception as error:  # the study's results stand without it
+        except Exception as error:  # the study's results stand without it, but not through an outage
+            if isinstance(error, OutageError) or disk.full_disk(error) is not None:
+                raise
             log.warning("the best trial's model was not logged in MLflow's format: %s", error)
             return
         self.client.set_tag(self.parent_run_id, BEST_MODEL_TAG, run_id)
@@ -340,8 +357,10 @@ class StudyReporter:
                 png_figure.savefig(png, dpi=100, bbox_inches="tight")
                 plt.close(png_figure)
                 self.client.log_artifact(self.parent_run_id, str(png), plots.FOLDER)
-        except Exception as error:  # e.g. too few trials for importances
-            log.info("plot %s skipped: %s", name, error)
+        except Exception as error:
+            if isinstance(error, OutageError) or disk.full_disk(error) is not None:
+                raise  # an outage (exit 3), never a study that ends well with stale plots
+            log.warning("plot %s was not made: %s", name, error)
             return False
         return True
 

@@ -36,7 +36,7 @@ from core.study.stopping import stopped_by
 from core.study.storage import budget_lock, check_storage, experimental_heartbeat, is_rdb, open_storage
 from core.study.trial import run_trial
 from core.study.warm import WarmStart, enqueue
-from core.tracking import mlflow_store, outage
+from core.tracking import mlflow_store
 from core.train import prepare, warm_up
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,19 @@ def run_study(spec: StudySpec, storage: str = DEFAULT_STORAGE, workers: int = 1,
 
     With several workers and several GPUs (`gpus`, default: every visible one), each worker gets its own.
     `warm_starts` (study.warm.plan) are queued first, those the study does not hold yet.
+    A full disk is one OutageError naming where, with the open runs closed.
     """
+    try:
+        return _run_study(spec, storage, workers, progress, gpus, warm_starts)
+    except Exception as error:
+        outage = mlflow_store.outage_behind(error)
+        if outage is None or outage is error:
+            raise
+        raise outage from error
+
+
+def _run_study(spec: StudySpec, storage: str, workers: int, progress: bool, gpus: list[str] | None,
+               warm_starts: list[WarmStart] | None) -> StudyOutcome:
     if workers < 1:
         raise UserError(f"--workers={workers}: must be at least 1")
     prepare(spec.base)  # the base config's data and model load, before anything is written
@@ -66,13 +78,16 @@ def run_study(spec: StudySpec, storage: str = DEFAULT_STORAGE, workers: int = 1,
     sweep_dead_trials(study, storage)
     mlflow_store.fail_stale_runs()  # every experiment's, as at any command's start: 16 ms for 400 runs
     # e.g. `make run` again, or a study its target or patience rule stopped: say so rather than "resume" nothing
-    if count_trials(study)[0] >= spec.trials or stopped_by(spec, study) is not None:
+    done = count_trials(study)[0] >= spec.trials or stopped_by(spec, study) is not None
+    if done:
         reporter = StudyReporter(spec, study, storage, study.user_attrs.get("mlflow_parent_run_id", ""))
-        outcome = reporter.outcome()
-        outcome.already_done = True
-        return outcome
+        if not reporter.report_unfinished():
+            outcome = reporter.outcome()
+            outcome.already_done = True
+            return outcome
+        # else its final report was cut short (a full disk): made again below, with no trial to run
 
-    queued = enqueue(study, warm_starts or [])
+    queued = 0 if done else enqueue(study, warm_starts or [])
     if queued:
         log.info("queued %d warm-start configurations as the first trials", queued)
     reporter = StudyReporter(spec, study, storage)
@@ -86,7 +101,8 @@ def run_study(spec: StudySpec, storage: str = DEFAULT_STORAGE, workers: int = 1,
         outcome = reporter.final_report()  # plots and the best model take seconds: a stop here ends KILLED too
     except BaseException as error:
         interrupt = interrupt_behind(error)
-        reporter.close_parent_run("FAILED" if interrupt is None else "KILLED")
+        outage = mlflow_store.outage_behind(error) if interrupt is None else None  # frees room to close runs
+        reporter.close_parent_run("FAILED" if interrupt is None else "KILLED", quiet=outage is not None)
         if interrupt is None or interrupt is error:
             raise
         # Clean-up after Ctrl-C or SIGTERM failed too (a store call cut short): still a stop, not a crash.
@@ -106,12 +122,14 @@ def _check_same_objective(study: optuna.Study, spec: StudySpec) -> None:
 
 def _run_workers(spec: StudySpec, storage: str, parent_run_id: str, workers: int,
                  gpus: list[str] | None) -> bool:
-    """N worker processes; True when one of them died (killed, crashed)."""
+    """N worker processes; True when one of them died (killed, crashed). A worker's outage (a server that
+    stayed down, a full disk) comes back as its OutageError, once the workers have ended."""
     context = multiprocessing.get_context("spawn")
     threads = max(1, (os.cpu_count() or 1) // workers)  # no oversubscription of the cores
     devices = assign_gpus(workers, visible_gpus() if gpus is None else gpus)
+    outages = context.SimpleQueue()  # a worker's outage line, for this process to report
     processes = [context.Process(target=_worker_entry, name=f"study-worker-{index}",
-                                 args=(spec, storage, parent_run_id, index, threads, devices[index]))
+                                 args=(spec, storage, parent_run_id, index, threads, devices[index], outages))
                  for index in range(workers)]
     for process in processes:
         process.start()
@@ -125,11 +143,11 @@ def _run_workers(spec: StudySpec, storage: str, parent_run_id: str, workers: int
         for process in processes:
             process.join(30)
         raise
+    if not outages.empty():  # a server stayed down or the disk is full: the worker's own line
+        raise OutageError(outages.get())
     failed = [p for p in processes if p.exitcode != 0]
     for process in failed:
         log.warning("%s exited with code %s", process.name, process.exitcode)
-    if any(p.exitcode == OUTAGE_EXIT for p in failed):
-        raise outage.declare(mlflow_store.tracking_uri(), "a worker's trial", outage.window())
     return bool(failed)
 
 
@@ -149,7 +167,7 @@ def assign_gpus(workers: int, gpus: list[str]) -> list[str | None]:
 
 
 def _worker_entry(spec: StudySpec, storage: str, parent_run_id: str, worker: int, threads: int,
-                  gpu: str | None) -> None:
+                  gpu: str | None, outages: multiprocessing.SimpleQueue) -> None:
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu  # before CUDA starts in this process: the worker sees one GPU
     logging.basicConfig(level=logging.WARNING, format=f"worker {worker} %(levelname)s %(name)s: %(message)s")
@@ -157,11 +175,12 @@ def _worker_entry(spec: StudySpec, storage: str, parent_run_id: str, worker: int
     torch.set_num_threads(threads)
     try:
         work(spec, storage, parent_run_id, worker)
-    except OutageError as error:  # one line, no traceback; the parent ends the study with it
-        log.error("%s", error)
-        raise SystemExit(OUTAGE_EXIT) from None
     except BaseException as error:
         interrupt = interrupt_behind(error)
+        stopped = mlflow_store.outage_behind(error) if interrupt is None else None  # any OutageError too
+        if stopped is not None:  # its runs are closed; the main process reports it, in one line
+            outages.put(str(stopped))
+            raise SystemExit(OUTAGE_EXIT) from None
         if interrupt is None:
             raise
         raise SystemExit(exit_code(interrupt)) from None

@@ -69,18 +69,25 @@ def run_trial(spec: StudySpec, study: optuna.Study, trial: optuna.Trial,
         state = "killed"
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
         raise
-    except OutageError as error:  # a server stayed down: the study ends (the trial's run is FAILED already)
-        state = "failed"
-        if outage.declared() is error:  # the tracking server's: Optuna's storage still answers, the trial is retried
-            _tell_cut_off(study, trial, error)
-        raise
-    except Exception as error:  # one bad trial must not end the study
+    except Exception as error:  # one bad trial must not end the study; an outage (a server, a full disk) does
+        stopped = mlflow_store.outage_behind(error)  # the OutageError behind it, if any
+        if stopped is not None:
+            state = "outage"  # its run is FAILED already, or cannot be written (the next start closes it)
+            if outage.declared() is stopped:  # the tracking server's: Optuna's storage answers, the trial is retried
+                _tell_cut_off(study, trial, stopped)
+            _raise(stopped, error)  # else left RUNNING in Optuna: the next start fails it and queues it again
         state = "failed"
         if not run_ids:  # it failed before its run began (e.g. a model too deep for the data): record it
             on_run_start(_record_failed_run(spec.name, name, tags, parent_run_id, config, error))
         return _tell_failed(study, trial, error)
     finally:
         _after_trial(run_ids, state)
+
+
+def _raise(outage: OutageError, error: Exception) -> None:
+    if outage is error:
+        raise outage
+    raise outage from error
 
 
 def _tell_failed(study: optuna.Study, trial: optuna.Trial, error: Exception) -> optuna.trial.FrozenTrial:
@@ -100,7 +107,7 @@ def _tell_cut_off(study: optuna.Study, trial: optuna.Trial, error: OutageError) 
 
 
 def _after_trial(run_ids: list[str], state: str) -> None:
-    if run_ids and outage.declared() is None:  # else the server is gone: the next start closes the run
+    if run_ids and state != "outage":  # in an outage the run is already closed FAILED, or cannot be written
         mlflow_store.client().set_tag(run_ids[0], "state", state)
     if state == "failed":
         gc.collect()  # an error's traceback holds the trial's tensors in reference cycles

@@ -21,7 +21,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlparse
 
-from core.errors import UserError
+from core import disk
+from core.errors import OutageError, UserError
 from core.signals import process_alive
 from core.tracking import outage
 
@@ -97,15 +98,42 @@ def _client_for(uri: str):
         _check_sqlite_file(path)
         path.parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
+    # MLflow logs every SQL error it raises again with a traceback at ERROR: the raised error is enough
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     with contextlib.nullcontext() if path is None else folder_lock(path.parent):
         try:
             client = mlflow.MlflowClient(uri)
             client.search_experiments(max_results=1)  # creates the schema once, and proves the store works
+            if path is not None:
+                _use_write_ahead_log(path)
+                disk.keep_reserve(path.parent)
         except Exception as error:
+            stopped = outage_behind(error)
+            if stopped is not None:
+                raise stopped from None
             raise UserError(f"tracking store {uri} cannot be used: {str(error).splitlines()[0]}") from None
-        if path is not None:
-            _use_write_ahead_log(path)
     return client
+
+
+def store_folder() -> Path:
+    """The folder of the store's files: the SQLite database's, else mlruns/ (artifacts, checkpoints)."""
+    path = sqlite_path(tracking_uri())
+    return (path.parent if path is not None else STORE_DIR).resolve()
+
+
+def outage_behind(error: BaseException) -> OutageError | None:
+    """When `error` is (or came from) a full disk: one OutageError naming where, after giving up the store's
+    reserve so that the caller can still close its runs. Another OutageError is returned as it is; else None."""
+    found = disk.full_disk(error)
+    if found is None:
+        return error if isinstance(error, OutageError) else None
+    disk.give_up_reserve(store_folder())
+    if isinstance(error, OutageError):
+        return error
+    path = getattr(found, "filename", None)
+    if not path and "database or disk is full" in str(found) and type(found).__name__ == "MlflowException":
+        path = sqlite_path(tracking_uri())
+    return OutageError(disk.message(Path(path).resolve() if path else f"under {store_folder()}"))
 
 
 SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
@@ -268,12 +296,26 @@ def open_run(experiment: str, name: str, tags: dict[str, str] | None = None,
         end_run(run_id, "KILLED")
         raise
     except BaseException as error:
+        outage = outage_behind(error)  # a full disk: the store's reserve is given up, to close the run
+        _end_failed(run_id, error, quiet=outage is not None)
+        if outage is None or outage is error:
+            raise
+        raise outage from error
+    else:
+        end_run(run_id, "FINISHED")
+
+
+def _end_failed(run_id: str, error: BaseException, quiet: bool) -> None:
+    """End the run FAILED with its error as tags. `quiet`: in an outage, a store that cannot take even that
+    leaves the run RUNNING for the next command's stale-run sweep, and the outage is what gets reported."""
+    try:
         client().set_tag(run_id, "error", f"{type(error).__name__}: {error}"[:5000])
         client().set_tag(run_id, "traceback", traceback.format_exc()[-5000:])
         end_run(run_id, "FAILED")
-        raise
-    else:
-        end_run(run_id, "FINISHED")
+    except Exception as closing:
+        if not quiet:
+            raise
+        log.debug("run %s not closed (%s); the next command marks it FAILED", run_id, closing)
 
 
 def fail_stale_runs(experiment_ids: list[str] | None = None) -> list[str]:
