@@ -129,7 +129,9 @@ def test_a_server_down_past_the_window_ends_the_study_in_one_line(cluster, tmp_p
     errors = [line for line in stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "did not answer for 3 s" in errors[0], stderr[-3000:]
     assert stderr.rstrip().splitlines()[-1] == errors[0]
-    assert no_run_running("down")["FAILED"] >= 2  # the parent and the trial cut short
+    # the parent FAILED; the trial's run too, unless the server went down after it FINISHED and before Optuna
+    # was told (then the trial is RUNNING in Optuna, and the rerun fails and retries it)
+    assert no_run_running("down")["FAILED"] >= 1
 
     cluster.start()  # nothing torn: the same command goes on and completes the study
     again = start_cli(*arguments, cwd=tmp_path)

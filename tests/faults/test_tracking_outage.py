@@ -26,7 +26,7 @@ from tests.helpers import TINY_CONFIG, cli_env, free_port, load_study, tiny_stud
 
 pytestmark = pytest.mark.slow
 
-EPOCHS = 20
+EPOCHS = 60  # a few seconds a trial: the outage starts early inside the first one, not at its end
 TRIALS = 2
 
 
@@ -107,12 +107,12 @@ def finish(process: subprocess.Popen, timeout: float) -> str:
 
 
 def wait_inside_first_trial(server: Server, process: subprocess.Popen, timeout: float = 180) -> None:
-    """Until the first trial's run has logged a few epochs (and not all of them)."""
+    """Until the first trial's run has logged its first epochs (values go out about once a second)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert process.poll() is None, process.communicate()[1]
         try:
-            if server.count(f"SELECT count(*) FROM metrics WHERE key = '{epoch_key('val_acc')}'") >= 3:
+            if server.count(f"SELECT count(*) FROM metrics WHERE key = '{epoch_key('val_acc')}'") >= 1:
                 return
         except sqlite3.OperationalError:
             pass  # tables not made yet
