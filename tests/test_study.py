@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
 from collections import Counter
 
 import optuna
@@ -11,7 +13,8 @@ import pytest
 from core.config import Config
 from core.reproduce import logged_config
 from core.study import DEFAULT_STORAGE, load_spec, run_study, trial_seed
-from core.study.storage import open_storage
+from core.study.runner import sweep_dead_trials
+from core.study.storage import budget_lock, open_storage
 from tests.helpers import TINY_CONFIG, all_runs, load_study, mlflow_client, run_cli, tiny_study_spec
 
 COMPLETE, PRUNED, FAIL = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED,
@@ -218,3 +221,17 @@ def test_a_study_whose_every_trial_fails_stops_instead_of_spinning(tmp_path):
                                      space={"model.name": {"type": "categorical", "choices": ["alexnet_cifar"]}}))
     outcome = run_study(spec)  # every trial: a model too deep for 8x8 inputs
     assert (outcome.finished, outcome.failed) == (0, FAILURES_IN_A_ROW)
+
+
+def test_a_trial_whose_worker_died_before_naming_itself_is_swept(tmp_path):
+    """A worker killed between study.ask() and recording its host and pid left a trial RUNNING for ever."""
+    storage = str(tmp_path / "optuna.journal")
+    study = optuna.create_study(study_name="orphan", storage=open_storage(storage))
+    orphan = study.ask()
+    named = study.ask()
+    named.set_user_attr("host", socket.gethostname())
+    named.set_user_attr("pid", os.getpid())  # alive: this process
+    with budget_lock(storage, "orphan"):
+        assert sweep_dead_trials(study, storage) == [orphan.number]
+    states = {t.number: t.state for t in study.get_trials(deepcopy=False)}
+    assert states == {orphan.number: optuna.trial.TrialState.FAIL, named.number: optuna.trial.TrialState.RUNNING}

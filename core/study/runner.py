@@ -75,7 +75,8 @@ def _run_study(spec: StudySpec, storage: str, workers: int, progress: bool, gpus
                                 directions=spec.directions, sampler=make_sampler(spec, 0), pruner=make_pruner(spec))
     _check_same_objective(study, spec)
     mlflow_store.experiment_id(spec.name)  # created before any worker starts
-    sweep_dead_trials(study, storage)
+    with budget_lock(storage, spec.name):  # no worker is between asking for a trial and naming its process
+        sweep_dead_trials(study, storage)
     mlflow_store.fail_stale_runs()  # every experiment's, as at any command's start: 16 ms for 400 runs
     # e.g. `make run` again, or a study its target or patience rule stopped: say so rather than "resume" nothing
     done = count_trials(study)[0] >= spec.trials or stopped_by(spec, study) is not None
@@ -259,6 +260,9 @@ def count_trials(study: optuna.Study) -> tuple[int, int]:
 def sweep_dead_trials(study: optuna.Study, storage: str) -> list[int]:
     """Fail the trials left RUNNING by dead workers of this host and queue their parameters again.
 
+    Called holding the budget lock, under which a worker asks for a trial and records its host and pid: a
+    RUNNING trial without a pid lost its worker in between (killed), on whatever host.
+
     The retry names the trial it repeats (user attribute `retry_of`) and its run (`resume_run_id`), whose
     checkpoint it resumes from (study.trial.resume_of). RDB storages also fail
     trials whose heartbeat stopped (workers on other machines), the same way.
@@ -268,7 +272,8 @@ def sweep_dead_trials(study: optuna.Study, storage: str) -> list[int]:
     swept = []
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         attrs = trial.user_attrs
-        if attrs.get("host") != host or process_alive(int(attrs.get("pid", 0) or 0)):
+        orphan = "pid" not in attrs
+        if not orphan and (attrs.get("host") != host or process_alive(int(attrs["pid"]))):
             continue
         study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
         if trial.params:
