@@ -3,9 +3,10 @@
 Items are handed to `send(batch)` in arrival order, many at a time. When the
 queue is full, either the oldest item is dropped and counted (a live view), or
 `put` waits for room (a durable record, which must lose nothing). If `send`
-raises, the error is logged once and later items are dropped (the run goes on
-untracked); a `send` may itself wait and try again (the MLflow sink waits out a
-tracking server's outage), while items keep gathering in the queue.
+raises, the error is logged once (an OutageError is left to the owner, which raises
+it) and later items are dropped (the run goes on untracked); a `send` may itself
+wait and try again (the MLflow sink waits out a tracking server's outage), while
+items keep gathering in the queue.
 
 The thread runs at the lowest CPU priority (Linux): torch's threads keep every
 core while they train, and the sender catches up whenever training waits.
@@ -82,7 +83,7 @@ class BackgroundSender:
         with self._lock:
             self._closed = True
             self._lock.notify_all()
-        if self.dropped:
+        if self.dropped and not isinstance(self.failed, OutageError):  # an outage: one line, the owner's
             log.warning("%s: %d items were not sent (queue full or sender failed)", self._name, self.dropped)
         return done
 
@@ -108,8 +109,8 @@ class BackgroundSender:
             except Exception as error:  # a tracking server must never break training
                 self.failed = error
                 self.dropped += len(batch)
-                log.warning("%s: sending failed, later values are dropped: %s", self._name,
-                            "the server did not answer" if isinstance(error, OutageError) else error)
+                if not isinstance(error, OutageError):  # an outage: the owner raises it, the CLI says it in one line
+                    log.warning("%s: sending failed, later values are dropped: %s", self._name, error)
             finally:
                 with self._lock:
                     self._busy = False

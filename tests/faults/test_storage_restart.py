@@ -20,7 +20,7 @@ import optuna
 import pytest
 
 from tests.conftest import need_service
-from tests.helpers import free_port, mlflow_client, start_cli, tiny_study_spec
+from tests.helpers import TINY_CONFIG, free_port, mlflow_client, start_cli, tiny_study_spec
 from tests.test_postgres import _has_user, as_postgres
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -91,6 +91,12 @@ def wait_for_trial_running(storage: str, name: str, number: int, process, timeou
     raise AssertionError(f"trial {number} never ran")
 
 
+def slow_spec(folder: Path, name: str) -> Path:
+    """Trials of a second or more each, so the server goes down inside one (tiny ones end before it can)."""
+    data = {"name": "synthetic", "samples": 2000, "shape": [1, 8, 8], "num_classes": 4}
+    return tiny_study_spec(folder, name=name, trials=4, config={**TINY_CONFIG, "data": data})
+
+
 def no_run_running(experiment: str) -> Counter:
     client = mlflow_client()
     runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id], max_results=100)
@@ -101,7 +107,7 @@ def no_run_running(experiment: str) -> Counter:
 
 def test_a_short_restart_is_waited_out_and_the_study_completes(cluster, tmp_path):
     storage = f"postgresql://postgres@127.0.0.1:{cluster.port}/optuna"
-    spec = tiny_study_spec(tmp_path, name="restart", trials=4)
+    spec = slow_spec(tmp_path, "restart")
     study = start_cli("study", str(spec), "--storage", storage, "train.epochs=40", cwd=tmp_path,
                       CORE_STORAGE_OUTAGE_SECONDS="60")
     wait_for_trial_running(storage, "restart", 1, study)
@@ -118,7 +124,7 @@ def test_a_short_restart_is_waited_out_and_the_study_completes(cluster, tmp_path
 
 def test_a_server_down_past_the_window_ends_the_study_in_one_line(cluster, tmp_path):
     storage = f"postgresql://postgres@127.0.0.1:{cluster.port}/optuna"
-    spec = tiny_study_spec(tmp_path, name="down", trials=4)
+    spec = slow_spec(tmp_path, "down")
     arguments = ["study", str(spec), "--storage", storage, "train.epochs=40"]
     study = start_cli(*arguments, cwd=tmp_path, CORE_STORAGE_OUTAGE_SECONDS="3")
     wait_for_trial_running(storage, "down", 1, study)
