@@ -13,8 +13,6 @@ import statistics
 
 from benchmarks.table import Row, main_for
 
-TEST_METRIC = "test_acc"  # a run's accuracy on the test part (core.train.final_metrics)
-
 
 def digits_parts():
     """(x_train, y_train, x_test, y_test) of the default study's data set as the study sees it, flattened."""
@@ -41,9 +39,10 @@ def classical_scores() -> dict[str, float]:
 
 def best_trial_test_accuracy(outcome) -> float:
     """The test accuracy logged on the best trial's run (read while the study's store is open)."""
+    from core.names import logged_summary
     from core.tracking import mlflow_store
 
-    return mlflow_store.client().get_run(outcome.best_run_id).data.metrics[TEST_METRIC]
+    return logged_summary(mlflow_store.client().get_run(outcome.best_run_id).data.metrics, "test_acc")
 
 
 def baselines_row(study_accuracies: list[float], trials: int) -> Row:
