@@ -1,4 +1,4 @@
-"""Study benchmarks: 2 workers vs 1, pruning vs none, and bookkeeping per trial.
+"""Study benchmarks: 2 workers vs 1, pruning vs none, the default study vs scikit-learn, bookkeeping per trial.
 
 Each case runs in its own temporary store (a folder with its own mlruns/).
 `python -m benchmarks.study [--quick]`.
@@ -62,12 +62,15 @@ def trials_per_minute(study) -> float:
 
 
 def run_default_study(trials: int, pruner: str | None = None, seed: int = 0):
+    """(the study's outcome, its best trial's test accuracy), in a store of its own."""
+    from benchmarks.baselines import best_trial_test_accuracy
     from core.study import run_study
 
     spec = load(trials, pruner=pruner)
     spec.seed = seed
     with temporary_store():
-        return run_study(spec)
+        outcome = run_study(spec)
+        return outcome, best_trial_test_accuracy(outcome)
 
 
 def study_command_rate(trials: int, workers: int, replay: list[dict] | None = None) -> tuple[float, list[dict]]:
@@ -114,15 +117,15 @@ def workers_row(trials: int) -> Row:
                f"1 worker {one:.1f}/min, 2 workers {two:.1f}/min ({same})")
 
 
-def pruning_rows(trials: int, seeds: int) -> list[Row]:
-    """Pruned against unpruned studies, each run with study seeds 0 .. seeds-1.
+def pruning_rows(pruned: list, trials: int) -> list[Row]:
+    """The default (pruned) studies' outcomes, run with study seeds 0 .. seeds-1, against unpruned ones.
 
     One pair of studies is not enough: on digits one validation sample is a third of a
     percentage point, so which study finds the better trial changes from seed to seed.
     The rows compare the sums of epochs and the means of the best values.
     """
-    pruned = [run_default_study(trials, seed=seed) for seed in range(seeds)]
-    full = [run_default_study(trials, pruner="none", seed=seed) for seed in range(seeds)]
+    seeds = len(pruned)
+    full = [run_default_study(trials, pruner="none", seed=seed)[0] for seed in range(seeds)]
     epochs_pruned, epochs_full = sum(o.epochs_used for o in pruned), sum(o.epochs_used for o in full)
     best_pruned, best_full = (sum(o.best_values[0] for o in outcomes) / seeds for outcomes in (pruned, full))
     gap = (best_full - best_pruned) * 100
@@ -179,8 +182,13 @@ def bookkeeping_row(sizes: list[int]) -> Row:
 
 
 def run(quick: bool = False) -> list[Row]:
-    rows = [workers_row(12 if quick else 30)]
-    rows += pruning_rows(12 if quick else 30, seeds=2 if quick else 5)
+    from benchmarks.baselines import baselines_row
+
+    trials, seeds = (12, 2) if quick else (30, 5)
+    rows = [workers_row(trials)]
+    default = [run_default_study(trials, seed=seed) for seed in range(seeds)]  # (outcome, best trial's test acc)
+    rows += pruning_rows([outcome for outcome, _ in default], trials)
+    rows.append(baselines_row([accuracy for _, accuracy in default], trials))
     rows.append(bookkeeping_row([10, 100] if quick else [10, 100, 1000]))
     return rows
 

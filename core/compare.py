@@ -105,7 +105,7 @@ def load_experiment(path: str | Path, overrides: list[str] | tuple[str, ...] = (
     k, repeats = _whole(document, "k", 5, 2), _whole(document, "repeats", DEFAULT_REPEATS, 1)
     seed = base.seed if "seed" in command_line else _whole(document, "seed", base.seed, None)  # seed=1 wins
     base.seed = seed
-    base.split.kind, base.split.k = "stratified_kfold", k
+    base.split.kind, base.split.k, base.split.seed = "stratified_kfold", k, -1  # repeat r's folds: seed + r
     base.validate()
     remedies_doc = document.get("remedies")
     if not isinstance(remedies_doc, dict) or BASELINE not in remedies_doc:

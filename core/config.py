@@ -50,6 +50,7 @@ class SplitConfig:
     stratify: bool = True  # holdout only
     k: int = 5  # kfold kinds only
     fold: int = 0  # which of the k folds is the validation part
+    seed: int = -1  # the split's own seed; -1 = the run's seed (a fixed one: every trial of a study on the same parts)
 
 
 @dataclass
@@ -94,7 +95,7 @@ class TrainConfig:
     epochs: int = 20  # most epochs to train (early stopping or pruning may end sooner)
     batch_size: int = 64  # samples per optimizer step
     deterministic: bool = False  # torch.use_deterministic_algorithms
-    augment: str = "none"  # shift = random shifts of the images, on the device
+    augment: str = "none"  # shift = random shifts of the training batches' images (not validation or test), seeded
     shift: int = 2  # augment=shift: largest shift in pixels
     compile: bool = False  # torch.compile the model (CUDA)
     checkpoint: bool = False  # a checkpoint after every epoch (mlruns/checkpoints/<run_id>.pt), for train --resume
@@ -227,6 +228,9 @@ class Config:
             raise ConfigError(f"data.shape={self.data.shape}: give 1 to 3 positive sizes, e.g. [1, 8, 8]")
         _open_unit("split.val_fraction", self.split.val_fraction)
         _at_least("split.k", self.split.k, 2)
+        if not -1 <= self.split.seed <= MAX_SEED:
+            raise ConfigError(f"split.seed={shorten(str(self.split.seed))}: must be -1 (the run's seed) "
+                              f"or in 0..{MAX_SEED}")
         if not 0 <= self.split.fold < self.split.k:
             raise ConfigError(f"split.fold={self.split.fold}: must be in 0..{self.split.k - 1} "
                               f"(split.k={self.split.k})")

@@ -190,6 +190,21 @@ def lenet5(config: ModelConfig, input_shape: tuple[int, ...], num_classes: int) 
     return ConvNet(features, config.hidden, input_shape, num_classes, config, "lenet5")
 
 
+@register("small_cnn")
+def small_cnn(config: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """A small conv net for small images (digits' 8x8): one 3x3 block per width of model.channels, each
+    halving the image while it is at least 4 pixels, then the head (model.hidden, none by default)."""
+    channels, height, _ = _image_shape(input_shape, "small_cnn")
+    layers: list[nn.Module] = []
+    for width in config.channels or [32, 64]:
+        layers += conv_block(channels, width, 3, config, padding=1)
+        if height >= 4:
+            layers.append(nn.MaxPool2d(2))
+            height //= 2
+        channels = width
+    return ConvNet(nn.Sequential(*layers), config.hidden, input_shape, num_classes, config, "small_cnn")
+
+
 @register("alexnet_cifar")
 def alexnet_cifar(config: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     """Note 003's AlexNet for CIFAR-10 (which resizes the images to 96x96)."""

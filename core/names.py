@@ -7,9 +7,10 @@ error in a fraction of a second; `core.models` and `core.data` hold the builders
 under the same names (a test keeps the two in step).
 """
 
-MODELS = ("mlp", "quickstart", "seed_net", "lenet5", "alexnet_cifar", "vgg_small", "resnet_small", "conv1d")
+MODELS = ("mlp", "quickstart", "seed_net", "lenet5", "small_cnn", "alexnet_cifar", "vgg_small", "resnet_small",
+          "conv1d")
 # model.hidden = [] means these fully connected widths (what `python -m core keys` shows as the default)
-HIDDEN = {"mlp": [200, 200], "quickstart": [512, 512], "seed_net": [512, 64], "lenet5": [120, 84],
+HIDDEN = {"mlp": [200, 200], "quickstart": [512, 512], "seed_net": [512, 64], "lenet5": [120, 84], "small_cnn": [],
           "alexnet_cifar": [4096, 1024], "vgg_small": [256], "resnet_small": [], "conv1d": [64]}
 FULLY_CONNECTED = ("mlp", "quickstart")  # no convolutions: model.channels is not theirs
 DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "synthetic", "npz", "image_folder")

@@ -259,7 +259,8 @@ def prepare(config: Config) -> Prepared:
     device = select_device(config.device)
     seed_everything(config.seed, config.train.deterministic)
     data = load_dataset(config.data, device)
-    train_idx, val_idx = make_split(data.train_y.cpu().numpy(), config.split, config.seed)
+    split_seed = config.split.seed if config.split.seed >= 0 else config.seed
+    train_idx, val_idx = make_split(data.train_y.cpu().numpy(), config.split, split_seed)
     channels_last = device.type == "cuda" and len(data.input_shape) == 3
     model = build_on_device(config, data, device, channels_last)
     train_part = data.train_x[torch.as_tensor(train_idx, device=device)]

@@ -132,6 +132,7 @@ def test_override_syntax_parses_or_raises_config_error(items):
     ("split.val_fraction=0", ["split.val_fraction"]),
     ("split.val_fraction=1.5", ["split.val_fraction"]),
     ("split.k=1", ["split.k"]),
+    ("split.seed=-2", ["split.seed", "-1 (the run's seed)"]),
     ("model.dropout=1.0", ["model.dropout"]),
     ("optim.lr=0", ["optim.lr"]),
     ("optim.lr=nan", ["optim.lr", "finite"]),

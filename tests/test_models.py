@@ -13,7 +13,8 @@ from core.errors import ConfigError
 from core.models import MODELS, build_model, count_parameters
 
 SHAPES = {"mlp": (1, 28, 28), "quickstart": (1, 28, 28), "seed_net": (1, 32, 32), "lenet5": (1, 28, 28),
-          "alexnet_cifar": (3, 96, 96), "vgg_small": (3, 32, 32), "resnet_small": (3, 32, 32), "conv1d": (2, 64)}
+          "small_cnn": (1, 8, 8), "alexnet_cifar": (3, 96, 96),
+          "vgg_small": (3, 32, 32), "resnet_small": (3, 32, 32), "conv1d": (2, 64)}
 
 
 def test_every_model_has_a_shape_here_and_its_name_in_the_torch_free_list():

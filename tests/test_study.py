@@ -235,3 +235,21 @@ def test_a_trial_whose_worker_died_before_naming_itself_is_swept(tmp_path):
         assert sweep_dead_trials(study, storage) == [orphan.number]
     states = {t.number: t.state for t in study.get_trials(deepcopy=False)}
     assert states == {orphan.number: optuna.trial.TrialState.FAIL, named.number: optuna.trial.TrialState.RUNNING}
+
+
+def test_the_default_space_gives_hidden_widths_to_the_mlp_only():
+    from pathlib import Path
+
+    from torch import nn
+
+    from core.models import build_model
+    from core.study.space import sample
+
+    spec = load_spec(Path(__file__).resolve().parents[1] / "studies" / "digits_mlp.yaml")
+    values = {"model.hidden": 48, "train.augment": "shift", "optim.name": "adam", "optim.lr": 0.01,
+              "optim.weight_decay": 1e-4, "model.dropout": 0.1, "train.batch_size": 64}
+    mlp = sample(spec.params, optuna.trial.FixedTrial({**values, "model.name": "mlp"}), spec.base)
+    cnn = sample(spec.params, optuna.trial.FixedTrial({**values, "model.name": "small_cnn"}), spec.base)
+    assert mlp.model.hidden == [48, 48] and cnn.model.hidden == [] and cnn.train.augment == "shift"
+    linear = [m for m in build_model(cnn.model, (1, 8, 8), 10).modules() if isinstance(m, nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linear] == [(64 * 2 * 2, 10)]  # [32, 64] convs, 8 -> 4 -> 2

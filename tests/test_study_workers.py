@@ -69,3 +69,24 @@ def test_kill_9_of_one_worker_then_rerun(tmp_path):
     retried = [t for t in trials if t.user_attrs.get("retry_of") == victim.number]
     assert retried and retried[0].params == victim.params  # its parameters were tried again
     assert Counter(r.info.status for r in all_runs("killed") if r.data.tags.get("kind") == "study") == {"FINISHED": 1}
+
+
+def test_two_workers_stop_together_by_the_patience_rule(tmp_path):
+    # Accuracy never improves by 1.0, so the rule holds once 4 trials have finished (the first sets the best).
+    # Trials of about 2 s: both workers are running trials when it fires.
+    budget = {"trials": 20, "patience": 3, "min_delta": 1.0}
+    spec = tiny_study_spec(tmp_path, name="stop-pair", config=PAIR_TRIALS, budget=budget)
+    result = run_cli("study", str(spec), "--workers", "2", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "exited with code" not in result.stderr  # both workers exited 0
+    assert "stopped by the patience rule: " in result.stdout
+    trials = load_study("stop-pair").trials
+    assert {t.state for t in trials} == {optuna.trial.TrialState.COMPLETE}
+    assert len({t.user_attrs["pid"] for t in trials}) == 2
+    fired = sorted(t.datetime_complete for t in trials)[3]  # the 4th finished trial made the rule hold
+    assert [t.number for t in trials if t.datetime_start > fired] == []  # nothing started after it
+    assert len(trials) <= 4 + 1  # at most the other worker's running trial finished after it
+    runs = all_runs("stop-pair")
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    (parent,) = [r for r in runs if r.data.tags.get("kind") == "study"]
+    assert parent.info.status == "FINISHED" and parent.data.tags["stopped_by"] == "patience"

@@ -122,3 +122,11 @@ def test_train_command_records_one_complete_run(tmp_path):
     assert {m.key: m.value for m in model.metrics} == {k: v for k, v in run.data.metrics.items()
                                                         if k.startswith(("summary/final_", "summary/test_"))}
     assert run.info.run_name.startswith("mlp-synthetic")
+
+
+def test_a_fixed_split_seed_gives_runs_of_other_seeds_the_same_validation_part():
+    from core.train import prepare
+
+    val = {seed: prepare(tiny(seed=seed, **{"split.seed": 0})).val_idx.tolist() for seed in (1, 2)}
+    own = {seed: prepare(tiny(seed=seed)).val_idx.tolist() for seed in (1, 2)}  # -1: the run's seed, as before
+    assert val[1] == val[2] == prepare(tiny(seed=0)).val_idx.tolist() and own[1] != own[2]
