@@ -61,7 +61,7 @@ def patiently(call: Callable[[], T], server: Server, what: str) -> T:
                 raise
             waited = time.monotonic() - started
             if server.window_variable in _given_up or waited >= server.window():
-                raise give_up(server, what, waited) from None
+                raise give_up(server, what) from None
             if not warned:
                 log.warning("%s does not answer (%s: %s); waiting up to %.0f s for it",
                             server.name, what, first_line(error), server.window())
@@ -74,12 +74,12 @@ def patiently(call: Callable[[], T], server: Server, what: str) -> T:
         return result
 
 
-def give_up(server: Server, what: str, waited: float) -> OutageError:
+def give_up(server: Server, what: str) -> OutageError:
     """The one-line error for an outage longer than the window (the first one this process declared)."""
     if server.window_variable not in _given_up:
         _given_up[server.window_variable] = OutageError(
-            f"{server.name} did not answer for {waited:.0f} s (while {what}); {server.advice} (outages up to "
-            f"{server.window_variable}={server.window():.0f} s are waited out)")
+            f"{server.name} did not answer for {server.window():.0f} s or more (while {what}; "
+            f"{server.window_variable} sets how long is waited); {server.advice}")
     return _given_up[server.window_variable]
 
 

@@ -58,11 +58,6 @@ def patiently(call: Callable[[], T], uri: str, what: str) -> T:
     return backoff.patiently(call, server(uri), what)
 
 
-def declare(uri: str, what: str, waited: float) -> OutageError:
-    """The one-line error for an outage longer than the window; later calls of this process are tried once."""
-    return backoff.give_up(server(uri), what, waited)
-
-
 def declared() -> OutageError | None:
     """The outage this process gave up on, if any."""
     return backoff.given_up(WINDOW_VARIABLE)
