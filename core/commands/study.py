@@ -107,6 +107,8 @@ def print_importances(outcome) -> None:
     top = list(outcome.importances.items())[:3]
     print("  most important: " + ", ".join(f"{key} ({value:.2f})" for key, value in top)
           + "    (all: the parent run's importance/* metrics)")
+    if outcome.importance_note:
+        print(f"                  {outcome.importance_note}")
 
 
 def print_front(front: list[tuple[int, list[float]]], metrics: list[str]) -> None:

@@ -60,7 +60,7 @@ class StudyOutcome:
     epochs_used: int
     pareto_front: list[tuple[int, list[float]]] = field(default_factory=list)  # multi-objective: (trial, values)
     importances: dict[str, float] | None = None  # parameter -> importance, largest first; None: not computed
-    importance_note: str = ""  # why they were not computed
+    importance_note: str = ""  # why they were not computed, or that they are rough
     stopped_by: str = ""  # the budget rule that stopped the study: target, patience, or "" (trials, timeout)
     stopped_detail: str = ""
     interrupted: bool = False
@@ -188,13 +188,18 @@ class StudyReporter:
                                     f"at least {MIN_IMPORTANCE_TRIALS} needed")
             return
         target = (lambda t: t.values[0]) if self.spec.multi_objective else None
-        try:
-            self.importances = optuna.importance.get_param_importances(
-                self.study, evaluator=make_importance_evaluator(self.spec), target=target)
-        except Exception as error:  # e.g. every complete trial has the same value
-            self.importance_note = f"not computed: {error}"
-            return
-        self.importance_note = ""
+        # PED-ANOVA warns on the terminal when a parameter's values were tried by fewer than 2 trials each: the
+        # note (printed with the importances, kept on the parent run) says it instead
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                self.importances = optuna.importance.get_param_importances(
+                    self.study, evaluator=make_importance_evaluator(self.spec), target=target)
+            except Exception as error:  # e.g. every complete trial has the same value
+                self.importance_note = f"not computed: {error}"
+                return
+        rough = any(issubclass(warning.category, UserWarning) for warning in caught)
+        self.importance_note = "rough: some values of a parameter were tried by fewer than 2 trials" if rough else ""
         if log_metrics and self.importances:
             self.client.log_batch(self.parent_run_id, metrics=[_metric(f"importance/{key}", value, len(complete))
                                                                for key, value in self.importances.items()])
@@ -204,7 +209,8 @@ class StudyReporter:
         if not self.importances:
             return f"Parameter importance ({evaluator}): {self.importance_note}"
         shown = ", ".join(f"{key} {value:.2f}" for key, value in self.importances.items())
-        return f"Parameter importance ({evaluator}): {shown}"
+        note = f" ({self.importance_note})" if self.importance_note else ""
+        return f"Parameter importance ({evaluator}): {shown}{note}"
 
     def set_tags(self, tags: dict[str, str]) -> None:
         """Tags of the parent run, which every worker refreshes: MLflow's SQL store looks a tag up, then
