@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from core.errors import ConfigError
@@ -85,6 +87,20 @@ def test_warm_start_from_a_run_and_by_hand(tmp_path):
     assert start.origin == f"run {outcome.best_run_id}"
     (by_hand,) = plan(spec, "mlruns/optuna.journal", enqueue=["optim.lr=0.05, model.hidden=8"])
     assert by_hand.params == {"optim.lr": 0.05, "model.hidden": 8}
+
+
+def test_warm_start_from_a_small_cnn_run_leaves_out_the_mlp_only_width(isolated_store):
+    """The default study's model.hidden applies to mlp trials only: a small_cnn run logs an empty one."""
+    from core.study.warm import plan
+
+    run = mlflow_client().create_run(mlflow_client().create_experiment("cnn"))
+    for key, value in {"model.name": "small_cnn", "model.hidden": "[]", "optim.name": "adamw", "optim.lr": "0.04",
+                       "train.augment": "none"}.items():
+        mlflow_client().log_param(run.info.run_id, key, value)
+    spec = load_spec(Path(__file__).parent.parent / "studies" / "digits_mlp.yaml")
+    (start,) = plan(spec, "mlruns/optuna.journal", run.info.run_id)
+    assert start.params == {"model.name": "small_cnn", "optim.name": "adamw", "optim.lr": 0.04,
+                            "train.augment": "none"}
 
 
 @pytest.mark.parametrize("args, message", [

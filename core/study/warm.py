@@ -20,7 +20,7 @@ from typing import Any
 import optuna
 import yaml
 
-from core.errors import UserError
+from core.errors import OutageError, UserError
 from core.study.space import Param
 from core.study.spec import StudySpec
 from core.study.storage import check_storage, is_rdb, open_storage
@@ -74,10 +74,20 @@ def _from_run(spec: StudySpec, run_id: str) -> list[WarmStart]:
         if path is not None and not path.exists():
             raise LookupError
         params = mlflow_store.client().get_run(run_id).data.params
+    except OutageError:
+        raise
     except Exception:
         raise UserError(f"--warm-start {run_id}: no MLflow run with that id in this store") from None
-    typed = {p.key: _typed(p, params[p.key], f"run {run_id}") for p in spec.params if p.key in params}
+    typed = {p.key: _typed(p, params[p.key], f"run {run_id}") for p in spec.params
+             if p.key in params and _applies(p, params, spec.base.to_flat())}
     return [WarmStart(_in_space(spec, typed, f"run {run_id}"), f"run {run_id}")]
+
+
+def _applies(param: Param, logged: dict[str, str], base: dict[str, Any]) -> bool:
+    """A conditional parameter (`when`) holds for the run: e.g. model.hidden only for an mlp run, not for a
+    small_cnn run that logged its empty model.hidden."""
+    return all(str(logged.get(key, base.get(key))) in {str(value) for value in values}
+               for key, values in param.when.items())
 
 
 def _parse_enqueue(spec: StudySpec, text: str) -> dict[str, Any]:
