@@ -77,10 +77,18 @@ def patiently(call: Callable[[], T], server: Server, what: str) -> T:
 def give_up(server: Server, what: str) -> OutageError:
     """The one-line error for an outage longer than the window (the first one this process declared)."""
     if server.window_variable not in _given_up:
-        _given_up[server.window_variable] = OutageError(
-            f"{server.name} did not answer for {server.window():.0f} s or more (while {what}; "
-            f"{server.window_variable} sets how long is waited); {server.advice}")
+        outage = OutageError(f"{server.name} did not answer for {server.window():.0f} s or more (while {what}; "
+                             f"{server.window_variable} sets how long is waited); {server.advice}")
+        mark_given_up(server.window_variable, outage)
     return _given_up[server.window_variable]
+
+
+def mark_given_up(window_variable: str, outage: OutageError) -> OutageError:
+    """Record that this process gave up on that kind of server (or a study's worker did: then this process's
+    clean-up tries once too, instead of waiting another window)."""
+    _given_up.setdefault(window_variable, outage)
+    outage.window_variable = window_variable
+    return outage
 
 
 def given_up(window_variable: str) -> OutageError | None:

@@ -22,3 +22,5 @@ class DataError(UserError):
 class OutageError(Exception):
     """A service or resource failed under a correct command: a tracking server or database that stayed
     down past the retry window, a full disk. Open runs are closed before it reaches the CLI."""
+
+    window_variable = ""  # for a server that stayed down: the environment variable of its window (core/backoff.py)

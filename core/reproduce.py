@@ -20,7 +20,7 @@ from mlflow.entities import Run
 
 from core import provenance, user_code
 from core.config import Config
-from core.errors import ConfigError, OutageError, UserError
+from core.errors import ConfigError, UserError
 from core.names import epoch_key, logged_summary
 from core.tracked import CODE_TAG, CONFIG_ARTIFACT, PLACE_KEYS, tracked_fit
 from core.tracking import mlflow_store
@@ -208,9 +208,10 @@ def load_logged_weights(run_id: str, allow_code_change: bool = False) -> tuple[R
     with tempfile.TemporaryDirectory() as folder:
         try:
             path = Path(client.download_artifacts(run_id, "weights/state_dict.pt", folder))
-        except OutageError:  # the server is down, not the weights
-            raise
-        except Exception:
+        except Exception as error:
+            stopped = mlflow_store.outage_behind(error)  # the server is down, or the disk full: not the weights
+            if stopped is not None:
+                raise stopped from None
             raise UserError(f"run {run_id} has no logged weights (weights/state_dict.pt)") from None
         try:
             state = torch.load(path, map_location=prepared.device, weights_only=True)

@@ -83,3 +83,32 @@ def test_a_bad_window_is_a_user_error_naming_the_variable(monkeypatch, text):
     monkeypatch.setenv(outage.WINDOW_VARIABLE, text)
     with pytest.raises(UserError, match=outage.WINDOW_VARIABLE):
         outage.window()
+
+
+def test_an_outage_a_worker_gave_up_on_is_tried_once_here(monkeypatch):
+    """A study's worker gave up on the server: the main process closes the parent run without another window."""
+    monkeypatch.setenv(outage.WINDOW_VARIABLE, "30")
+    worker_said = backoff.mark_given_up(outage.WINDOW_VARIABLE, OutageError("tracking server ... did not answer"))
+    call, calls = flaky(1000, requests.ConnectionError("refused"))
+    with pytest.raises(OutageError) as raised:
+        outage.patiently(call, URI, "set_terminated")
+    assert len(calls) == 1 and raised.value is worker_said
+
+
+def test_closing_trackers_closes_every_one_before_raising_the_first_error():
+    from core.tracking import CompositeTracker
+
+    closed = []
+
+    class Tracker:
+        def __init__(self, name, error=None):
+            self.name, self.error = name, error
+
+        def close(self):
+            closed.append(self.name)
+            if self.error:
+                raise self.error
+
+    with pytest.raises(OutageError):
+        CompositeTracker(Tracker("mlflow", OutageError("down")), Tracker("visdom")).close()
+    assert closed == ["mlflow", "visdom"]

@@ -198,7 +198,7 @@ class StudyReporter:
             except Exception as error:  # e.g. every complete trial has the same value
                 self.importance_note = f"not computed: {error}"
                 return
-        rough = any(issubclass(warning.category, UserWarning) for warning in caught)
+        rough = any("Some regimes for parameter" in str(warning.message) for warning in caught)
         self.importance_note = "rough: some values of a parameter were tried by fewer than 2 trials" if rough else ""
         if log_metrics and self.importances:
             self.client.log_batch(self.parent_run_id, metrics=[_metric(f"importance/{key}", value, len(complete))

@@ -26,6 +26,7 @@ import optuna
 import torch
 from tqdm.auto import tqdm
 
+from core import backoff
 from core.errors import OutageError, UserError
 from core.signals import exit_code, install_signal_handlers, interrupt_behind, process_alive
 from core.study import DEFAULT_STORAGE
@@ -145,7 +146,9 @@ def _run_workers(spec: StudySpec, storage: str, parent_run_id: str, workers: int
             process.join(30)
         raise
     if not outages.empty():  # a server stayed down or the disk is full: the worker's own line
-        raise OutageError(outages.get())
+        message, server = outages.get()
+        # the parent run is closed next: not after another window for a server the worker gave up on
+        raise backoff.mark_given_up(server, OutageError(message)) if server else OutageError(message)
     failed = [p for p in processes if p.exitcode != 0]
     for process in failed:
         log.warning("%s exited with code %s", process.name, process.exitcode)
@@ -180,7 +183,7 @@ def _worker_entry(spec: StudySpec, storage: str, parent_run_id: str, worker: int
         interrupt = interrupt_behind(error)
         stopped = mlflow_store.outage_behind(error) if interrupt is None else None  # any OutageError too
         if stopped is not None:  # its runs are closed; the main process reports it, in one line
-            outages.put(str(stopped))
+            outages.put((str(stopped), stopped.window_variable))
             raise SystemExit(OUTAGE_EXIT) from None
         if interrupt is None:
             raise

@@ -218,7 +218,7 @@ def _retried(method: Callable) -> Callable:
 
 
 for _name, _method in vars(RDBStorage).items():
-    if inspect.isfunction(_method) and not _name.startswith("__"):
+    if inspect.isfunction(_method) and not _name.startswith("_"):  # public calls, whole: a retry opens a new session
         setattr(ServerStorage, _name, _retried(_method))
 
 

@@ -77,3 +77,14 @@ class CompositeTracker:
             for tracker in self.trackers:
                 getattr(tracker, name)(*args, **kwargs)
         return fan_out
+
+    def close(self) -> None:
+        """Close every tracker (their sender threads end), then raise the first error (an outage) if any."""
+        errors = []
+        for tracker in self.trackers:
+            try:
+                tracker.close()
+            except Exception as error:
+                errors.append(error)
+        if errors:
+            raise errors[0]

@@ -68,8 +68,15 @@ class MLflowTracker:
 
     def flush(self) -> None:
         """Wait until every queued value is recorded, through an outage up to the window; else OutageError."""
-        self._sender.flush(timeout=outage.window() + FLUSH_MARGIN)
+        self._delivered(self._sender.flush(timeout=outage.window() + FLUSH_MARGIN))
+
+    def _delivered(self, in_time: bool) -> None:
+        """Values the sender gave up on, or could not send in time (a server that hangs instead of refusing),
+        are missing from this run: an OutageError, so the run does not end as if complete."""
         self._raise_outage()
+        if not in_time:
+            raise OutageError(f"tracking store {mlflow_store.tracking_uri()}: run {self.run_id} still had values "
+                              f"to record after {outage.window() + FLUSH_MARGIN:.0f} s; run the same command again")
 
     def _send_metrics(self, points: list[tuple[str, float, int, int]]) -> None:
         metrics = [self._Metric(key, float(value), timestamp, step) for key, value, timestamp, step in points]
@@ -167,8 +174,7 @@ class MLflowTracker:
 
     def close(self) -> None:
         """Send what is queued (waiting out an outage up to the window); OutageError if it could not be."""
-        self._sender.close(timeout=outage.window() + FLUSH_MARGIN)
-        self._raise_outage()
+        self._delivered(self._sender.close(timeout=outage.window() + FLUSH_MARGIN))
 
 
 def model_name(name: str) -> str:

@@ -91,8 +91,7 @@ def _client_for(uri: str):
     import mlflow
 
     check_uri(uri)
-    if urlparse(uri).scheme in ("http", "https"):
-        outage.window()  # a bad CORE_TRACKING_OUTAGE_SECONDS is one line now, not in an outage
+    outage.window()  # a bad CORE_TRACKING_OUTAGE_SECONDS is one line now, not when a run is closed
     path = sqlite_path(uri)
     if path is not None:
         _check_sqlite_file(path)
