@@ -200,7 +200,7 @@ def table_csv(rows: list[tuple[int, str, float, float]]) -> str:
 
 
 def load_logged_weights(run_id: str, allow_code_change: bool = False) -> tuple[Run, Prepared]:
-    """(run, prepared) with the run's model rebuilt from its params and its logged weights loaded."""
+    """(run, prepared) with the run's model rebuilt from its logged config and weights loaded."""
     run, config = logged_run(run_id)
     code_warnings(run.data.tags, config, allow_code_change)
     prepared = prepare(config)  # the normaliser comes from the training part, as in training
@@ -209,9 +209,7 @@ def load_logged_weights(run_id: str, allow_code_change: bool = False) -> tuple[R
         try:
             path = Path(client.download_artifacts(run_id, "weights/state_dict.pt", folder))
         except Exception as error:
-            stopped = mlflow_store.outage_behind(error)  # the server is down, or the disk full: not the weights
-            if stopped is not None:
-                raise stopped from None
+            mlflow_store.raise_outage_behind(error)  # the server is down, or the disk full: not the weights
             raise UserError(f"run {run_id} has no logged weights (weights/state_dict.pt)") from None
         try:
             state = torch.load(path, map_location=prepared.device, weights_only=True)

@@ -1,4 +1,4 @@
-"""`python -m core reproduce RUN_ID`: rerun a logged run from its params and compare, epoch by epoch."""
+"""`python -m core reproduce RUN_ID`: rerun a logged run from its logged config and compare, epoch by epoch."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 
 from core import signals
 
-HELP = "rerun a logged run from its params and compare the two runs epoch by epoch"
+HELP = "rerun a logged run from its logged config (config.yaml) and compare the two runs epoch by epoch"
 EXAMPLES = ["python -m core reproduce RUN_ID                (the run id that train or study printed)",
             "python -m core reproduce RUN_ID --epochs 3     (only the first 3 epochs)",
             "python -m core reproduce RUN_ID --tolerance 1e-3"]

@@ -300,7 +300,7 @@ class StudyReporter:
             stopped_by=rule[0] if rule else "", stopped_detail=rule[1] if rule else "")
 
     def log_best_model(self) -> None:
-        """The best trial's model in MLflow's format, in that trial's run, rebuilt from its params and weights.
+        """The best trial's model in MLflow's format, in that trial's run, rebuilt from its logged config and weights.
 
         Trials log only their weights: a model per trial would cost every trial time and fill the Models
         tab with pruned and poor trials. K-fold trials have a model per fold, none of them the trial's.
@@ -350,12 +350,14 @@ class StudyReporter:
         return calls
 
     def _log_plot(self, folder: Path, name: str, kwargs: dict[str, Any]) -> bool:
-        """One plot's page (and PNG); False when Optuna could not draw it."""
+        """One plot's page (and PNG); False when Optuna could not draw the page."""
+        made = False
         try:
             figure = getattr(plotly_plots, f"plot_{name}")(self.study, **kwargs)
             html = folder / f"{name}.html"
             html.write_text(plots.page(figure, f"{self.spec.name}: {name}", self.parent_run_id), encoding="utf-8")
             self.client.log_artifact(self.parent_run_id, str(html), plots.FOLDER)
+            made = True  # the page needs the shared plotly.min.mjs, whatever becomes of the PNG
             if name not in NO_PNG:
                 axes = getattr(png_plots, f"plot_{name}")(self.study, **kwargs)
                 png_figure = _figure_of(axes)
@@ -367,8 +369,7 @@ class StudyReporter:
             if isinstance(error, OutageError) or disk.full_disk(error) is not None:
                 raise  # an outage (exit 3), never a study that ends well with stale plots
             log.warning("plot %s was not made: %s", name, error)
-            return False
-        return True
+        return made
 
 
 def _figure_of(axes):

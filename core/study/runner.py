@@ -58,10 +58,8 @@ def run_study(spec: StudySpec, storage: str = DEFAULT_STORAGE, workers: int = 1,
     try:
         return _run_study(spec, storage, workers, progress, gpus, warm_starts)
     except Exception as error:
-        outage = mlflow_store.outage_behind(error)
-        if outage is None or outage is error:
-            raise
-        raise outage from error
+        mlflow_store.raise_outage_behind(error)
+        raise
 
 
 def _run_study(spec: StudySpec, storage: str, workers: int, progress: bool, gpus: list[str] | None,

@@ -173,7 +173,8 @@ class RetryStaleTrial(RetryHeartbeatStaleTrialCallback):
         if attrs.get("mlflow_run_id"):
             retry.user_attrs["resume_run_id"] = attrs["mlflow_run_id"]  # its checkpoint, if this host has it
         super().__call__(study, retry)
-        log.warning("trial %d: %s; marked FAIL, parameters queued again", trial.number, reason)
+        log.warning("trial %d: %s; marked FAIL (its parameters queued again unless it was a retry already)",
+                    trial.number, reason)
         if attrs.get("mlflow_run_id"):
             mlflow_store.fail_run_tree(attrs["mlflow_run_id"], reason)
 

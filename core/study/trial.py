@@ -75,19 +75,13 @@ def run_trial(spec: StudySpec, study: optuna.Study, trial: optuna.Trial,
             state = "outage"  # its run is FAILED already, or cannot be written (the next start closes it)
             if outage.declared() is stopped:  # the tracking server's: Optuna's storage answers, the trial is retried
                 _tell_cut_off(study, trial, stopped)
-            _raise(stopped, error)  # else left RUNNING in Optuna: the next start fails it and queues it again
+            mlflow_store.raise_outage_behind(error)  # else RUNNING in Optuna: the next start fails and retries it
         state = "failed"
         if not run_ids:  # it failed before its run began (e.g. a model too deep for the data): record it
             on_run_start(_record_failed_run(spec.name, name, tags, parent_run_id, config, error))
         return _tell_failed(study, trial, error)
     finally:
         _after_trial(run_ids, state)
-
-
-def _raise(outage: OutageError, error: Exception) -> None:
-    if outage is error:
-        raise outage
-    raise outage from error
 
 
 def _tell_failed(study: optuna.Study, trial: optuna.Trial, error: Exception) -> optuna.trial.FrozenTrial:

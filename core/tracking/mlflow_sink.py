@@ -84,10 +84,8 @@ class MLflowTracker:
             for start in range(0, len(metrics), MAX_METRICS_PER_BATCH):
                 self.client.log_batch(self.run_id, metrics=metrics[start:start + MAX_METRICS_PER_BATCH])
         except Exception as error:  # the sender keeps it (`failed`), drops later values, and close() raises it
-            stopped = mlflow_store.outage_behind(error)  # a full disk is an outage: the run cannot be complete
-            if stopped is None or stopped is error:
-                raise
-            raise stopped from error
+            mlflow_store.raise_outage_behind(error)  # a full disk is an outage: the run cannot be complete
+            raise
 
     # ---- everything else: at once -------------------------------------------
     def log_params(self, params: dict[str, Any]) -> None:

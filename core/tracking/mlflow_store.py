@@ -135,6 +135,15 @@ def outage_behind(error: BaseException) -> OutageError | None:
     return OutageError(disk.message(Path(path).resolve() if path else f"under {store_folder()}"))
 
 
+def raise_outage_behind(error: BaseException) -> None:
+    """Raise the OutageError behind `error` (itself, or a full disk's, naming where), if there is one."""
+    stopped = outage_behind(error)
+    if stopped is error:
+        raise error
+    if stopped is not None:
+        raise stopped from error
+
+
 SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
 
 
@@ -295,11 +304,10 @@ def open_run(experiment: str, name: str, tags: dict[str, str] | None = None,
         end_run(run_id, "KILLED")
         raise
     except BaseException as error:
-        outage = outage_behind(error)  # a full disk: the store's reserve is given up, to close the run
-        _end_failed(run_id, error, quiet=outage is not None)
-        if outage is None or outage is error:
-            raise
-        raise outage from error
+        stopped = outage_behind(error)  # a full disk: the store's reserve is given up, to close the run
+        _end_failed(run_id, error, quiet=stopped is not None)
+        raise_outage_behind(error)
+        raise
     else:
         end_run(run_id, "FINISHED")
 

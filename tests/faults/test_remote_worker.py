@@ -19,6 +19,7 @@ from collections import Counter
 import optuna
 import pytest
 
+from tests.conftest import need_service
 from tests.faults.test_storage_restart import cluster  # noqa: F401 (a fixture)
 from tests.helpers import cli_env, mlflow_client, run_cli, tiny_study_spec
 
@@ -88,8 +89,7 @@ def test_the_same_on_postgres(cluster, tmp_path):  # noqa: F811 (the fixture)
 
 
 def killed_worker_of_another_host_is_retried(storage: str, tmp_path) -> None:
-    if not can_pretend_another_host():
-        pytest.skip("unshare -u (a hostname of its own) needs root")
+    need_service(can_pretend_another_host(), "unshare -u (a hostname of its own) needs root")
     spec = tiny_study_spec(tmp_path, name="remote", trials=3)
     arguments = ["study", str(spec), "--storage", storage, "train.epochs=150"]  # a few seconds per trial
     worker = start_on_other_host([sys.executable, "-m", "core", *arguments], tmp_path)
