@@ -6,70 +6,23 @@ user when the tests run as root), then two workers run as separate processes.
 
 from __future__ import annotations
 
-import glob
-import os
-import pwd
-import shutil
 import subprocess
 import sys
-import tempfile
-import time
 from collections import Counter
-from pathlib import Path
 
 import optuna
 import pytest
 
-from tests.conftest import need_service
 from tests.helpers import cli_env, free_port, tiny_study_spec
+from tests.postgres import throwaway_cluster
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 
-
-def as_postgres(command: list[str]) -> list[str]:
-    return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
-
-
 @pytest.fixture
 def postgres():
-    binaries = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    need_service(bool(binaries), "PostgreSQL is not installed (apt-get install -y postgresql)")
-    if os.geteuid() == 0:
-        need_service(_has_user("postgres"), "no postgres system user to run the server as")
-    bin_dir = Path(binaries[-1]).parent
-    folder = Path(tempfile.mkdtemp(prefix="core-pg-"))
-    os.chmod(folder, 0o777)
-    data, port = folder / "data", free_port()
-    if os.geteuid() == 0:
-        shutil.chown(folder, "postgres")
-    subprocess.run(as_postgres([str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust"]),
-                   check=True, capture_output=True)
-    server = subprocess.Popen(as_postgres([str(bin_dir / "postgres"), "-D", str(data), "-p", str(port),
-                                           "-h", "127.0.0.1", "-k", str(folder)]),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(100):
-            if subprocess.run(as_postgres([str(bin_dir / "pg_isready"), "-h", "127.0.0.1", "-p", str(port)]),
-                              capture_output=True).returncode == 0:
-                break
-            time.sleep(0.2)
-        for database in ("optuna", "mlflow"):
-            subprocess.run(as_postgres([str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U",
-                                        "postgres", database]), check=True, capture_output=True)
-        yield f"postgresql://postgres@127.0.0.1:{port}"
-    finally:
-        server.terminate()
-        server.wait(30)
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def _has_user(name: str) -> bool:
-    try:
-        pwd.getpwnam(name)
-        return True
-    except KeyError:
-        return False
+    with throwaway_cluster("optuna", "mlflow") as cluster:
+        yield cluster.url
 
 
 @pytest.fixture

@@ -7,11 +7,6 @@ restart). A short restart is waited out and the study completes; a server kept d
 
 from __future__ import annotations
 
-import glob
-import os
-import shutil
-import subprocess
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -19,58 +14,16 @@ from pathlib import Path
 import optuna
 import pytest
 
-from tests.conftest import need_service
-from tests.helpers import TINY_CONFIG, free_port, mlflow_client, start_cli, tiny_study_spec
-from tests.test_postgres import _has_user, as_postgres
+from tests.helpers import TINY_CONFIG, mlflow_client, start_cli, tiny_study_spec
+from tests.postgres import throwaway_cluster
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 
-class Cluster:
-    """A throwaway PostgreSQL cluster that the test stops and starts again."""
-
-    def __init__(self, bin_dir: Path, folder: Path):
-        self.bin_dir, self.folder, self.port = bin_dir, folder, free_port()
-        self.data = folder / "data"
-
-    def pg_ctl(self, *args: str) -> None:
-        subprocess.run(as_postgres([str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-w", *args]), check=True,
-                       capture_output=True, timeout=120)
-
-    def start(self) -> None:
-        self.pg_ctl("-l", str(self.folder / "server.log"), "-o",
-                    f"-p {self.port} -h 127.0.0.1 -k {self.folder} -F",  # -F: no fsync, a throwaway cluster
-                    "start")
-
-    def stop(self) -> None:
-        self.pg_ctl("-m", "fast", "stop")  # open sessions are cut, as a restart or a crash of the server does
-
-    def running(self) -> bool:
-        return subprocess.run(as_postgres([str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "status"]),
-                              capture_output=True).returncode == 0
-
-
 @pytest.fixture
 def cluster():
-    binaries = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
-    need_service(bool(binaries), "PostgreSQL is not installed (apt-get install -y postgresql)")
-    if os.geteuid() == 0:
-        need_service(_has_user("postgres"), "no postgres system user to run the server as")
-    folder = Path(tempfile.mkdtemp(prefix="core-pg-restart-"))
-    if os.geteuid() == 0:
-        shutil.chown(folder, "postgres")
-    server = Cluster(Path(binaries[-1]).parent, folder)
-    subprocess.run(as_postgres([str(server.bin_dir / "initdb"), "-D", str(server.data), "-U", "postgres",
-                                "--auth=trust"]), check=True, capture_output=True)
-    server.start()
-    try:
-        subprocess.run(as_postgres([str(server.bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(server.port),
-                                    "-U", "postgres", "optuna"]), check=True, capture_output=True)
+    with throwaway_cluster("optuna") as server:
         yield server
-    finally:
-        if server.running():
-            server.stop()
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def wait_for_trial_running(storage: str, name: str, number: int, process, timeout: float = 240) -> None:
