@@ -1,4 +1,4 @@
-"""Small pieces shared by the commands that start local servers (MLflow UI, Visdom)."""
+"""Small pieces shared by the commands that start local servers (MLflow UI, Visdom, optuna-dashboard)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,12 @@ from core.errors import UserError
 
 LOOPBACK = "127.0.0.1"
 log = logging.getLogger(__name__)
+
+
+def add_address_arguments(parser, default_port: int) -> None:
+    """--port and --host of a command that starts a server (an argparse parser); bound to loopback by default."""
+    parser.add_argument("--port", type=int, default=default_port, help=f"port (default {default_port})")
+    parser.add_argument("--host", default=LOOPBACK, help=f"address to bind (default {LOOPBACK})")
 
 
 def check_port(port: int, host: str = LOOPBACK) -> None:

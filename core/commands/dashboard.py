@@ -16,8 +16,7 @@ EXAMPLES = ["python -m core dashboard", "python -m core dashboard --port 8081",
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--port", type=int, default=8080, help="port (default 8080)")
-    parser.add_argument("--host", default=servers.LOOPBACK, help="address to bind (default 127.0.0.1)")
+    servers.add_address_arguments(parser, 8080)
     parser.add_argument("--storage", default=DEFAULT_STORAGE,
                         help=f"Optuna storage: a journal file, sqlite:///..., or postgresql://... "
                              f"(default {DEFAULT_STORAGE})")

@@ -16,8 +16,7 @@ EXAMPLES = ["python -m core ui", "python -m core ui --port 5001",
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--port", type=int, default=5000, help="port (default 5000)")
-    parser.add_argument("--host", default=servers.LOOPBACK, help="address to bind (default 127.0.0.1)")
+    servers.add_address_arguments(parser, 5000)
 
 
 # Runs of a study (its parent and trials carry the tag `study`) or of a comparison (parent and remedies: `kind`).

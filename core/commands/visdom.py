@@ -11,9 +11,7 @@ EXAMPLES = ["python -m core visdom", "python -m core visdom --port 8098   (then 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--port", type=int, default=visdom_server.DEFAULT_PORT,
-                        help=f"port (default {visdom_server.DEFAULT_PORT})")
-    parser.add_argument("--host", default=servers.LOOPBACK, help="address to bind (default 127.0.0.1)")
+    servers.add_address_arguments(parser, visdom_server.DEFAULT_PORT)
 
 
 def main(args: argparse.Namespace) -> int:
