@@ -14,6 +14,8 @@ import errno
 import os
 from pathlib import Path
 
+from core.errors import cause_where
+
 RESERVE_NAME = ".space-reserve"
 RESERVE_BYTES = 1 << 20  # closing a trial's run and the parent run in SQLite's WAL takes a few pages
 FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
@@ -22,15 +24,11 @@ FULL_TEXTS = ("database or disk is full", "No space left on device", "Disk quota
 
 def full_disk(error: BaseException | None) -> BaseException | None:
     """The error behind `error` (itself, or what caused it or was being handled) that says a disk is full."""
-    seen: set[int] = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        if isinstance(error, OSError) and error.errno in FULL_ERRNOS:
-            return error
-        if any(text in str(error) for text in FULL_TEXTS):
-            return error
-        error = error.__cause__ or error.__context__
-    return None
+    return cause_where(error, _says_full)
+
+
+def _says_full(error: BaseException) -> bool:
+    return (isinstance(error, OSError) and error.errno in FULL_ERRNOS) or any(text in str(error) for text in FULL_TEXTS)
 
 
 def message(path: Path | str) -> str:

@@ -34,7 +34,7 @@ from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCal
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 
 from core import backoff
-from core.errors import OutageError, UserError
+from core.errors import OutageError, UserError, cause_where
 from core.tracking import mlflow_store
 from core.tracking.mlflow_store import folder_lock
 
@@ -191,14 +191,14 @@ def wait_through_outage(call: Callable, url: str):
 
 
 def _connection_lost(error: BaseException | None) -> bool:
-    """The error, or one it was raised from, is a lost or refused connection to the database server."""
-    while error is not None and not isinstance(error, OutageError):  # a wait of an inner call already ran out
-        if isinstance(error, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)):
-            return True
-        if isinstance(error, sqlalchemy.exc.DBAPIError) and error.connection_invalidated:
-            return True
-        error = error.__cause__ or error.__context__
-    return False
+    """The error, or one it was raised from, is a lost or refused connection to the database server (not
+    behind an OutageError: an inner call's wait already ran out)."""
+    return cause_where(error, _lost, stop=lambda cause: isinstance(cause, OutageError)) is not None
+
+
+def _lost(error: BaseException) -> bool:
+    return isinstance(error, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)) or \
+        (isinstance(error, sqlalchemy.exc.DBAPIError) and error.connection_invalidated)
 
 
 def _shown(url: str) -> str:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from core import backoff
-from core.errors import OutageError
+from core.errors import OutageError, cause_where
 
 WINDOW_VARIABLE = "CORE_TRACKING_OUTAGE_SECONDS"
 DEFAULT_WINDOW = 300.0
@@ -41,16 +41,9 @@ def is_outage(error: BaseException) -> bool:
     """True when `error` says the server did not answer (not that it refused what we sent)."""
     import requests
 
-    seen: set[int] = set()
-    cause: BaseException | None = error
-    while cause is not None and id(cause) not in seen:  # MLflow wraps requests' error in its own
-        if isinstance(cause, (requests.ConnectionError, requests.Timeout)):
-            return True
-        if isinstance(cause, requests.exceptions.RetryError):  # 5xx (or 429) after MLflow's tries
-            return True
-        seen.add(id(cause))
-        cause = cause.__cause__ or cause.__context__
-    return False
+    # MLflow wraps requests' error in its own; RetryError: a 5xx (or 429) after MLflow's own tries
+    down = (requests.ConnectionError, requests.Timeout, requests.exceptions.RetryError)
+    return cause_where(error, lambda cause: isinstance(cause, down)) is not None
 
 
 def patiently(call: Callable[[], T], uri: str, what: str) -> T:
