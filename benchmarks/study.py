@@ -147,20 +147,20 @@ def bookkeeping_seconds(sizes: list[int]) -> list[float]:
 
     import optuna
 
-    import core.tracked
+    import core.runs.fit
     from core.study import DEFAULT_STORAGE, run_study
     from core.study.storage import open_storage
-    from core.train import FitResult
+    from core.train import FitResult, Stop
 
-    def no_training(config, tracker=None, should_stop=None, progress=False, prepared=None, **resume_args):
+    def no_training(prepared, tracker=None, should_stop=None, **options):
         history = [{"train_loss": 0.5, "train_acc": 0.9, "val_loss": 0.5, "val_acc": 0.9, "lr": 0.1}]
         tracker.log_metrics(history[0], step=0)
-        return FitResult(history=history, best_epoch=0, stop_reason="completed", detail="",
+        return FitResult(history=history, best_epoch=0, stop=Stop(),
                          metrics={"final_val_acc": 0.9, "final_val_loss": 0.5}, model=None, seconds=0.0, steps=1,
                          extra={"parameters": 1.0})
 
     seconds = []
-    with temporary_store(), mock.patch.object(core.tracked, "fit", no_training):
+    with temporary_store(), mock.patch.object(core.runs.fit, "fit", no_training):
         spec = load(sizes[0], pruner="none")
         spec.sampler = {"name": "random"}  # TPE's own cost grows with the trials; we measure ours
         spec.base.track.log_model = False  # these trials train nothing, so there is no model to log or plot

@@ -14,7 +14,7 @@ from benchmarks.study import temporary_store
 from benchmarks.table import Row, main_for
 from core import visdom_server
 from core.config import Config
-from core.tracked import tracked_fit
+from core.runs import tracked_fit
 from core.train import fit, prepare
 from tests.helpers import free_port
 
@@ -39,11 +39,11 @@ def run(quick: bool = False) -> list[Row]:
         process, url = visdom_server.start(free_port(), env_path=Path(folder) / "visdom")
         try:
             settings = config(epochs, samples, url)
-            fit(settings, prepared=prepare(settings))  # warm-up
+            fit(prepare(settings))  # warm-up
             off, on = [], []
             for _ in range(pairs):
-                off.append(training_seconds(fit(settings, prepared=prepare(settings))))
-                tracked = tracked_fit(settings, prepared=prepare(settings)).result
+                off.append(training_seconds(fit(prepare(settings))))
+                tracked = tracked_fit(prepare(settings)).result
                 on.append(training_seconds(tracked))
         finally:
             process.terminate()

@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"error: {' '.join(str(error).split())}\n")
         return 3
     except Exception as error:
-        from core.tracking.mlflow_store import outage_behind
+        from core.outages import outage_behind
 
         outage = outage_behind(error)  # a full disk met outside a run (in a run it is an OutageError already)
         if outage is None:

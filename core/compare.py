@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import time
-from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import numpy as np
 
 from core.config import Config, mapping, parse_overrides, read_yaml
 from core.errors import ConfigError, UserError
+from core.runs.folds import fold_config
 
 BASELINE = "baseline"
 DEFAULT_REPEATS = 3  # 3 x 10 folds of the default spec train in a few minutes on 2 CPU cores
@@ -146,15 +146,6 @@ def _remedy(name: str, overrides: Any, base: Config) -> Remedy:
     if name != BASELINE and config == base:
         raise ConfigError(f"remedy {name!r} changes nothing from the base config")
     return Remedy(name, dict(overrides), config)
-
-
-def fold_config(config: Config, fold: int, repeat: int = 0) -> Config:
-    """Fold `fold` of repeat `repeat`: the seed (split and training) is the spec's seed + repeat, the same for
-    every remedy, so the fold run's own params rebuild exactly its split and its training."""
-    folded = config.copy()
-    folded.seed = config.seed + repeat
-    folded.split.fold = fold
-    return folded
 
 
 def corrected_t_test(differences: list[float] | np.ndarray, test_train_ratio: float,
@@ -359,35 +350,33 @@ def run_comparison(spec: ExperimentSpec, progress: bool = False) -> ComparisonRe
     """Train every remedy on every fold of every repeat, log it all, and return the table."""
     from tqdm.auto import tqdm
 
-    from core.tracking import mlflow_store
-    from core.tracking.mlflow_sink import MLflowTracker
+    from core.runs import Place, open_run
+    from core.runs.run import open_store, sweep_stale_runs
     from core.train import prepare
 
     for remedy in spec.remedies:  # every remedy's data and model are checked before anything is logged
         prepare(fold_config(remedy.config, 0))
     jobs, sources = plan_jobs(spec)
-    mlflow_store.client()
-    experiment_id = mlflow_store.experiment_id(spec.name)
-    mlflow_store.fail_stale_runs([experiment_id])
+    open_store(spec.name)
+    sweep_stale_runs([spec.name])
     started = time.perf_counter()
     warm_up(jobs)
     warm_up_seconds = time.perf_counter() - started
-    folds: dict[str, list[FoldResult]] = {}
     bar = tqdm(total=len(jobs) * spec.repeats * spec.k, desc=f"compare {spec.name}", unit="fold",
                disable=not progress)
-    with bar, mlflow_store.open_run(spec.name, f"compare {spec.name}", {"kind": "comparison"}) as parent_run_id:
-        with closing(MLflowTracker(parent_run_id, spec.name)) as tracker:
-            tracker.log_params({**spec.base.to_params(), "compare.k": spec.k, "compare.repeats": spec.repeats,
-                                "compare.remedies": ",".join(r.name for r in spec.remedies)})
+    with bar, open_run(Place(spec.name, f"compare {spec.name}", tags={"kind": "comparison"})) as parent:
+        with parent.recorder() as record:
+            record.log_params({**spec.base.to_params(), "compare.k": spec.k, "compare.repeats": spec.repeats,
+                               "compare.remedies": ",".join(r.name for r in spec.remedies)})
             # Closing sends it now: the sender thread's first send (imports, SQL) is over before any fold is timed.
-            tracker.log_metrics({"warm_up_seconds": warm_up_seconds}, step=0)
-        for name, config, overrides in jobs:
-            folds[name] = _train_remedy(spec, name, config, overrides, parent_run_id, bar)
+            record.log_metrics({"warm_up_seconds": warm_up_seconds}, step=0)
+        folds = {name: _train_remedy(spec, Job(name, config, overrides), parent, bar)
+                 for name, config, overrides in jobs}
         main = {r.name: folds[r.name] for r in spec.remedies}
         sweeps = {name: [SweepPoint(value, source, folds[source]) for value, source in zip(values, sources[name])]
                   for name, (_, values) in spec.sweeps.items()}
-        result = ComparisonResult(spec, main, summarize(main), sweeps, parent_run_id)
-        _log_parent(result)
+        result = ComparisonResult(spec, main, summarize(main), sweeps, parent.id)
+        _log_parent(result, parent)
     return result
 
 
@@ -402,32 +391,38 @@ def warm_up(jobs: list[tuple[str, Config, dict[str, Any]]]) -> None:
         fit(short)
 
 
-def _train_remedy(spec: ExperimentSpec, name: str, config: Config, overrides: dict[str, Any], parent_run_id: str,
-                  bar) -> list[FoldResult]:
-    """One child run with a grandchild per fold; the fold runs are tagged with their repeat and fold."""
-    from core.tracked import tracked_fit
-    from core.tracking import mlflow_store
-    from core.tracking.mlflow_sink import MLflowTracker
-    from core.train import prepare
+@dataclass(frozen=True)
+class Job:
+    name: str  # a remedy, or a sweep point (remedy@value)
+    config: Config
+    overrides: dict[str, Any]
 
-    tags = {"remedy": name, "overrides": repr(overrides)[:5000]}
-    results = []
-    with mlflow_store.open_run(spec.name, f"remedy {name}", {**tags, "kind": "remedy"}, parent_run_id) as run_id:
-        for repeat in range(spec.repeats):
-            for fold in range(spec.k):
-                folded = fold_config(config, fold, repeat)
-                prepared = prepare(folded)
-                tracked = tracked_fit(folded, prepared=prepared, experiment=spec.name,
-                                      run_name=f"{name} repeat-{repeat} fold-{fold}", parent_run_id=run_id,
-                                      tags={**tags, "repeat": str(repeat), "fold": str(fold)},
-                                      visdom_label=f"{name} repeat {repeat} fold {fold}")
-                if tracked.result.stop_reason == "non_finite":  # no scores to compare: say which fold, and why
-                    raise UserError(f"remedy {name!r}, repeat {repeat}, fold {fold}: training diverged "
-                                    f"({tracked.result.detail}); give this remedy a smaller learning rate")
-                results.append(_fold_result(tracked.result, len(prepared.train_idx), len(prepared.val_idx)))
-                bar.update(1)
-        with closing(MLflowTracker(run_id, spec.name)) as summary:
-            summary.log_params({**config.to_params(), "remedy": name, "compare.k": spec.k,
+
+def _train_remedy(spec: ExperimentSpec, job: Job, parent, bar) -> list[FoldResult]:
+    """The remedy's group run (a child of the comparison) with a run per fold of every repeat."""
+    from core.runs import FitHooks, Place, fit_folds, open_run
+    from core.runs.folds import fold_plan
+
+    tags = {"remedy": job.name, "overrides": repr(job.overrides)[:5000]}
+    results: list[FoldResult] = []
+
+    def after_fold(plan, tracked) -> bool:
+        where = plan.place.tags
+        if tracked.result.stop.reason == "non_finite":  # no scores to compare: say which fold, and why
+            raise UserError(f"remedy {job.name!r}, repeat {where['repeat']}, fold {where['fold']}: training "
+                            f"diverged ({tracked.result.stop.detail}); give this remedy a smaller learning rate")
+        results.append(_fold_result(tracked))
+        bar.update(1)
+        return True
+
+    place = Place(spec.name, f"remedy {job.name}", parent.id, {**tags, "kind": "remedy"})
+    with open_run(place) as group:
+        plans = [fold_plan(group, job.name, fold_config(job.config, fold, repeat), tags,
+                           {"repeat": repeat, "fold": fold})
+                 for repeat in range(spec.repeats) for fold in range(spec.k)]
+        fit_folds(plans, FitHooks(), after_fold)
+        with group.recorder() as summary:
+            summary.log_params({**job.config.to_params(), "remedy": job.name, "compare.k": spec.k,
                                 "compare.repeats": spec.repeats})
             summary.log_metrics({f"{m}_mean": float(np.mean([getattr(r, m) for r in results])) for m in METRICS}
                                 | {"seconds_median": float(np.median([r.seconds for r in results]))}, step=0)
@@ -440,37 +435,37 @@ def _with(config: Config, key: str, value: Any) -> Config:
     return changed.validate()
 
 
-def _fold_result(result, n_train: int, n_val: int) -> FoldResult:
+def _fold_result(tracked) -> FoldResult:
+    result, n_train, n_val = tracked.result, len(tracked.prepared.train_idx), len(tracked.prepared.val_idx)
     metrics = result.metrics
     seconds = float(sum(epoch["epoch_seconds"] for epoch in result.history))  # training, not the store's time
     return FoldResult(metrics["final_train_acc"], metrics["final_val_acc"], metrics["test_acc"], result.epochs_run,
                       seconds, result.history, n_train, n_val)
 
 
-def _log_parent(result: ComparisonResult) -> None:
+def _log_parent(result: ComparisonResult, parent) -> None:
     """The tables, the figures, and per remedy its scores and test against the baseline, on the parent run."""
     from core import report
-    from core.tracking import mlflow_store
-    from core.tracking.mlflow_sink import MLflowTracker
+    from core.names import safe_name
+    from core.runs.run import NOTE_TAG
 
     ranked = {row["remedy"]: result.folds[row["remedy"]] for row in sorted(result.table, key=lambda r: r["rank"])}
     text = markdown_report(result)
-    with closing(MLflowTracker(result.parent_run_id, result.spec.name)) as tracker:
+    with parent.recorder() as tracker:
         tracker.log_text(text, "comparison.md")
         tracker.log_text(csv_table(result.table), "comparison.csv")
         tracker.log_figure(report.remedy_curves(ranked), "curves.png")
         tracker.log_figure(report.fold_box_plot(ranked), "fold_scores.png")
         for name, points in result.sweeps.items():
-            key, filename = result.spec.sweeps[name][0], mlflow_store.safe_name(name)
+            key, filename = result.spec.sweeps[name][0], safe_name(name)
             tracker.log_text(sweep_table(key, points, result.folds[BASELINE]), f"sweep_{filename}.md")
             strengths = [(point.value, [r.val_acc for r in point.folds]) for point in points]
             figure = report.strength_curve(name, key, strengths, [r.val_acc for r in result.folds[BASELINE]])
             tracker.log_figure(figure, f"strength_{filename}.png")
         for row in result.table:
-            prefix = mlflow_store.safe_name(row["remedy"])
+            prefix = safe_name(row["remedy"])
             keys = ["val_acc", "gap", "test_acc", "seconds"] + ([] if row["remedy"] == BASELINE else [
                 "val_diff", "val_diff_low", "val_diff_high", "val_p", "val_p_holm"])
             tracker.log_metrics({f"{prefix}.{key}": row[key] for key in keys}, step=0)
     spec = result.spec
-    mlflow_store.client().set_tag(result.parent_run_id, mlflow_store.NOTE_TAG,
-                                  f"## Comparison `{spec.name}` ({spec.repeats} x {spec.k} folds)\n\n{text}")
+    parent.set_tags({NOTE_TAG: f"## Comparison `{spec.name}` ({spec.repeats} x {spec.k} folds)\n\n{text}"})

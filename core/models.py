@@ -160,11 +160,12 @@ def _image_shape(input_shape: tuple[int, ...], name: str) -> tuple[int, int, int
     return input_shape  # type: ignore[return-value]
 
 
-def conv_block(in_ch: int, out_ch: int, kernel: int, config: ModelConfig, stride: int = 1,
-               padding: int = 0, dims: int = 2) -> list[nn.Module]:
+def conv_block(in_ch: int, out_ch: int, kernel: int, config: ModelConfig, dims: int = 2,
+               **layout: int) -> list[nn.Module]:
+    """Convolution (`layout`: its stride and padding), batch norm when the config asks, ReLU."""
     conv = nn.Conv2d if dims == 2 else nn.Conv1d
     norm = nn.BatchNorm2d if dims == 2 else nn.BatchNorm1d
-    layers: list[nn.Module] = [conv(in_ch, out_ch, kernel, stride=stride, padding=padding, bias=not config.batchnorm)]
+    layers: list[nn.Module] = [conv(in_ch, out_ch, kernel, bias=not config.batchnorm, **layout)]
     if config.batchnorm:
         layers.append(norm(out_ch))
     layers.append(nn.ReLU(inplace=True))

@@ -7,6 +7,8 @@ error in a fraction of a second; `core.models` and `core.data` hold the builders
 under the same names (a test keeps the two in step).
 """
 
+import re
+
 MODELS = ("mlp", "quickstart", "seed_net", "lenet5", "small_cnn", "alexnet_cifar", "vgg_small", "resnet_small",
           "conv1d")
 # model.hidden = [] means these fully connected widths (what `python -m core keys` shows as the default)
@@ -49,3 +51,9 @@ def logged_summary(metrics: dict[str, float], name: str) -> float | None:
     neither is there."""
     value = metrics.get(summary_key(name))
     return metrics.get(name) if value is None else value
+
+
+def safe_name(name: str) -> str:
+    """A user-given name as one safe path component (never `..`, never a slash)."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "unnamed"
+    return cleaned[:100]

@@ -10,26 +10,22 @@ logged, and differences in versions, code and device become warnings.
 from __future__ import annotations
 
 import math
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
-import yaml
 from mlflow.entities import Run
 
-from core import provenance, user_code
-from core.config import Config
-from core.errors import ConfigError, UserError
+from core import provenance
+from core.errors import UserError
 from core.names import epoch_key, logged_summary
-from core.tracked import CODE_TAG, CONFIG_ARTIFACT, PLACE_KEYS, tracked_fit
+from core.runs import Place, fit_in, open_run
+from core.runs.logged import code_warnings, load_logged_weights, logged_run
+from core.runs.place import PLACE_KEYS
 from core.tracking import mlflow_store
-from core.train import Prepared, evaluate, prepare
+from core.train import evaluate, prepare
 
 COMPARED = ("train_loss", "train_acc", "val_loss", "val_acc")
 TABLE_ARTIFACT = "reproduction.csv"  # every epoch and metric of both runs, in the reproduced run
-SUMMARY_KINDS = {"study": "a study's parent run", "comparison": "a comparison's parent run",
-                 "remedy": "a remedy's summary run"}
 
 
 @dataclass
@@ -47,40 +43,6 @@ class Reproduction:
         return self.first_divergence is None
 
 
-def logged_run(run_id: str) -> tuple[Run, Config]:
-    """The run and its config; any reason it cannot be reproduced is one UserError line."""
-    run = mlflow_store.existing_run(run_id)
-    client = mlflow_store.client()
-    tags = run.data.tags
-    if run.info.lifecycle_stage == "deleted":
-        raise UserError(f"run {run_id} is deleted (restore it in the MLflow UI first)")
-    if tags.get("made_by") != "core" and tags.get("kind") not in SUMMARY_KINDS:
-        raise UserError(f"run {run_id} was not made by this tool (no made_by=core tag)")
-    if tags.get("kind") in SUMMARY_KINDS or "data_fingerprint" not in tags:
-        what = SUMMARY_KINDS.get(tags.get("kind", ""), "a k-fold trial's summary run")
-        children = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{run_id}'", max_results=5)
-        hint = f"; e.g. its child run {children[0].info.run_id}" if children else ""
-        raise UserError(f"run {run_id} is {what}, which trains nothing: give one of its child runs{hint}")
-    try:
-        config = Config.from_flat(logged_config(run))
-    except ConfigError as error:
-        raise UserError(f"run {run_id}: its logged config does not make a config ({error})") from None
-    return run, config
-
-
-def logged_config(run: Run) -> dict[str, object]:
-    """The run's whole flat config: its artifact config.yaml (its params hold only the keys that apply), or
-    for a run without one its params, less those that say where it sits (trial_number, fold, ...)."""
-    client = mlflow_store.client()
-    if any(item.path == CONFIG_ARTIFACT for item in client.list_artifacts(run.info.run_id)):
-        with tempfile.TemporaryDirectory() as folder:
-            text = Path(client.download_artifacts(run.info.run_id, CONFIG_ARTIFACT, folder)).read_text()
-        flat = yaml.safe_load(text)
-        if isinstance(flat, dict):
-            return flat
-    return {key: value for key, value in run.data.params.items() if key not in PLACE_KEYS}
-
-
 def environment_warnings(tags: dict[str, str], device_name: str) -> list[str]:
     warnings = []
     for name, version in provenance.package_versions().items():
@@ -96,21 +58,6 @@ def environment_warnings(tags: dict[str, str], device_name: str) -> list[str]:
         warnings.append("the run's Linear layers multiplied in oneDNN, which this version no longer uses: "
                         "expect differences in the last bits")
     return warnings
-
-
-def code_warnings(tags: dict[str, str], config: Config, allow_code_change: bool) -> list[str]:
-    """Refuse (one UserError line) when a user source file the run used differs now, unless allowed."""
-    logged = {key[len(CODE_TAG):]: digest for key, digest in tags.items() if key.startswith(CODE_TAG)}
-    now = {source.relative: source for source in user_code.sources(config.user_references())}
-    changed = sorted(path for path, digest in logged.items() if path not in now or now[path].sha256 != digest)
-    changed += sorted(path for path in now if path not in logged and logged)  # a file the run did not import
-    if not changed:
-        return []
-    where = ", ".join(str(now[path].path) if path in now else f"{path} (missing now)" for path in changed)
-    if not allow_code_change:
-        raise UserError(f"the code differs from the run's: {where} changed since the run "
-                        f"(--allow-code-change to rerun anyway)")
-    return [f"code changed since the run: {where}"]
 
 
 def reproduce(run_id: str, epochs: int | None = None, tolerance: float = 1e-4,
@@ -138,11 +85,12 @@ def reproduce(run_id: str, epochs: int | None = None, tolerance: float = 1e-4,
              and tags.get("device", "").startswith("cpu"))
     experiment = mlflow_store.client().get_experiment(run.info.experiment_id).name
     keep = {k: tags[k] for k in ("study", *PLACE_KEYS) if k in tags}
-    tracked = tracked_fit(config, experiment=experiment, run_name=f"{run.info.run_name} (reproduced)",
-                          tags={**keep, "reproduced_from": run_id}, prepared=prepared)
-    rows, first = compare_histories(run_id, tracked.run_id, compared, 0.0 if exact else tolerance)
-    mlflow_store.client().log_text(tracked.run_id, table_csv(rows), TABLE_ARTIFACT)
-    return Reproduction(run_id, tracked.run_id, exact, 0.0 if exact else tolerance, rows, first, warnings)
+    place = Place(experiment, f"{run.info.run_name} (reproduced)", tags={**keep, "reproduced_from": run_id})
+    with open_run(place) as rerun:
+        fit_in(rerun, prepared)
+    rows, first = compare_histories(run_id, rerun.id, compared, 0.0 if exact else tolerance)
+    rerun.log_text(table_csv(rows), TABLE_ARTIFACT)
+    return Reproduction(run_id, rerun.id, exact, 0.0 if exact else tolerance, rows, first, warnings)
 
 
 def compared_epochs(run: Run, epochs: int, warnings: list[str]) -> int:
@@ -197,27 +145,6 @@ def table_csv(rows: list[tuple[int, str, float, float]]) -> str:
     lines = ["epoch,metric,original,reproduced,difference"]
     lines += [f"{epoch},{key},{old!r},{new!r},{new - old!r}" for epoch, key, old, new in rows]
     return "\n".join(lines) + "\n"
-
-
-def load_logged_weights(run_id: str, allow_code_change: bool = False) -> tuple[Run, Prepared]:
-    """(run, prepared) with the run's model rebuilt from its logged config and weights loaded."""
-    run, config = logged_run(run_id)
-    code_warnings(run.data.tags, config, allow_code_change)
-    prepared = prepare(config)  # the normaliser comes from the training part, as in training
-    client = mlflow_store.client()
-    with tempfile.TemporaryDirectory() as folder:
-        try:
-            path = Path(client.download_artifacts(run_id, "weights/state_dict.pt", folder))
-        except Exception as error:
-            mlflow_store.raise_outage_behind(error)  # the server is down, or the disk full: not the weights
-            raise UserError(f"run {run_id} has no logged weights (weights/state_dict.pt)") from None
-        try:
-            state = torch.load(path, map_location=prepared.device, weights_only=True)
-            prepared.model.load_state_dict(state)
-        except Exception as error:
-            raise UserError(f"run {run_id}: weights/state_dict.pt is corrupted or does not fit the model "
-                            f"({str(error).splitlines()[0]})") from None
-    return run, prepared
 
 
 def evaluate_logged_model(run_id: str, allow_code_change: bool = False) -> tuple[dict[str, float], dict[str, float]]:

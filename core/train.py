@@ -7,7 +7,7 @@ the device and reach the host once per `track.flush_every` steps, so there is no
 module: it streams per-step and per-epoch values to a `Tracker`, asks a
 `should_stop` callback (pruning) once per epoch, and returns what it trained.
 Recording a run (params, tags, summary metrics, figures, the model) is the
-job of `core.tracked`.
+job of `core.runs`.
 """
 
 from __future__ import annotations
@@ -35,15 +35,29 @@ from core.regularizers import EarlyStopping, L1Penalty, parameter_groups
 from core.splits import make_split
 from core.tracking.base import NullTracker, Tracker
 
-ShouldStop = Callable[[int, dict[str, float]], bool]
+# Asked after each epoch (epoch, its metrics): why to stop now (e.g. "pruned by the median pruner after epoch
+# 3"), or "" to go on. A caller's stop ends the fit as `pruned`.
+ShouldStop = Callable[[int, dict[str, float]], str | bool]
+
+
+@dataclass(frozen=True)
+class Stop:
+    """Why a fit ended, as one value: completed, early_stopping, pruned (a caller's `should_stop`: detail says
+    whose and when) or non_finite (detail says where the loss went non-finite)."""
+
+    reason: str = "completed"
+    detail: str = ""
+
+
+class NonFiniteLoss(Exception):
+    """Raised by the per-step loss watch and caught once, in `fit`, which ends as Stop("non_finite")."""
 
 
 @dataclass(kw_only=True)
 class FitResult:
     history: list[dict[str, float]]  # one dict of metrics per epoch run
     best_epoch: int  # epoch (from 0) with the lowest validation loss
-    stop_reason: str  # completed | early_stopping | pruned | non_finite
-    detail: str  # e.g. where a loss went non-finite
+    stop: Stop
     metrics: dict[str, float]  # final: best-epoch validation, train (eval mode) and test metrics
     model: nn.Module
     seconds: float
@@ -54,6 +68,14 @@ class FitResult:
     @property
     def epochs_run(self) -> int:
         return len(self.history)
+
+    @property
+    def stop_reason(self) -> str:
+        return self.stop.reason
+
+    @property
+    def detail(self) -> str:
+        return self.stop.detail
 
 
 class Normalizer:
@@ -120,14 +142,14 @@ class EpochState:
     autocast: bool
     augment_shift: int
     flush_every: int
-    on_flush: Callable[[list[float], int], bool]  # (losses, first step) -> keep going?
+    on_flush: Callable[[list[float], int], None]  # (losses, first step); raises NonFiniteLoss
     step: int = 0  # global step counter
 
 
 def train_one_epoch(model: nn.Module, state: EpochState) -> dict[str, float]:
     """One pass over the training indices in a random order; returns mean loss and accuracy.
 
-    Stops early (returning `stopped=1`) when `on_flush` says so, e.g. a non-finite loss.
+    A non-finite loss raises NonFiniteLoss (from `on_flush`) out of the epoch.
     """
     model.train()
     device = state.indices.device
@@ -152,13 +174,10 @@ def train_one_epoch(model: nn.Module, state: EpochState) -> dict[str, float]:
         losses[batch] = loss.detach()
         correct += (logits.argmax(dim=1) == yb).sum()
         if batch + 1 - flushed >= state.flush_every or batch + 1 == n_batches:
-            keep_going = state.on_flush(losses[flushed:batch + 1].tolist(), state.step + flushed)
+            state.on_flush(losses[flushed:batch + 1].tolist(), state.step + flushed)
             flushed = batch + 1
-            if not keep_going:
-                state.step += flushed
-                return {"train_loss": float("nan"), "train_acc": float("nan"), "stopped": 1.0}
     state.step += n_batches
-    return {"train_loss": losses.mean().item(), "train_acc": correct.item() / len(order), "stopped": 0.0}
+    return {"train_loss": losses.mean().item(), "train_acc": correct.item() / len(order)}
 
 
 @torch.no_grad()
@@ -273,19 +292,17 @@ def prepare(config: Config) -> Prepared:
 
 
 class LossWatch:
-    """Receives the per-step losses at each flush: streams them to the tracker and stops on a non-finite one."""
+    """Receives the per-step losses at each flush: streams them to the tracker, raises on a non-finite one."""
 
     def __init__(self, tracker: Tracker):
         self.tracker = tracker
         self.epoch = 0
-        self.problem = ""  # where a loss went non-finite
 
-    def __call__(self, values: list[float], first_step: int) -> bool:
+    def __call__(self, values: list[float], first_step: int) -> None:
         self.tracker.log_steps("train_loss_step", values, first_step)
         bad = next((i for i, value in enumerate(values) if not math.isfinite(value)), None)
         if bad is not None:
-            self.problem = f"train loss {values[bad]} at epoch {self.epoch}, step {first_step + bad}"
-        return bad is None
+            raise NonFiniteLoss(f"train loss {values[bad]} at epoch {self.epoch}, step {first_step + bad}")
 
 
 def epoch_state(prepared: Prepared, optimizer: torch.optim.Optimizer, on_flush: LossWatch) -> EpochState:
@@ -299,16 +316,17 @@ def epoch_state(prepared: Prepared, optimizer: torch.optim.Optimizer, on_flush: 
         flush_every=config.track.flush_every, on_flush=on_flush)
 
 
-def fit(config: Config, tracker: Tracker | None = None, should_stop: ShouldStop | None = None,
+def fit(what: Config | Prepared, tracker: Tracker | None = None, should_stop: ShouldStop | None = None, *,
         progress: bool = False, checkpoint_path: Path | None = None,
-        prepared: Prepared | None = None, resume_from: dict[str, Any] | None = None) -> FitResult:
-    """Train `config`, streaming per-step and per-epoch values to `tracker`; see FitResult for what comes back.
+        resume_from: dict[str, Any] | None = None) -> FitResult:
+    """Train a config (or one already prepared: its own config is the one trained), streaming per-step and
+    per-epoch values to `tracker`; see FitResult for what comes back.
 
     With `checkpoint_path`, each finished epoch is saved there (atomically) with all a resume needs;
     `resume_from` (a loaded checkpoint) goes on from the epoch after it, as if training had never stopped.
     """
     tracker = tracker or NullTracker()
-    prepared = prepared or prepare(config)
+    prepared = what if isinstance(what, Prepared) else prepare(what)
     config, model = prepared.config, prepared.model
     started = time.perf_counter()
     watch = LossWatch(tracker)
@@ -316,33 +334,32 @@ def fit(config: Config, tracker: Tracker | None = None, should_stop: ShouldStop 
     compiled = torch.compile(model) if config.train.compile else model
     val_x, val_y = prepared.part(prepared.val_idx)
     history, stopper, state = loop.history, loop.stopper, loop.state
-    stop_reason = "completed"
+    stop = Stop()
     with tqdm(range(loop.first_epoch, config.train.epochs), desc=run_label(config), unit="epoch",
               disable=not progress, leave=False) as epochs:
         for epoch in epochs:
             watch.epoch = epoch
-            metrics = train_and_validate(compiled, state, val_x, val_y)
-            if metrics is None:
-                stop_reason = "non_finite"
+            try:
+                metrics = train_and_validate(compiled, state, val_x, val_y)
+                history.append(metrics)
+                tracker.log_metrics(metrics, step=epoch)
+                if not math.isfinite(metrics["val_loss"]):
+                    raise NonFiniteLoss(f"validation loss {metrics['val_loss']} at epoch {epoch}")
+            except NonFiniteLoss as bad:
+                stop = Stop("non_finite", str(bad))
                 break
-            history.append(metrics)
-            tracker.log_metrics(metrics, step=epoch)
             epochs.set_postfix(train_loss=f"{metrics['train_loss']:.4f}", val_acc=f"{metrics['val_acc']:.4f}")
-            if not math.isfinite(metrics["val_loss"]):
-                watch.problem = f"validation loss {metrics['val_loss']} at epoch {epoch}"
-                stop_reason = "non_finite"
-                break
             step_scheduler(loop.scheduler, config, metrics["val_loss"])
-            stop_reason = stop_reason_after(epoch, metrics, stopper, model, should_stop)
-            if stop_reason != "completed":
+            stop = stop_after(epoch, metrics, stopper, model, should_stop)
+            if stop.reason != "completed":
                 break
             if checkpoint_path is not None:  # after the scheduler and early stopping: the epoch is whole
                 checkpoint.save(checkpoint_path, model, loop.optimizer, epoch, config, loop.extra(prepared))
     if config.early_stop.patience > 0:
         stopper.restore(model)
     final = final_metrics(model, prepared, stopper.best_epoch, history, state.step) \
-        if stop_reason != "non_finite" and history else {}
-    return FitResult(history=history, best_epoch=stopper.best_epoch, stop_reason=stop_reason, detail=watch.problem,
+        if stop.reason != "non_finite" and history else {}
+    return FitResult(history=history, best_epoch=stopper.best_epoch, stop=stop,
                      metrics=final, model=model, seconds=time.perf_counter() - started, steps=state.step,
                      first_epoch=loop.first_epoch, extra={"parameters": float(count_parameters(model))})
 
@@ -411,12 +428,10 @@ def set_rng_states(states: dict[str, Any], generator: torch.Generator) -> None:
 
 def train_and_validate(model: nn.Module, state: EpochState, val_x: torch.Tensor,
                        val_y: torch.Tensor) -> dict[str, float] | None:
-    """One epoch's training and validation metrics; None when a non-finite loss stopped the epoch."""
+    """One epoch's training and validation metrics; NonFiniteLoss when a training loss is not finite."""
     tick = time.perf_counter()
     lr = state.optimizer.param_groups[0]["lr"]
     trained = train_one_epoch(model, state)
-    if trained.pop("stopped"):
-        return None
     val = evaluate(model, val_x, val_y, state.normalize, autocast=state.autocast)
     return {**trained, "val_loss": val["loss"], "val_acc": val["acc"], "lr": lr,
             "epoch_seconds": time.perf_counter() - tick}
@@ -431,14 +446,16 @@ def step_scheduler(scheduler, config: Config, val_loss: float) -> None:
         scheduler.step()
 
 
-def stop_reason_after(epoch: int, metrics: dict[str, float], stopper: EarlyStopping, model: nn.Module,
-                      should_stop: ShouldStop | None) -> str:
-    """completed (go on), early_stopping or pruned."""
+def stop_after(epoch: int, metrics: dict[str, float], stopper: EarlyStopping, model: nn.Module,
+               should_stop: ShouldStop | None) -> Stop:
+    """Stop() (go on), early_stopping, or pruned (the caller's should_stop said why)."""
     if stopper.step(metrics["val_loss"], epoch, model):
-        return "early_stopping"
-    if should_stop is not None and should_stop(epoch, metrics):
-        return "pruned"
-    return "completed"
+        return Stop("early_stopping", f"no val loss improvement for {stopper.patience} epochs after epoch "
+                                      f"{stopper.best_epoch}")
+    why = should_stop(epoch, metrics) if should_stop is not None else ""
+    if why:
+        return Stop("pruned", why if isinstance(why, str) else f"stopped by the caller after epoch {epoch}")
+    return Stop()
 
 
 def final_metrics(model: nn.Module, prepared: Prepared, best_epoch: int, history: list[dict[str, float]],

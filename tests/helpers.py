@@ -103,3 +103,20 @@ def load_study(name: str, storage: str = "mlruns/optuna.journal"):
     from core.study.storage import open_storage
 
     return optuna.load_study(study_name=name, storage=open_storage(storage))
+
+
+def start_run(experiment: str, name: str, tags: dict[str, str] | None = None) -> str:
+    """A RUNNING run made as another process would leave it (core.runs.open_run is the library's only way)."""
+    from core.tracking import mlflow_store
+
+    client = mlflow_store.client()
+    return client.create_run(mlflow_store.experiment_id(experiment), run_name=name,
+                             tags={**mlflow_store.owner_tags(), **(tags or {})}).info.run_id
+
+
+def end_run(run_id: str, status: str) -> None:
+    from core.tracking import mlflow_store
+
+    if status == "KILLED":
+        mlflow_store.drop_pooled_connections()
+    mlflow_store.client().set_terminated(run_id, status=status)

@@ -7,7 +7,7 @@ import pytest
 from core.__main__ import VERBS, build_parser, parse_args
 from core.commands import keys
 from core.config import Config, descriptions, valid_keys
-from tests.helpers import run_cli
+from tests.helpers import end_run, run_cli, start_run
 
 
 @pytest.mark.parametrize("argv, dest, expected", [
@@ -60,6 +60,6 @@ def test_ui_points_at_the_last_study_or_comparison_not_the_newest_experiment():
     assert last_experiment_id() is None
     for experiment, tags in (("old study", {"study": "old study"}), ("comparison", {"kind": "comparison"}),
                              ("a study", {"study": "a study"}), ("train", {})):
-        mlflow_store.end_run(mlflow_store.start_run(experiment, "run", tags), "FINISHED")
+        end_run(start_run(experiment, "run", tags), "FINISHED")
         time.sleep(0.01)  # distinct start times
     assert last_experiment_id() == mlflow_store.experiment_id("a study")

@@ -19,7 +19,7 @@ from core.compare import (
 )
 from core.config import Config
 from core.errors import ConfigError
-from core.reproduce import logged_config
+from core.runs.logged import logged_config
 from tests.helpers import TINY_CONFIG, all_runs, mlflow_client, run_cli
 
 

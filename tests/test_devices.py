@@ -6,8 +6,8 @@ import time
 
 import pytest
 
+from core.runs import FitHooks, tracked_fit
 from core.study import runner
-from core.tracked import tracked_fit
 from tests.helpers import TINY_CONFIG, all_runs, run_cli, tiny_config, tiny_study_spec
 
 
@@ -52,7 +52,8 @@ def test_bad_gpu_list_is_one_line_and_exit_2(tmp_path):
 def test_system_metrics_appear_on_the_run(monkeypatch):
     monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.2")
     config = tiny_config(**{"track.system_metrics": True, "train.epochs": 15})
-    tracked_fit(config, should_stop=lambda epoch, metrics: time.sleep(0.1) or False)  # a run of 1.5 s at least
+    slow = FitHooks(should_stop=lambda epoch, metrics: time.sleep(0.1) or "")
+    tracked_fit(config, hooks=slow)  # a run of 1.5 s at least
     (run,) = all_runs("train")
     system = {key for key in run.data.metrics if key.startswith("system/")}
     assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= system, system

@@ -18,7 +18,7 @@ from core import data as data_module
 from core.config import Config, load_config
 from core.data import load_dataset
 from core.errors import ConfigError, DataError
-from core.tracked import tracked_fit
+from core.runs import tracked_fit
 from tests.formats import write_cifar10_archive, write_mnist_archives
 from tests.helpers import tiny_flat
 

@@ -25,7 +25,7 @@ def test_data_model_and_optimizer_live_on_the_gpu():
     assert run.data.train_x.is_cuda and run.data.train_x.dtype == torch.uint8
     assert next(run.model.parameters()).is_cuda
     assert run.model.features[0].weight.is_contiguous(memory_format=torch.channels_last)
-    result = fit(gpu_config(), prepared=run)
+    result = fit(run)
     assert result.metrics["final_val_acc"] > 0.5
 
 

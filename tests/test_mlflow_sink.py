@@ -6,6 +6,7 @@ import threading
 
 from core.tracking import mlflow_store
 from core.tracking.mlflow_sink import MLflowTracker
+from tests.helpers import start_run
 
 
 def log_at_once(trackers: list[MLflowTracker], digest: str) -> list[Exception]:
@@ -30,7 +31,7 @@ def log_at_once(trackers: list[MLflowTracker], digest: str) -> list[Exception]:
 
 def test_workers_logging_the_same_data_set_at_once_all_get_it():
     # Parallel trials start together and log the same data set: MLflow's look-up-then-insert races.
-    trackers = [MLflowTracker(mlflow_store.start_run("race", f"run {i}"), "race") for i in range(6)]
+    trackers = [MLflowTracker(start_run("race", f"run {i}"), "race") for i in range(6)]
     for round_ in range(5):
         errors = log_at_once(trackers, f"digest{round_}")
         assert not errors, errors

@@ -11,9 +11,10 @@ import pytest
 import yaml
 
 from core.errors import UserError
-from core.reproduce import evaluate_logged_model, logged_run, reproduce
+from core.reproduce import evaluate_logged_model, reproduce
+from core.runs import tracked_fit
+from core.runs.logged import logged_run
 from core.study import load_spec, run_study
-from core.tracked import tracked_fit
 from core.tracking import mlflow_store
 from tests.formats import write_mnist
 from tests.helpers import TINY_CONFIG, all_runs, load_study, run_cli, tiny_config, tiny_study_spec
@@ -52,12 +53,12 @@ def test_params_hold_the_keys_that_apply_and_reproduce_rebuilds_the_whole_config
 def test_a_run_of_an_older_version_still_reproduces_and_evaluates(monkeypatch):
     # Older versions logged every key as a param and the metrics without the epoch/, step/ and summary/
     # prefixes; the oldest had no config.yaml.
-    import core.tracked
+    import core.runs.record
 
     with monkeypatch.context() as old:
-        old.setattr(core.tracked, "summary_key", lambda name: name)
-        old.setattr(core.tracked, "CurveKeys", lambda record: record)
-        old.setattr(core.tracked, "run_params", lambda config, tags: config.to_flat())
+        old.setattr(core.runs.record, "summary_key", lambda name: name)
+        old.setattr(core.runs.record, "CurveKeys", lambda record: record)
+        old.setattr(core.runs.record, "run_params", lambda config, place: config.to_flat())
         original = train(**{"optim.momentum": 0.5})
     run = mlflow_store.client().get_run(original)
     assert {"test_acc", "val_acc", "train_loss_step"} <= set(run.data.metrics) and "summary/test_acc" not in \

@@ -13,7 +13,7 @@ import torch
 
 from core import checkpoint
 from core.resume import checkpoint_file, load
-from core.tracked import tracked_fit
+from core.runs import FitHooks, Place, tracked_fit
 from core.train import fit
 from tests.helpers import (
     TINY_CONFIG,
@@ -94,6 +94,13 @@ def wait_for_checkpoint(store: Path, epoch: int, process, timeout: float = 120) 
 
 def history(run_id: str, key: str) -> dict[int, float]:
     return {m.step: m.value for m in mlflow_client().get_metric_history(run_id, key)}
+
+
+def newest_run(experiment: str) -> str:
+    client = mlflow_client()
+    found = client.search_runs([client.get_experiment_by_name(experiment).experiment_id],
+                               order_by=["attributes.start_time DESC"], max_results=1)
+    return found[0].info.run_id
 
 
 def weights(run_id: str, folder: Path) -> dict[str, torch.Tensor]:
@@ -179,8 +186,8 @@ def test_a_chain_of_resumes_leaves_no_checkpoint_once_the_last_run_finishes(isol
     run_ids, resume = [], None
     for preempted_at in (2, 4):  # killed twice: A, then B resumed from A, then C from B finishes
         with pytest.raises(Preempted):
-            tracked_fit(config, experiment="chain", should_stop=stop_at(preempted_at), resume=resume,
-                        on_run_start=run_ids.append)
+            tracked_fit(config, Place("chain", "run"), FitHooks(should_stop=stop_at(preempted_at)), resume)
+        run_ids.append(newest_run("chain"))
         resume = load(run_ids[-1])
-    tracked_fit(config, experiment="chain", resume=resume, on_run_start=run_ids.append)
+    run_ids.append(tracked_fit(config, Place("chain", "run"), resume=resume).run_id)
     assert len(run_ids) == 3 and not [run for run in run_ids if checkpoint_file(run).exists()]

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.reproduce import load_logged_weights
+from core.runs.logged import load_logged_weights
 from core.study import load_spec, run_study
 from core.train import predict
 from tests.helpers import TINY_CONFIG, free_port, mlflow_client, tiny_study_spec

@@ -11,7 +11,7 @@ import optuna
 import pytest
 
 from core.config import Config
-from core.reproduce import logged_config
+from core.runs.logged import logged_config
 from core.study import DEFAULT_STORAGE, load_spec, run_study, trial_seed
 from core.study.runner import sweep_dead_trials
 from core.study.storage import budget_lock, open_storage

@@ -10,7 +10,7 @@ import torch
 from core import checkpoint
 from core.config import Config
 from core.errors import UserError
-from core.reproduce import logged_config
+from core.runs.logged import logged_config
 from core.train import Normalizer, fit, shift_images
 from tests.helpers import all_runs, mlflow_client, run_cli, tiny_config, tiny_overrides
 

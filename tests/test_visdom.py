@@ -143,11 +143,11 @@ def test_bad_port_is_one_line_and_exit_2(tmp_path, port):
 
 
 def test_two_runs_of_the_same_config_are_two_lines_and_a_constant_rate_has_no_window(server):
-    from core.tracked import tracked_fit
+    from core.runs import Place, tracked_fit
     from tests.helpers import tiny_config
 
     config = tiny_config(**{"track.visdom": "on", "track.visdom_url": server, "train.epochs": 2})
-    runs = [tracked_fit(config, experiment="same label").run_id for _ in range(2)]
+    runs = [tracked_fit(config, Place("same label", "run")).run_id for _ in range(2)]
     lines = window_steps(server, "same_label", "val_acc")
     assert len(lines) == 2 and all(steps == [0, 1] for steps in lines.values())  # no diagonal back to epoch 0
     assert sorted(name.rsplit("[", 1)[1].rstrip("]") for name in lines) == sorted(r[:6] for r in runs)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from core.config import Config
-from core.tracked import tracked_fit
+from core.runs import Place, tracked_fit
 from tests.browser import browser_page, outside_loopback
 from tests.test_visdom import server, window_steps  # noqa: F401 (fixture)
 
@@ -18,7 +18,7 @@ def test_loss_curve_in_the_browser(server, chromium_path, artifacts_dir):  # noq
                              "track.visdom": "on", "track.visdom_url": server, "track.flush_every": 5,
                              "track.log_model": False, "track.figures": False})
     # Two runs with the same label: each its own line (the label ends with the run's id), no diagonal joining them
-    runs = [tracked_fit(config, experiment="browser check", visdom_label="run 1") for _ in range(2)]
+    runs = [tracked_fit(config, Place("browser check", "run 1")) for _ in range(2)]
     labels = [f"run 1 [{tracked.run_id[:6]}]" for tracked in runs]
     logged = list(range(runs[0].result.steps))
     assert window_steps(server, "browser_check", "train_loss_step") == {label: logged for label in labels}

@@ -48,15 +48,14 @@ def main(args: argparse.Namespace) -> int:
     config = load_config(spec, overrides)
     signals.install_signal_handlers()
     # torch loads only once the config is valid: a bad key fails fast
-    from core.tracked import tracked_fit
-    from core.tracking import mlflow_store
+    from core.runs import FitHooks, tracked_fit
+    from core.runs.run import sweep_stale_runs
     from core.train import prepare
 
     prepared = prepare(config)  # bad data or model: an error before anything is written
-    mlflow_store.client()
-    mlflow_store.fail_stale_runs()
+    sweep_stale_runs()
     print_visdom_url(config.track, config.track.experiment)
-    tracked = tracked_fit(config, progress=True, prepared=prepared)
+    tracked = tracked_fit(prepared, hooks=FitHooks(progress=True))
     report(tracked)
     return 0
 
@@ -67,7 +66,7 @@ def resume(args: argparse.Namespace) -> int:
         raise UserError("train --resume RUN_ID takes no spec or overrides: the run goes on with its own config")
     signals.install_signal_handlers()
     from core import resume as resuming
-    from core.tracked import tracked_fit
+    from core.runs import FitHooks, Place, tracked_fit
     from core.train import prepare
 
     found = resuming.find(args.resume)
@@ -77,8 +76,7 @@ def resume(args: argparse.Namespace) -> int:
         raise UserError(f"run {found.run_id} was trained on other data (fingerprint "
                         f"{found.state.get('data_fingerprint')}, now {prepared.data.fingerprint}); cannot resume")
     print(f"resuming run {found.run_id} at epoch {found.first_epoch} of {config.train.epochs}")
-    report(tracked_fit(config, experiment=found.experiment, run_name=found.run_name, progress=True,
-                       prepared=prepared, resume=found))
+    report(tracked_fit(prepared, Place(found.experiment, found.run_name), FitHooks(progress=True), found))
     return 0
 
 

@@ -22,18 +22,14 @@ import optuna.visualization as plotly_plots
 import optuna.visualization.matplotlib as png_plots
 import pandas as pd
 from matplotlib import pyplot as plt
-from mlflow.entities import Metric, RunTag
-from mlflow.exceptions import MlflowException
 
-from core import disk
-from core.errors import OutageError
-from core.reproduce import load_logged_weights
+from core.outages import best_effort
+from core.runs import Place, Run
+from core.runs.logged import log_served_model_of
+from core.runs.run import NOTE_TAG, active
 from core.study import plots
 from core.study.spec import StudySpec, make_importance_evaluator
 from core.study.stopping import stopped_by
-from core.tracked import log_served_model
-from core.tracking import mlflow_store
-from core.tracking.mlflow_sink import MLflowTracker
 from core.tracking.visdom_sink import make_visdom_tracker
 
 log = logging.getLogger(__name__)
@@ -70,80 +66,56 @@ class StudyOutcome:
 class StudyReporter:
     def __init__(self, spec: StudySpec, study: optuna.Study, storage: str, parent_run_id: str | None = None):
         self.spec, self.study, self.storage = spec, study, storage
-        self.parent_run_id = parent_run_id
-        self.client = mlflow_store.client()
+        self.parent_run_id = parent_run_id or ""
+        self.parent = Run.of(self.parent_run_id, spec.name)
         self._last_refresh = time.monotonic()
         self.importances: dict[str, float] | None = None
         self.importance_note = ""
         self._importance_trials = -1  # complete trials when they were last computed
 
-    # ---- the parent run's life -----------------------------------------------------
-    def open_parent_run(self) -> str:
-        """The study's parent run: reopened when the study resumes, else created."""
-        known = self.study.user_attrs.get("mlflow_parent_run_id")
-        if known and self._usable(known):
-            self.client.update_run(known, status="RUNNING")
-            self.client.set_tag(known, "pid", str(mlflow_store.owner_tags()["pid"]))
-            self.client.set_tag(known, "host", mlflow_store.owner_tags()["host"])
-            self.parent_run_id = known
-        else:
-            tags = {"study": self.spec.name, "kind": "study", "storage": self.storage,
-                    "objective": ",".join(f"{m}:{d}" for m, d in zip(self.spec.metrics, self.spec.directions))}
-            self.parent_run_id = mlflow_store.start_run(self.spec.name, f"study {self.spec.name}", tags)
+    # ---- the parent run's life (opened by the runner: core.runs.open_run) ---------------
+    def parent_place(self) -> Place:
+        """The study's parent run: reopened when the study resumes (and its run is still there), else new."""
+        tags = {"study": self.spec.name, "kind": "study", "storage": self.storage,
+                "objective": ",".join(f"{m}:{d}" for m, d in zip(self.spec.metrics, self.spec.directions))}
+        return Place(self.spec.name, f"study {self.spec.name}", tags=tags,
+                     reopen=self.study.user_attrs.get("mlflow_parent_run_id", ""))
+
+    def started(self, parent: Run) -> str:
+        """A new parent run gets what every trial shares as params, and the study holds its id."""
+        self.parent, self.parent_run_id = parent, parent.id
+        if self.study.user_attrs.get("mlflow_parent_run_id") != parent.id:
             # Params: what every trial shares (the searched keys vary; the best trial's are the best.* tags)
             searched = {param.key for param in self.spec.params}
             fixed = {key: value for key, value in self.spec.base.to_params().items() if key not in searched}
-            with contextlib.closing(MLflowTracker(self.parent_run_id, self.spec.name)) as record:
+            with parent.recorder() as record:
                 record.log_params({**fixed, "study.sampler": self.spec.sampler["name"],
                                    "study.pruner": self.spec.pruner["name"], "study.seed": self.spec.seed})
-            self.study.set_user_attr("mlflow_parent_run_id", self.parent_run_id)
+            self.study.set_user_attr("mlflow_parent_run_id", parent.id)
             self._dashboard_note()
-        self.client.set_tag(self.parent_run_id, "budget_trials", str(self.spec.trials))
-        return self.parent_run_id
+        parent.set_tags({"budget_trials": str(self.spec.trials)})
+        return parent.id
 
     def _dashboard_note(self) -> None:
         """The study's note in optuna-dashboard (`python -m core dashboard`): where its MLflow runs are."""
-        try:
+        with best_effort("no dashboard note"):  # the study stands without its note, but not on a full disk
             import optuna_dashboard
 
             optuna_dashboard.save_note(self.study, (
                 f"MLflow experiment `{self.spec.name}`, parent run `{self.parent_run_id}`. Each trial's MLflow run "
                 f"id is its user attribute `mlflow_run_id`; open them with `python -m core ui`."))
-        except Exception as error:  # the study stands without its note, but not on a full disk
-            if disk.full_disk(error) is not None:
-                raise
-            log.info("no dashboard note: %s", error)
-
-    def _usable(self, run_id: str) -> bool:
-        try:
-            return self.client.get_run(run_id).info.lifecycle_stage == "active"
-        except Exception:
-            return False
-
-    def close_parent_run(self, status: str, quiet: bool = False) -> None:
-        """`quiet`: in an outage, a store that cannot take even this leaves the run RUNNING for the next
-        command's stale-run sweep, and the outage is what gets reported."""
-        if not self.parent_run_id:
-            return
-        try:
-            mlflow_store.end_run(self.parent_run_id, status)
-        except Exception as error:
-            if not quiet:
-                raise
-            log.debug("parent run %s not closed (%s); the next command marks it FAILED", self.parent_run_id, error)
 
     def report_unfinished(self) -> bool:
         """The parent run exists and did not end FINISHED: its final report (plots, the best model) was cut
         short, e.g. by a full disk, and a rerun makes it again."""
-        return bool(self.parent_run_id) and self._usable(self.parent_run_id) and \
-            self.client.get_run(self.parent_run_id).info.status != "FINISHED"
+        return bool(self.parent_run_id) and active(self.parent_run_id) and self.parent.status_now() != "FINISHED"
 
     # ---- as the study goes -----------------------------------------------------------
     def after_trial(self, trial: optuna.trial.FrozenTrial) -> None:
         """Cheap facts of the finished (frozen) trial now; the table and note when they are due."""
         if trial.state == optuna.trial.TrialState.COMPLETE and not self.spec.multi_objective:
             metrics = {"trial_value": trial.value, "best_value": self.study.best_value}
-            self.client.log_batch(self.parent_run_id, metrics=[_metric(k, v, trial.number) for k, v in metrics.items()])
+            self.parent.log_values(metrics, trial.number)
             self._send_best_to_visdom(trial.number, metrics["best_value"])
         if time.monotonic() - self._last_refresh >= REFRESH_SECONDS:
             self.refresh()
@@ -161,19 +133,19 @@ class StudyReporter:
         self._last_refresh = time.monotonic()
         frame = self.study.trials_dataframe(attrs=("number", "value", "values", "state", "params", "user_attrs",
                                                    "duration"))
-        self.client.log_text(self.parent_run_id, frame.to_csv(index=False), "trials.csv")
+        self.parent.log_text(frame.to_csv(index=False), "trials.csv")
         best = self.best_trials()
         if best and not self.spec.multi_objective:
             tags = {f"best.{key}": str(value) for key, value in best[0].params.items()}
             tags.update({"best_value": str(best[0].value), "best_trial": str(best[0].number),
                          "best_run_id": best[0].user_attrs.get("mlflow_run_id", "")})
-            self.set_tags(tags)
+            self.parent.set_tags(tags)
         if self.spec.multi_objective and best:
             pareto = pd.DataFrame([{"number": t.number, **dict(zip(self.spec.metrics, t.values)), **t.params}
                                    for t in best])
-            self.client.log_text(self.parent_run_id, pareto.to_csv(index=False), "pareto_front.csv")
+            self.parent.log_text(pareto.to_csv(index=False), "pareto_front.csv")
         self.update_importances(log_metrics=True)
-        self.set_tags({mlflow_store.NOTE_TAG: self.summary_markdown()})
+        self.parent.set_tags({NOTE_TAG: self.summary_markdown()})
 
     def update_importances(self, log_metrics: bool = False) -> None:
         """Parameter importances by the spec's evaluator, once there are enough complete trials; as metrics
@@ -201,8 +173,8 @@ class StudyReporter:
         rough = any("Some regimes for parameter" in str(warning.message) for warning in caught)
         self.importance_note = "rough: some values of a parameter were tried by fewer than 2 trials" if rough else ""
         if log_metrics and self.importances:
-            self.client.log_batch(self.parent_run_id, metrics=[_metric(f"importance/{key}", value, len(complete))
-                                                               for key, value in self.importances.items()])
+            self.parent.log_values({f"importance/{key}": value for key, value in self.importances.items()},
+                                   len(complete))
 
     def importance_line(self) -> str:
         evaluator = self.spec.importance["evaluator"]
@@ -211,16 +183,6 @@ class StudyReporter:
         shown = ", ".join(f"{key} {value:.2f}" for key, value in self.importances.items())
         note = f" ({self.importance_note})" if self.importance_note else ""
         return f"Parameter importance ({evaluator}): {shown}{note}"
-
-    def set_tags(self, tags: dict[str, str]) -> None:
-        """Tags of the parent run, which every worker refreshes: MLflow's SQL store looks a tag up, then
-        inserts it, so two workers setting the same new tag at once collide on its unique key. The second
-        try finds the tag and updates it."""
-        batch = [RunTag(key, str(value)) for key, value in tags.items()]
-        try:
-            self.client.log_batch(self.parent_run_id, tags=batch)
-        except MlflowException:
-            self.client.log_batch(self.parent_run_id, tags=batch)
 
     def best_trials(self) -> list:
         try:
@@ -277,7 +239,7 @@ class StudyReporter:
         self.log_best_model()
         outcome = self.outcome()
         if outcome.stopped_by:
-            self.client.set_tag(self.parent_run_id, "stopped_by", outcome.stopped_by)
+            self.parent.set_tags({"stopped_by": outcome.stopped_by})
         return outcome
 
     def outcome(self) -> StudyOutcome:
@@ -309,18 +271,12 @@ class StudyReporter:
         if self.spec.multi_objective or self.spec.folds > 1 or not self.spec.base.track.log_model or not best:
             return
         run_id = best[0].user_attrs.get("mlflow_run_id", "")
-        if not run_id or self.client.get_run(self.parent_run_id).data.tags.get(BEST_MODEL_TAG) == run_id:
+        if not run_id or self.parent.tags().get(BEST_MODEL_TAG) == run_id:
             return
-        try:
-            _, prepared = load_logged_weights(run_id)
-            with contextlib.closing(MLflowTracker(run_id, self.spec.name)) as record:
-                log_served_model(record, prepared, prepared.model, f"{self.spec.name}-trial-{best[0].number:03d}")
-        except Exception as error:  # the study's results stand without it, but not through an outage
-            if isinstance(error, OutageError) or disk.full_disk(error) is not None:
-                raise
-            log.warning("the best trial's model was not logged in MLflow's format: %s", error)
-            return
-        self.client.set_tag(self.parent_run_id, BEST_MODEL_TAG, run_id)
+        # the study's results stand without it, but not through an outage
+        with best_effort("the best trial's model was not logged in MLflow's format"):
+            log_served_model_of(run_id, self.spec.name, f"{self.spec.name}-trial-{best[0].number:03d}")
+            self.parent.set_tags({BEST_MODEL_TAG: run_id})
 
     def log_plots(self) -> None:
         """Optuna's plots as HTML pages sharing one plotly.js (core/study/plots.py) and as PNG (matplotlib; not
@@ -329,7 +285,7 @@ class StudyReporter:
             warnings.simplefilter("ignore")  # the matplotlib backend is marked experimental
             pages = [self._log_plot(Path(folder), name, kwargs) for name, kwargs in self._plot_calls()]
             if any(pages):
-                self.client.log_artifact(self.parent_run_id, str(plots.write_plotly(Path(folder))), plots.FOLDER)
+                self.parent.log_artifact(plots.write_plotly(Path(folder)), plots.FOLDER)
 
     def _plot_calls(self) -> list[tuple[str, dict[str, Any]]]:
         """(plot, its arguments) for the plots this study has something to show in."""
@@ -352,11 +308,11 @@ class StudyReporter:
     def _log_plot(self, folder: Path, name: str, kwargs: dict[str, Any]) -> bool:
         """One plot's page (and PNG); False when Optuna could not draw the page."""
         made = False
-        try:
+        with best_effort(f"plot {name} was not made"):  # an outage goes through: never a study with stale plots
             figure = getattr(plotly_plots, f"plot_{name}")(self.study, **kwargs)
             html = folder / f"{name}.html"
             html.write_text(plots.page(figure, f"{self.spec.name}: {name}", self.parent_run_id), encoding="utf-8")
-            self.client.log_artifact(self.parent_run_id, str(html), plots.FOLDER)
+            self.parent.log_artifact(html, plots.FOLDER)
             made = True  # the page needs the shared plotly.min.mjs, whatever becomes of the PNG
             if name not in NO_PNG:
                 axes = getattr(png_plots, f"plot_{name}")(self.study, **kwargs)
@@ -364,21 +320,13 @@ class StudyReporter:
                 png = folder / f"{name}.png"
                 png_figure.savefig(png, dpi=100, bbox_inches="tight")
                 plt.close(png_figure)
-                self.client.log_artifact(self.parent_run_id, str(png), plots.FOLDER)
-        except Exception as error:
-            if isinstance(error, OutageError) or disk.full_disk(error) is not None:
-                raise  # an outage (exit 3), never a study that ends well with stale plots
-            log.warning("plot %s was not made: %s", name, error)
+                self.parent.log_artifact(png, plots.FOLDER)
         return made
 
 
 def _figure_of(axes):
     first = axes.flat[0] if isinstance(axes, np.ndarray) else axes
     return first.get_figure()
-
-
-def _metric(key: str, value: float, step: int) -> Metric:
-    return Metric(key, float(value), int(time.time() * 1000), step)
 
 
 def _short(value: Any) -> str:

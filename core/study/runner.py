@@ -26,8 +26,9 @@ import optuna
 import torch
 from tqdm.auto import tqdm
 
-from core import backoff
+from core import backoff, outages
 from core.errors import OutageError, UserError
+from core.runs.run import open_run, open_store, sweep_stale_runs
 from core.signals import exit_code, install_signal_handlers, interrupt_behind, process_alive
 from core.study import DEFAULT_STORAGE
 from core.study.heartbeat import beating
@@ -37,7 +38,6 @@ from core.study.stopping import stopped_by
 from core.study.storage import budget_lock, check_storage, experimental_heartbeat, is_rdb, open_storage
 from core.study.trial import run_trial
 from core.study.warm import WarmStart, enqueue
-from core.tracking import mlflow_store
 from core.train import prepare, warm_up
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ def run_study(spec: StudySpec, storage: str = DEFAULT_STORAGE, workers: int = 1,
     try:
         return _run_study(spec, storage, workers, progress, gpus, warm_starts)
     except Exception as error:
-        mlflow_store.raise_outage_behind(error)
+        outages.raise_outage_behind(error)
         raise
 
 
@@ -68,15 +68,14 @@ def _run_study(spec: StudySpec, storage: str, workers: int, progress: bool, gpus
         raise UserError(f"--workers={workers}: must be at least 1")
     prepare(spec.base)  # the base config's data and model load, before anything is written
     check_storage(storage)
-    mlflow_store.client()  # MLflow's schema is created once, here, before any worker starts
+    open_store(spec.name)  # MLflow's schema and the experiment are created once, here, before any worker starts
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(study_name=spec.name, storage=open_storage(storage), load_if_exists=True,
                                 directions=spec.directions, sampler=make_sampler(spec, 0), pruner=make_pruner(spec))
     _check_same_objective(study, spec)
-    mlflow_store.experiment_id(spec.name)  # created before any worker starts
     with budget_lock(storage, spec.name):  # no worker is between asking for a trial and naming its process
         sweep_dead_trials(study, storage)
-    mlflow_store.fail_stale_runs()  # every experiment's, as at any command's start: 16 ms for 400 runs
+    sweep_stale_runs()  # every experiment's, as at any command's start: 16 ms for 400 runs
     # e.g. `make run` again, or a study its target or patience rule stopped: say so rather than "resume" nothing
     done = count_trials(study)[0] >= spec.trials or stopped_by(spec, study) is not None
     if done:
@@ -91,25 +90,25 @@ def _run_study(spec: StudySpec, storage: str, workers: int, progress: bool, gpus
     if queued:
         log.info("queued %d warm-start configurations as the first trials", queued)
     reporter = StudyReporter(spec, study, storage)
-    interrupted = False
     try:
-        parent_run_id = reporter.open_parent_run()
-        if workers == 1:
-            work(spec, storage, parent_run_id, worker=0, progress=progress)
-        else:
-            interrupted = _run_workers(spec, storage, parent_run_id, workers, gpus)
-        outcome = reporter.final_report()  # plots and the best model take seconds: a stop here ends KILLED too
+        with open_run(reporter.parent_place()) as parent:  # ends KILLED on a stop, FAILED on an error or outage
+            parent_run_id = reporter.started(parent)
+            if workers == 1:
+                work(spec, storage, parent_run_id, worker=0, progress=progress)
+                interrupted = False
+            else:
+                interrupted = _run_workers(spec, storage, parent_run_id, workers, gpus)
+            outcome = reporter.final_report()  # plots and the best model take seconds: a stop here ends KILLED too
+            outcome.interrupted = interrupted
+            if interrupted:
+                parent.conclude("", "FAILED")  # a worker died
     except BaseException as error:
         interrupt = interrupt_behind(error)
-        outage = mlflow_store.outage_behind(error) if interrupt is None else None  # frees room to close runs
-        reporter.close_parent_run("FAILED" if interrupt is None else "KILLED", quiet=outage is not None)
         if interrupt is None or interrupt is error:
             raise
         # Clean-up after Ctrl-C or SIGTERM failed too (a store call cut short): still a stop, not a crash.
         log.warning("while stopping: %s: %s", type(error).__name__, error)
         raise interrupt from None
-    reporter.close_parent_run("FAILED" if interrupted else "FINISHED")
-    outcome.interrupted = interrupted
     return outcome
 
 
@@ -127,9 +126,9 @@ def _run_workers(spec: StudySpec, storage: str, parent_run_id: str, workers: int
     context = multiprocessing.get_context("spawn")
     threads = max(1, (os.cpu_count() or 1) // workers)  # no oversubscription of the cores
     devices = assign_gpus(workers, visible_gpus() if gpus is None else gpus)
-    outages = context.SimpleQueue()  # a worker's outage line, for this process to report
+    outage_lines = context.SimpleQueue()  # a worker's outage line, for this process to report
     processes = [context.Process(target=_worker_entry, name=f"study-worker-{index}",
-                                 args=(spec, storage, parent_run_id, index, threads, devices[index], outages))
+                                 args=(spec, storage, parent_run_id, index, threads, devices[index], outage_lines))
                  for index in range(workers)]
     for process in processes:
         process.start()
@@ -143,8 +142,8 @@ def _run_workers(spec: StudySpec, storage: str, parent_run_id: str, workers: int
         for process in processes:
             process.join(30)
         raise
-    if not outages.empty():  # a server stayed down or the disk is full: the worker's own line
-        message, server = outages.get()
+    if not outage_lines.empty():  # a server stayed down or the disk is full: the worker's own line
+        message, server = outage_lines.get()
         # the parent run is closed next: not after another window for a server the worker gave up on
         raise backoff.mark_given_up(server, OutageError(message)) if server else OutageError(message)
     failed = [p for p in processes if p.exitcode != 0]
@@ -169,7 +168,7 @@ def assign_gpus(workers: int, gpus: list[str]) -> list[str | None]:
 
 
 def _worker_entry(spec: StudySpec, storage: str, parent_run_id: str, worker: int, threads: int,
-                  gpu: str | None, outages: multiprocessing.SimpleQueue) -> None:
+                  gpu: str | None, outage_lines: multiprocessing.SimpleQueue) -> None:
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu  # before CUDA starts in this process: the worker sees one GPU
     logging.basicConfig(level=logging.WARNING, format=f"worker {worker} %(levelname)s %(name)s: %(message)s")
@@ -179,9 +178,9 @@ def _worker_entry(spec: StudySpec, storage: str, parent_run_id: str, worker: int
         work(spec, storage, parent_run_id, worker)
     except BaseException as error:
         interrupt = interrupt_behind(error)
-        stopped = mlflow_store.outage_behind(error) if interrupt is None else None  # any OutageError too
+        stopped = outages.outage_behind(error) if interrupt is None else None  # any OutageError too
         if stopped is not None:  # its runs are closed; the main process reports it, in one line
-            outages.put((str(stopped), stopped.window_variable))
+            outage_lines.put((str(stopped), stopped.window_variable))
             raise SystemExit(OUTAGE_EXIT) from None
         if interrupt is None:
             raise

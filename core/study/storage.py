@@ -35,8 +35,8 @@ from optuna.storages.journal import JournalFileBackend, JournalStorage
 
 from core import backoff
 from core.errors import OutageError, UserError, cause_where
-from core.tracking import mlflow_store
-from core.tracking.mlflow_store import folder_lock
+from core.locks import folder_lock
+from core.runs.run import fail_tree
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +176,7 @@ class RetryStaleTrial(RetryHeartbeatStaleTrialCallback):
         log.warning("trial %d: %s; marked FAIL (its parameters queued again unless it was a retry already)",
                     trial.number, reason)
         if attrs.get("mlflow_run_id"):
-            mlflow_store.fail_run_tree(attrs["mlflow_run_id"], reason)
+            fail_tree(attrs["mlflow_run_id"], reason)
 
 
 def database_server(url: str) -> backoff.Server:

@@ -8,87 +8,85 @@ the study goes on; only Ctrl-C or SIGTERM gets through.
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import logging
 import math
-from collections.abc import Callable
 from typing import Any
 
 import optuna
 import torch
 
+from core import outages
 from core import resume as resuming
 from core.config import Config
 from core.errors import OutageError, UserError
 from core.resume import Resume
+from core.runs import FitHooks, Place, Run, fit_folds, fit_in, open_run
+from core.runs.folds import FoldPlan, fold_config, fold_plan
+from core.runs.record import run_params
+from core.study.outcome import TrialOutcome
 from core.study.space import sample
 from core.study.spec import PER_EPOCH, StudySpec, result_key, trial_seed
-from core.tracked import run_params, tracked_fit
-from core.tracking import mlflow_store, outage
-from core.tracking.mlflow_sink import MLflowTracker
-from core.train import FitResult
+from core.train import FitResult, prepare
 
 log = logging.getLogger(__name__)
 
-OnRunStart = Callable[[str], None]
+HOOKS = FitHooks(served_model=False)  # a study logs its best trial's model itself, at the end
 
 
 def run_trial(spec: StudySpec, study: optuna.Study, trial: optuna.Trial,
               parent_run_id: str) -> optuna.trial.FrozenTrial:
-    """Sample a config, train (each fold), and tell Optuna; returns the finished (frozen) trial."""
+    """Sample a config, train it (each fold) in the trial's run, and tell Optuna how it ended, once."""
+    config, resume = trial_config(spec, trial)
+    place = trial_place(spec, trial, config, parent_run_id)
+    try:
+        with open_run(place.with_tags(resume.tags()) if resume else place) as run:
+            trial.set_user_attr("mlflow_run_id", run.id)
+            outcome = _train_folds(spec, trial, config, run) if spec.folds > 1 else \
+                _train_holdout(spec, trial, config, run, resume)
+            run.conclude(outcome.tag, outcome.run_status)  # the state tag, written before the run ends
+    except KeyboardInterrupt:
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        raise
+    except Exception as error:  # one bad trial must not end the study; an outage (a server, a full disk) does
+        _stop_on_outage(study, trial, error)
+        outcome = TrialOutcome.failed(f"{type(error).__name__}: {error}")  # text only: the error holds tensors
+        del error
+        gc.collect()  # an error's traceback holds the trial's tensors in reference cycles
+    finally:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()  # the next trial gets the memory back
+    return outcome.tell(study, trial)
+
+
+def trial_config(spec: StudySpec, trial: optuna.Trial) -> tuple[Config, Resume | None]:
+    """The trial's config (its seed derived from its number), and the checkpoint it goes on from, if any."""
     config = sample(spec.params, trial, spec.base)
     config.seed = trial_seed(spec.seed, trial.number)
     resume = resume_of(trial, config)
     if resume is not None:
         config.seed = resume.config.seed  # the dead trial's seed: its random streams go on
     trial.set_user_attr("seed", config.seed)
-    name = trial_run_name(trial.number, trial.params)
+    return config, resume
+
+
+def trial_place(spec: StudySpec, trial: optuna.Trial, config: Config, parent_run_id: str) -> Place:
     tags = {"study": spec.name, "trial_number": str(trial.number), "seed": str(config.seed)}
     if trial.user_attrs.get("warm_start_from"):  # queued from another study, a run, or --enqueue
         tags["warm_start_from"] = trial.user_attrs["warm_start_from"]
-    run_ids: list[str] = []
-
-    def on_run_start(run_id: str) -> None:
-        run_ids.append(run_id)
-        trial.set_user_attr("mlflow_run_id", run_id)
-
-    state = "complete"
-    try:
-        if spec.folds > 1:
-            values, epochs = _run_folds(spec, trial, config, name, tags, parent_run_id, on_run_start)
-        else:
-            values, epochs = _run_holdout(spec, trial, config, name, tags, parent_run_id, on_run_start, resume)
-        trial.set_user_attr("epochs", epochs)
-        return study.tell(trial, values if spec.multi_objective else values[0])
-    except optuna.TrialPruned as pruned:
-        state = "pruned"
-        trial.set_user_attr("prune_reason", str(pruned) or "pruner")
-        return study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-    except KeyboardInterrupt:
-        state = "killed"
-        study.tell(trial, state=optuna.trial.TrialState.FAIL)
-        raise
-    except Exception as error:  # one bad trial must not end the study; an outage (a server, a full disk) does
-        stopped = mlflow_store.outage_behind(error)  # the OutageError behind it, if any
-        if stopped is not None:
-            state = "outage"  # its run is FAILED already, or cannot be written (the next start closes it)
-            if outage.declared() is stopped:  # the tracking server's: Optuna's storage answers, the trial is retried
-                _tell_cut_off(study, trial, stopped)
-            mlflow_store.raise_outage_behind(error)  # else RUNNING in Optuna: the next start fails and retries it
-        state = "failed"
-        if not run_ids:  # it failed before its run began (e.g. a model too deep for the data): record it
-            on_run_start(_record_failed_run(spec.name, name, tags, parent_run_id, config, error))
-        return _tell_failed(study, trial, error)
-    finally:
-        _after_trial(run_ids, state)
+    return Place(spec.name, trial_run_name(trial.number, trial.params), parent_run_id, tags, live_env=spec.name)
 
 
-def _tell_failed(study: optuna.Study, trial: optuna.Trial, error: Exception) -> optuna.trial.FrozenTrial:
-    reason = f"{type(error).__name__}: {error}"
-    trial.set_user_attr("fail_reason", reason[:1000])
-    log.warning("trial %d failed: %s", trial.number, reason)  # text only: the error holds the trial's tensors
-    return study.tell(trial, state=optuna.trial.TrialState.FAIL)
+def _stop_on_outage(study: optuna.Study, trial: optuna.Trial, error: Exception) -> None:
+    """Raise the outage behind `error`, if any. The trial's run is FAILED already, or cannot be written (the next
+    start closes it). With the tracking server gone Optuna still answers: the trial is FAIL and queued again;
+    else it stays RUNNING in Optuna, and the next start fails and retries it."""
+    stopped = outages.outage_behind(error)
+    if stopped is None:
+        return
+    if outages.tracking_server_gave_up(stopped):
+        _tell_cut_off(study, trial, stopped)
+    outages.raise_outage_behind(error)
 
 
 def _tell_cut_off(study: optuna.Study, trial: optuna.Trial, error: OutageError) -> None:
@@ -100,92 +98,92 @@ def _tell_cut_off(study: optuna.Study, trial: optuna.Trial, error: OutageError) 
                             skip_if_exists=False)
 
 
-def _after_trial(run_ids: list[str], state: str) -> None:
-    if run_ids and state != "outage":  # in an outage the run is already closed FAILED, or cannot be written
-        mlflow_store.client().set_tag(run_ids[0], "state", state)
-    if state == "failed":
-        gc.collect()  # an error's traceback holds the trial's tensors in reference cycles
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()  # the next trial gets the memory back
+def _prepared(config: Config, run: Run):
+    """The trial's data and model; when they cannot be built (e.g. a model too deep for the data) its run still
+    shows the params it was given before it ends FAILED."""
+    try:
+        return prepare(config)
+    except Exception:
+        with run.recorder() as record:
+            record.log_params(run_params(config, run.place))
+        raise
 
 
-def _record_failed_run(experiment: str, name: str, tags: dict[str, str], parent_run_id: str, config: Config,
-                       error: Exception) -> str:
-    run_id = mlflow_store.start_run(experiment, name, {**tags, "error": f"{type(error).__name__}: {error}"[:5000]},
-                                    parent_run_id)
-    with contextlib.closing(MLflowTracker(run_id, experiment)) as record:
-        record.log_params(run_params(config, tags))
-    mlflow_store.end_run(run_id, "FAILED")
-    return run_id
+def _train_holdout(spec: StudySpec, trial: optuna.Trial, config: Config, run: Run,
+                   resume: Resume | None) -> TrialOutcome:
+    pruning = Pruning(spec, trial, resume)
+    result = fit_in(run, _prepared(config, run), FitHooks(should_stop=pruning, served_model=False), resume)
+    if result.stop.reason == "non_finite":
+        return TrialOutcome.failed(f"non-finite loss: {result.stop.detail}", result.epochs_run)
+    if result.stop.reason == "pruned":
+        return TrialOutcome.pruned(result.stop.detail, result.epochs_run)
+    return TrialOutcome.complete([_value(metric, result) for metric in spec.metrics], result.epochs_run)
 
 
-def _run_holdout(spec: StudySpec, trial: optuna.Trial, config: Config, name: str, tags: dict[str, str],
-                 parent_run_id: str, on_run_start: OnRunStart, resume: Resume | None) -> tuple[list[float], int]:
-    reports = not spec.multi_objective and spec.metrics[0] in PER_EPOCH
-    if resume is not None and reports:  # the pruner sees the epochs the dead trial trained, as if never stopped
-        for epoch, metrics in enumerate(resume.state["history"]):
-            trial.report(metrics[spec.metrics[0]], epoch)
+class Pruning:
+    """The pruner, asked after each epoch of a holdout trial: the epoch's objective value is reported, and the
+    answer is why to stop ("" to go on). A resumed trial reports the epochs its dead run trained first."""
 
-    def should_stop(epoch: int, metrics: dict[str, float]) -> bool:
-        if not reports:
+    def __init__(self, spec: StudySpec, trial: optuna.Trial, resume: Resume | None):
+        self.spec, self.trial = spec, trial
+        self.reports = not spec.multi_objective and spec.metrics[0] in PER_EPOCH
+        if resume is not None and self.reports:  # the pruner sees them as if the trial had never stopped
+            for epoch, metrics in enumerate(resume.state["history"]):
+                trial.report(metrics[spec.metrics[0]], epoch)
+
+    def __call__(self, epoch: int, metrics: dict[str, float]) -> str:
+        if not self.reports:
+            return ""
+        self.trial.report(metrics[self.spec.metrics[0]], epoch)
+        if self.trial.should_prune():
+            return f"pruned by the {self.spec.pruner['name']} pruner after epoch {epoch}"
+        return ""
+
+
+def _train_folds(spec: StudySpec, trial: optuna.Trial, config: Config, run: Run) -> TrialOutcome:
+    """K-fold: the trial's run is the group, a child run per fold; its value is the mean over folds."""
+    with run.recorder() as summary:
+        summary.log_params(run_params(config, run.place))
+    plans = [fold_plan(run, run.place.name, fold_config(config, fold), run.place.tags, {"fold": fold})
+             for fold in range(spec.folds)]
+    judge = FoldJudge(spec, trial, run)
+    fit_folds(plans, HOOKS, judge)
+    return judge.outcome()
+
+
+class FoldJudge:
+    """After each fold of a K-fold trial: the running mean on the trial's run (cv_<metric>), reported to the
+    pruner (each fold's own value for the wilcoxon pruner, step = fold); a diverged fold fails the trial."""
+
+    def __init__(self, spec: StudySpec, trial: optuna.Trial, run: Run):
+        self.spec, self.trial, self.run = spec, trial, run
+        self.per_fold: list[list[float]] = []
+        self.epochs = 0
+        self.stopped: TrialOutcome | None = None
+
+    def __call__(self, plan: FoldPlan, tracked) -> bool:
+        result, fold = tracked.result, plan.config.split.fold
+        self.epochs += result.epochs_run
+        if result.stop.reason == "non_finite":
+            self.stopped = TrialOutcome.failed(f"non-finite loss in fold {fold}: {result.stop.detail}", self.epochs)
             return False
-        trial.report(metrics[spec.metrics[0]], epoch)
-        return trial.should_prune()
+        self.per_fold.append([_value(metric, result) for metric in self.spec.metrics])
+        mean = self.mean()
+        self.run.log_values({f"cv_{metric}": value for metric, value in zip(self.spec.metrics, mean)}, step=fold)
+        if self.spec.multi_objective:
+            return True
+        self.trial.report(self.per_fold[-1][0] if self.spec.pruner["name"] == "wilcoxon" else mean[0], fold)
+        if self.trial.should_prune():
+            self.stopped = TrialOutcome.pruned(f"pruned by the {self.spec.pruner['name']} pruner after fold {fold}",
+                                               self.epochs)
+            return False
+        return True
 
-    tracked = tracked_fit(config, experiment=spec.name, run_name=name, parent_run_id=parent_run_id, tags=tags,
-                          should_stop=should_stop, visdom_env=spec.name, visdom_label=name,
-                          on_run_start=on_run_start, mlflow_model=False, resume=resume)
-    result = tracked.result
-    if result.stop_reason == "non_finite":
-        raise optuna.TrialPruned(f"non-finite loss: {result.detail}")
-    if result.stop_reason == "pruned":
-        raise optuna.TrialPruned(f"pruned by the {spec.pruner['name']} pruner after epoch {result.epochs_run - 1}")
-    return [_value(metric, result) for metric in spec.metrics], result.epochs_run
+    def mean(self) -> list[float]:
+        return [sum(values) / len(values) for values in zip(*self.per_fold)]
 
-
-def _run_folds(spec: StudySpec, trial: optuna.Trial, config: Config, name: str, tags: dict[str, str],
-               parent_run_id: str, on_run_start: OnRunStart) -> tuple[list[float], int]:
-    """K-fold: the trial's value is the mean over folds, reported to the pruner after each fold (the running mean,
-    or each fold's own value for the wilcoxon pruner, step = fold).
-
-    A pruned trial's run (and its fold runs) end FINISHED, tagged state=pruned like holdout trials:
-    the pruning is raised only once the trial's run is closed.
-    """
-    with mlflow_store.open_run(spec.name, name, tags, parent_run_id) as trial_run_id, \
-            contextlib.closing(MLflowTracker(trial_run_id, spec.name)) as summary:
-        on_run_start(trial_run_id)
-        summary.log_params(run_params(config, tags))
-        mean, epochs, pruned = _folds(spec, trial, config, name, tags, trial_run_id, summary)
-    if pruned:
-        raise optuna.TrialPruned(pruned)
-    return mean, epochs
-
-
-def _folds(spec: StudySpec, trial: optuna.Trial, config: Config, name: str, tags: dict[str, str],
-           trial_run_id: str, summary: MLflowTracker) -> tuple[list[float], int, str]:
-    """(mean values over the folds run, epochs, why the trial was pruned or "")."""
-    per_fold: list[list[float]] = []
-    mean: list[float] = []
-    epochs = 0
-    for fold in range(spec.folds):
-        fold_config = config.copy()
-        fold_config.split.fold = fold
-        tracked = tracked_fit(fold_config, experiment=spec.name, run_name=f"{name} fold-{fold}",
-                              parent_run_id=trial_run_id, tags={**tags, "fold": str(fold)},
-                              visdom_env=spec.name, visdom_label=f"{name} fold {fold}", mlflow_model=False)
-        result = tracked.result
-        epochs += result.epochs_run
-        if result.stop_reason == "non_finite":
-            return mean, epochs, f"non-finite loss in fold {fold}: {result.detail}"
-        per_fold.append([_value(metric, result) for metric in spec.metrics])
-        mean = [sum(values) / len(values) for values in zip(*per_fold)]
-        summary.log_metrics({f"cv_{metric}": value for metric, value in zip(spec.metrics, mean)}, step=fold)
-        if not spec.multi_objective:
-            # Wilcoxon pairs each fold's own value with the best trial's on the same fold; the others see the mean.
-            trial.report(per_fold[-1][0] if spec.pruner["name"] == "wilcoxon" else mean[0], fold)
-            if trial.should_prune():
-                return mean, epochs, f"pruned by the {spec.pruner['name']} pruner after fold {fold}"
-    return mean, epochs, ""
+    def outcome(self) -> TrialOutcome:
+        return self.stopped or TrialOutcome.complete(self.mean(), self.epochs)
 
 
 def resume_of(trial: optuna.Trial, config: Config) -> Resume | None:

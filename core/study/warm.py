@@ -20,11 +20,11 @@ from typing import Any
 import optuna
 import yaml
 
-from core.errors import OutageError, UserError
+from core.errors import UserError
+from core.runs.logged import logged_params
 from core.study.space import Param
 from core.study.spec import StudySpec
 from core.study.storage import check_storage, is_rdb, open_storage
-from core.tracking import mlflow_store
 
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
@@ -69,15 +69,9 @@ def _from_study(spec: StudySpec, storage: str, name: str, top: int) -> list[Warm
 
 
 def _from_run(spec: StudySpec, run_id: str) -> list[WarmStart]:
-    path = mlflow_store.sqlite_path(mlflow_store.tracking_uri())
-    try:
-        if path is not None and not path.exists():
-            raise LookupError
-        params = mlflow_store.client().get_run(run_id).data.params
-    except OutageError:
-        raise
-    except Exception:
-        raise UserError(f"--warm-start {run_id}: no MLflow run with that id in this store") from None
+    params = logged_params(run_id)
+    if params is None:
+        raise UserError(f"--warm-start {run_id}: no MLflow run with that id in this store")
     typed = {p.key: _typed(p, params[p.key], f"run {run_id}") for p in spec.params
              if p.key in params and _applies(p, params, spec.base.to_flat())}
     return [WarmStart(_in_space(spec, typed, f"run {run_id}"), f"run {run_id}")]

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from core import outages
 from core.errors import OutageError
 from core.names import SUMMARY_PREFIX, logged_summary
 from core.tracking import mlflow_store, outage
@@ -84,7 +85,7 @@ class MLflowTracker:
             for start in range(0, len(metrics), MAX_METRICS_PER_BATCH):
                 self.client.log_batch(self.run_id, metrics=metrics[start:start + MAX_METRICS_PER_BATCH])
         except Exception as error:  # the sender keeps it (`failed`), drops later values, and close() raises it
-            mlflow_store.raise_outage_behind(error)  # a full disk is an outage: the run cannot be complete
+            outages.raise_outage_behind(error)  # a full disk is an outage: the run cannot be complete
             raise
 
     # ---- everything else: at once -------------------------------------------

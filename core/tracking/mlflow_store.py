@@ -9,20 +9,18 @@ run left RUNNING by a process that is gone is marked FAILED (`fail_stale_runs`).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import functools
 import logging
 import os
-import re
 import socket
 import time
-import traceback
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlparse
 
-from core import disk
-from core.errors import OutageError, UserError
+from core import outages
+from core.errors import UserError
+from core.locks import folder_lock
+from core.names import safe_name  # noqa: F401 (where the store's artifact folders get their names)
 from core.signals import process_alive
 from core.tracking import outage
 
@@ -105,11 +103,9 @@ def _client_for(uri: str):
             client.search_experiments(max_results=1)  # creates the schema once, and proves the store works
             if path is not None:
                 _use_write_ahead_log(path)
-                disk.keep_reserve(path.parent)
+                outages.guard_store(path.parent, path)
         except Exception as error:
-            stopped = outage_behind(error)
-            if stopped is not None:
-                raise stopped from None
+            outages.raise_outage_behind(error)
             raise UserError(f"tracking store {uri} cannot be used: {str(error).splitlines()[0]}") from None
     return client
 
@@ -118,30 +114,6 @@ def store_folder() -> Path:
     """The folder of the store's files: the SQLite database's, else mlruns/ (artifacts, checkpoints)."""
     path = sqlite_path(tracking_uri())
     return (path.parent if path is not None else STORE_DIR).resolve()
-
-
-def outage_behind(error: BaseException) -> OutageError | None:
-    """When `error` is (or came from) a full disk: one OutageError naming where, after giving up the store's
-    reserve so that the caller can still close its runs. Another OutageError is returned as it is; else None."""
-    found = disk.full_disk(error)
-    if found is None:
-        return error if isinstance(error, OutageError) else None
-    disk.give_up_reserve(store_folder())
-    if isinstance(error, OutageError):
-        return error
-    path = getattr(found, "filename", None)
-    if not path and "database or disk is full" in str(found) and type(found).__name__ == "MlflowException":
-        path = sqlite_path(tracking_uri())
-    return OutageError(disk.message(Path(path).resolve() if path else f"under {store_folder()}"))
-
-
-def raise_outage_behind(error: BaseException) -> None:
-    """Raise the OutageError behind `error` (itself, or a full disk's, naming where), if there is one."""
-    stopped = outage_behind(error)
-    if stopped is error:
-        raise error
-    if stopped is not None:
-        raise stopped from error
 
 
 SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
@@ -156,20 +128,6 @@ def _check_sqlite_file(path: Path) -> None:
             if handle.read(len(SQLITE_HEADER)) != SQLITE_HEADER:
                 raise UserError(f"tracking store {path} is not a SQLite database (damaged or overwritten); "
                                 f"restore it from a backup, or move it away to start a new store")
-
-
-@contextlib.contextmanager
-def folder_lock(path: Path) -> Iterator[None]:
-    """An flock on a folder (no file is made; the kernel drops it if the process dies).
-
-    Two commands starting at once on a new SQLite store would both create its tables ("table ... already
-    exists"): the first creates them holding this lock on the store's folder, the other waits and finds them."""
-    folder = os.open(path, os.O_RDONLY)
-    try:
-        fcntl.flock(folder, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(folder)  # closing drops the lock
 
 
 def _use_write_ahead_log(path: Path) -> None:
@@ -255,29 +213,8 @@ def experiment_id(name: str) -> str:
         return experiment.experiment_id
 
 
-def safe_name(name: str) -> str:
-    """A user-given name as one safe path component (never `..`, never a slash)."""
-    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "unnamed"
-    return cleaned[:100]
-
-
 def owner_tags() -> dict[str, str]:
     return {"host": socket.gethostname(), "pid": str(os.getpid())}
-
-
-def start_run(experiment: str, name: str, tags: dict[str, str] | None = None,
-              parent_run_id: str | None = None) -> str:
-    all_tags = {**owner_tags(), **(tags or {})}
-    if parent_run_id:
-        all_tags[PARENT_TAG] = parent_run_id
-    run = client().create_run(experiment_id(experiment), run_name=name, tags=all_tags)
-    return run.info.run_id
-
-
-def end_run(run_id: str, status: str) -> None:
-    if status == "KILLED":
-        drop_pooled_connections()
-    client().set_terminated(run_id, status=status)
 
 
 def drop_pooled_connections() -> None:
@@ -291,38 +228,6 @@ def drop_pooled_connections() -> None:
     engine = getattr(store, "engine", None)  # SQL stores only; an HTTP store has no pool here
     if engine is not None:
         engine.dispose()
-
-
-@contextlib.contextmanager
-def open_run(experiment: str, name: str, tags: dict[str, str] | None = None,
-             parent_run_id: str | None = None) -> Iterator[str]:
-    """A run that ends FINISHED, FAILED (error kept as a tag) or KILLED (Ctrl-C, SIGTERM)."""
-    run_id = start_run(experiment, name, tags, parent_run_id)
-    try:
-        yield run_id
-    except KeyboardInterrupt:
-        end_run(run_id, "KILLED")
-        raise
-    except BaseException as error:
-        stopped = outage_behind(error)  # a full disk: the store's reserve is given up, to close the run
-        _end_failed(run_id, error, quiet=stopped is not None)
-        raise_outage_behind(error)
-        raise
-    else:
-        end_run(run_id, "FINISHED")
-
-
-def _end_failed(run_id: str, error: BaseException, quiet: bool) -> None:
-    """End the run FAILED with its error as tags. `quiet`: in an outage, a store that cannot take even that
-    leaves the run RUNNING for the next command's stale-run sweep, and the outage is what gets reported."""
-    try:
-        client().set_tag(run_id, "error", f"{type(error).__name__}: {error}"[:5000])
-        client().set_tag(run_id, "traceback", traceback.format_exc()[-5000:])
-        end_run(run_id, "FAILED")
-    except Exception as closing:
-        if not quiet:
-            raise
-        log.debug("run %s not closed (%s); the next command marks it FAILED", run_id, closing)
 
 
 def fail_stale_runs(experiment_ids: list[str] | None = None) -> list[str]:

@@ -16,9 +16,9 @@ from typing import Any
 
 from core import servers
 from core.errors import UserError
+from core.names import safe_name
 from core.tracking.background import BackgroundSender
 from core.tracking.base import NullTracker
-from core.tracking.mlflow_store import safe_name
 
 log = logging.getLogger(__name__)
 

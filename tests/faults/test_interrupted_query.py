@@ -10,11 +10,12 @@ import sqlalchemy.orm.loading
 
 from core.signals import Terminated
 from core.tracking import mlflow_store
+from tests.helpers import end_run, start_run
 
 
 def test_run_ends_killed_after_a_query_cut_short(monkeypatch):
     client = mlflow_store.client()
-    run_id = mlflow_store.start_run("interrupted", "run")
+    run_id = start_run("interrupted", "run")
 
     def signal_lands_here(*args, **kwargs):  # where SIGTERM landed in a CI run: MLflow reading rows
         raise Terminated()
@@ -28,7 +29,7 @@ def test_run_ends_killed_after_a_query_cut_short(monkeypatch):
     sender.start()
     sender.join()
 
-    mlflow_store.end_run(run_id, "KILLED")
+    end_run(run_id, "KILLED")
     client.set_tag(run_id, "state", "killed")
     run = client.get_run(run_id)
     assert run.info.status == "KILLED" and run.data.tags["state"] == "killed"

@@ -9,6 +9,7 @@ import subprocess
 import pytest
 
 from core.tracking import mlflow_store
+from tests.helpers import start_run
 
 
 def dead_pid() -> int:
@@ -18,9 +19,9 @@ def dead_pid() -> int:
 
 
 def test_only_dead_processes_runs_are_failed():
-    dead = mlflow_store.start_run("stale", "left by a dead process", {"pid": str(dead_pid())})
-    alive = mlflow_store.start_run("stale", "ours, still running")
-    other_host = mlflow_store.start_run("stale", "another machine's", {"host": socket.gethostname() + "-other",
+    dead = start_run("stale", "left by a dead process", {"pid": str(dead_pid())})
+    alive = start_run("stale", "ours, still running")
+    other_host = start_run("stale", "another machine's", {"host": socket.gethostname() + "-other",
                                                                        "pid": str(dead_pid())})
     swept = mlflow_store.fail_stale_runs()
     client = mlflow_store.client()
@@ -36,7 +37,7 @@ def test_only_dead_processes_runs_are_failed():
 def test_train_command_sweeps_stale_runs_at_start(tmp_path):
     from tests.helpers import run_cli, tiny_overrides
 
-    stale = mlflow_store.start_run("train", "left by a dead process", {"pid": str(dead_pid())})
+    stale = start_run("train", "left by a dead process", {"pid": str(dead_pid())})
     result = run_cli("train", *tiny_overrides(**{"train.epochs": 2}))
     assert result.returncode == 0, result.stderr
     assert mlflow_store.client().get_run(stale).info.status == "FAILED"
@@ -46,7 +47,7 @@ def test_train_command_sweeps_stale_runs_at_start(tmp_path):
 def test_study_command_sweeps_stale_runs_of_every_experiment(tmp_path):
     from tests.helpers import run_cli, tiny_study_spec
 
-    stale = mlflow_store.start_run("another experiment", "left by a dead process", {"pid": str(dead_pid())})
+    stale = start_run("another experiment", "left by a dead process", {"pid": str(dead_pid())})
     result = run_cli("study", str(tiny_study_spec(tmp_path, trials=1)))
     assert result.returncode == 0, result.stderr
     assert mlflow_store.client().get_run(stale).info.status == "FAILED"

@@ -16,7 +16,7 @@ from core.study.storage import open_storage
 from tests.helpers import all_runs, load_study, tiny_study_spec
 
 
-def test_non_finite_loss_prunes_with_reason_and_study_goes_on(tmp_path):
+def test_non_finite_loss_fails_the_trial_with_reason_and_study_goes_on(tmp_path):
     spec_path = tiny_study_spec(tmp_path, name="nan", trials=3, sampler={"name": "random", "seed": 0},
                                 space={"optim.lr": {"type": "categorical", "choices": [1.0e30, 0.05]}})
     spec = load_spec(spec_path)
@@ -24,15 +24,17 @@ def test_non_finite_loss_prunes_with_reason_and_study_goes_on(tmp_path):
     study.enqueue_trial({"optim.lr": 1.0e30})  # trial 0 explodes
     run_study(spec)
     trials = load_study("nan").trials
-    assert trials[0].state == optuna.trial.TrialState.PRUNED
-    reason = trials[0].user_attrs["prune_reason"]
+    # a diverged configuration failed: it says nothing of how it would score, and the pruner must not compare it
+    assert trials[0].state == optuna.trial.TrialState.FAIL
+    reason = trials[0].user_attrs["fail_reason"]
     assert "non-finite" in reason and "epoch 0" in reason and "step" in reason
-    assert len(trials) == 3  # the study went on to its budget
+    # the study went on to its budget (failed trials do not count towards it)
+    assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials) == 3
     for trial in trials:
         exploded = trial.params["optim.lr"] > 1
-        assert trial.state == (optuna.trial.TrialState.PRUNED if exploded else optuna.trial.TrialState.COMPLETE)
+        assert trial.state == (optuna.trial.TrialState.FAIL if exploded else optuna.trial.TrialState.COMPLETE)
     run = [r for r in all_runs("nan") if r.data.tags.get("trial_number") == "0"][0]
-    assert run.info.status == "FINISHED" and run.data.tags["state"] == "pruned"
+    assert run.info.status == "FAILED" and run.data.tags["state"] == "failed"
     assert "step" in run.data.tags["stop_detail"]
 
 

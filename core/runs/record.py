@@ -1,17 +1,14 @@
-"""One training run recorded in MLflow (and shown live in Visdom when a server answers).
+"""What a training run records: what it is (params, tags, the user's code, the data set, `config.yaml`)
+and what came out (summary metrics, why it stopped, figures, the weights, the served model).
 
-The glue between the trainer and the record: it opens the run, logs what the
-run is (params, tags, the data set, `config.yaml`), lets `fit` stream its
-per-step and per-epoch values, then logs what came out (summary metrics, the
-stop reason, figures, the model). Shared by the train command, study trials and
-comparison folds, so every run in the store is recorded the same way.
+Shared by the train command, study trials, comparison folds and reproductions (`core/runs/fit.py`), so
+every training run in the store is recorded the same way.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -19,62 +16,14 @@ import torch
 from core import provenance, report, serving, user_code
 from core.config import Config
 from core.names import ON_DISK, epoch_key, step_key, summary_key
-from core.resume import Resume, checkpoint_file, remove_checkpoints
-from core.tracking import CompositeTracker, Tracker, mlflow_store
+from core.runs.place import Place
+from core.tracking import Tracker, mlflow_store
 from core.tracking.mlflow_sink import MLflowTracker
-from core.tracking.visdom_sink import LIVE_METRICS, make_visdom_tracker
-from core.train import FitResult, Prepared, ShouldStop, fit, predict, prepare, run_label
+from core.tracking.visdom_sink import LIVE_METRICS
+from core.train import FitResult, Prepared, predict, run_label
 
 CODE_TAG = "code."  # code.<path> = the SHA-256 of a user source file the run used
-# Tags that say where a run sits (a study's trial, a fold, a comparison's remedy and repeat), logged as params too:
-# MLflow's charts take params (not tags) as axes and group keys.
-PLACE_KEYS = ("trial_number", "fold", "remedy", "repeat")
 CONFIG_ARTIFACT = "config.yaml"  # the whole flat config: params hold only the keys that apply
-
-
-@dataclass
-class TrackedRun:
-    run_id: str
-    result: FitResult
-
-
-def tracked_fit(config: Config, *, experiment: str | None = None, run_name: str | None = None,
-                parent_run_id: str | None = None, tags: dict[str, str] | None = None,
-                should_stop: ShouldStop | None = None, visdom_env: str | None = None,
-                visdom_label: str | None = None, progress: bool = False,
-                prepared: Prepared | None = None,
-                on_run_start: Callable[[str], None] | None = None, mlflow_model: bool = True,
-                resume: Resume | None = None) -> TrackedRun:
-    """Check the config (data, split, model) first, then open a run and train into it.
-
-    `resume`: go on from another run's checkpoint, in a new run tagged with where it came from (core/resume.py).
-
-    `mlflow_model=False` keeps only the weights of the model (a study logs its best trial's model itself).
-    """
-    prepared = prepared or prepare(config)
-    experiment = experiment or config.track.experiment
-    name = run_name or run_label(config)
-    tags = {**(tags or {}), **(resume.tags() if resume else {})}
-    with mlflow_store.open_run(experiment, name, tags, parent_run_id) as run_id, \
-            system_metrics(run_id, config.track.system_metrics):
-        if on_run_start is not None:
-            on_run_start(run_id)
-        record = MLflowTracker(run_id, experiment)
-        live = None if config.track.visdom == "off" else make_visdom_tracker(
-            config.track.visdom, config.track.visdom_url, visdom_env or experiment,
-            f"{visdom_label or name} [{run_id[:6]}]", live_metrics(config))
-        with contextlib.closing(CompositeTracker(CurveKeys(record), live)) as tracker:
-            log_inputs(record, prepared, tags)
-            try:
-                result = fit(config, tracker, should_stop=should_stop, progress=progress, prepared=prepared,
-                             checkpoint_path=checkpoint_file(run_id) if config.train.checkpoint else None,
-                             resume_from=resume.state if resume else None)
-            except KeyboardInterrupt:
-                mlflow_store.drop_pooled_connections()  # before the last metrics are sent
-                raise
-            log_outcome(record, prepared, result, name if mlflow_model else "")
-    remove_checkpoints(run_id, resume)  # the run is FINISHED; killed or failed runs keep theirs, to be resumed
-    return TrackedRun(run_id, result)
 
 
 class CurveKeys:
@@ -118,17 +67,17 @@ def live_metrics(config: Config) -> tuple[str, ...]:
     return tuple(key for key in LIVE_METRICS if key != "lr" or config.sched.name != "none")
 
 
-def run_params(config: Config, tags: dict[str, str]) -> dict[str, object]:
+def run_params(config: Config, place: Place) -> dict[str, object]:
     """A run's MLflow params: the config keys that apply to it (`Config.to_params`; the whole config is the
     artifact config.yaml) and where it sits (PLACE_KEYS, from its tags)."""
-    return {**config.to_params(), **{key: tags[key] for key in PLACE_KEYS if key in tags}}
+    return {**config.to_params(), **place.place_params()}
 
 
-def log_inputs(record: MLflowTracker, prepared: Prepared, tags: dict[str, str]) -> None:
+def log_inputs(record: MLflowTracker, prepared: Prepared, place: Place) -> None:
     """What the run is: its params, provenance tags, the user's code, the data set and the whole config as YAML
     (what `reproduce` rebuilds the config from)."""
     config, data = prepared.config, prepared.data
-    record.log_params(run_params(config, tags))
+    record.log_params(run_params(config, place))
     record.set_tags(provenance.run_tags(config, data.fingerprint, prepared.device))
     log_user_code(record, config)
     record.log_text(report.config_yaml(config), CONFIG_ARTIFACT)
@@ -173,9 +122,9 @@ def log_outcome(record: MLflowTracker, prepared: Prepared, result: FitResult, mo
             record.log_weights(result.model)
             if model_name:
                 log_served_model(record, prepared, result.model, model_name)
-    tags = {"stop_reason": result.stop_reason, "epochs_run": str(result.epochs_run)}
-    if result.detail:
-        tags["stop_detail"] = result.detail
+    tags = {"stop_reason": result.stop.reason, "epochs_run": str(result.epochs_run)}
+    if result.stop.detail:
+        tags["stop_detail"] = result.stop.detail
     record.set_tags(tags)
 
 

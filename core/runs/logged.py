@@ -1,0 +1,114 @@
+"""Reading a logged training run back: its run and whole config (refusing runs that train nothing), the user
+code it used (checked against now), and its model rebuilt with the logged weights."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import torch
+import yaml
+from mlflow.entities import Run
+
+from core import outages, user_code
+from core.config import Config
+from core.errors import ConfigError, UserError
+from core.runs import record
+from core.runs.place import PLACE_KEYS
+from core.runs.record import CODE_TAG, CONFIG_ARTIFACT
+from core.runs.run import Run as OpenRun
+from core.tracking import mlflow_store
+from core.train import Prepared, prepare
+
+SUMMARY_KINDS = {"study": "a study's parent run", "comparison": "a comparison's parent run",
+                 "remedy": "a remedy's summary run"}
+
+
+def logged_run(run_id: str) -> tuple[Run, Config]:
+    """The run and its config; any reason it cannot be reproduced is one UserError line."""
+    run = mlflow_store.existing_run(run_id)
+    client = mlflow_store.client()
+    tags = run.data.tags
+    if run.info.lifecycle_stage == "deleted":
+        raise UserError(f"run {run_id} is deleted (restore it in the MLflow UI first)")
+    if tags.get("made_by") != "core" and tags.get("kind") not in SUMMARY_KINDS:
+        raise UserError(f"run {run_id} was not made by this tool (no made_by=core tag)")
+    if tags.get("kind") in SUMMARY_KINDS or "data_fingerprint" not in tags:
+        what = SUMMARY_KINDS.get(tags.get("kind", ""), "a k-fold trial's summary run")
+        children = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{run_id}'", max_results=5)
+        hint = f"; e.g. its child run {children[0].info.run_id}" if children else ""
+        raise UserError(f"run {run_id} is {what}, which trains nothing: give one of its child runs{hint}")
+    try:
+        config = Config.from_flat(logged_config(run))
+    except ConfigError as error:
+        raise UserError(f"run {run_id}: its logged config does not make a config ({error})") from None
+    return run, config
+
+
+def logged_config(run: Run) -> dict[str, object]:
+    """The run's whole flat config: its artifact config.yaml (its params hold only the keys that apply), or
+    for a run without one its params, less those that say where it sits (trial_number, fold, ...)."""
+    client = mlflow_store.client()
+    if any(item.path == CONFIG_ARTIFACT for item in client.list_artifacts(run.info.run_id)):
+        with tempfile.TemporaryDirectory() as folder:
+            text = Path(client.download_artifacts(run.info.run_id, CONFIG_ARTIFACT, folder)).read_text()
+        flat = yaml.safe_load(text)
+        if isinstance(flat, dict):
+            return flat
+    return {key: value for key, value in run.data.params.items() if key not in PLACE_KEYS}
+
+
+def code_warnings(tags: dict[str, str], config: Config, allow_code_change: bool) -> list[str]:
+    """Refuse (one UserError line) when a user source file the run used differs now, unless allowed."""
+    logged = {key[len(CODE_TAG):]: digest for key, digest in tags.items() if key.startswith(CODE_TAG)}
+    now = {source.relative: source for source in user_code.sources(config.user_references())}
+    changed = sorted(path for path, digest in logged.items() if path not in now or now[path].sha256 != digest)
+    changed += sorted(path for path in now if path not in logged and logged)  # a file the run did not import
+    if not changed:
+        return []
+    where = ", ".join(str(now[path].path) if path in now else f"{path} (missing now)" for path in changed)
+    if not allow_code_change:
+        raise UserError(f"the code differs from the run's: {where} changed since the run "
+                        f"(--allow-code-change to rerun anyway)")
+    return [f"code changed since the run: {where}"]
+
+
+def load_logged_weights(run_id: str, allow_code_change: bool = False) -> tuple[Run, Prepared]:
+    """(run, prepared) with the run's model rebuilt from its logged config and weights loaded."""
+    run, config = logged_run(run_id)
+    code_warnings(run.data.tags, config, allow_code_change)
+    prepared = prepare(config)  # the normaliser comes from the training part, as in training
+    client = mlflow_store.client()
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            path = Path(client.download_artifacts(run_id, "weights/state_dict.pt", folder))
+        except Exception as error:
+            outages.raise_outage_behind(error)  # the server is down, or the disk full: not the weights
+            raise UserError(f"run {run_id} has no logged weights (weights/state_dict.pt)") from None
+        try:
+            state = torch.load(path, map_location=prepared.device, weights_only=True)
+            prepared.model.load_state_dict(state)
+        except Exception as error:
+            raise UserError(f"run {run_id}: weights/state_dict.pt is corrupted or does not fit the model "
+                            f"({str(error).splitlines()[0]})") from None
+    return run, prepared
+
+
+def log_served_model_of(run_id: str, experiment: str, name: str) -> None:
+    """Log a training run's model in MLflow's format into that run, rebuilt from its logged config and weights
+    (a study does this for its best trial only: a model per trial would cost every trial time)."""
+    _, prepared = load_logged_weights(run_id)
+    with OpenRun.of(run_id, experiment).recorder() as writer:
+        record.log_served_model(writer, prepared, prepared.model, name)
+
+
+def logged_params(run_id: str) -> dict[str, str] | None:
+    """A run's params; None when the store has no such run, or no store is there (an outage goes through)."""
+    path = mlflow_store.sqlite_path(mlflow_store.tracking_uri())
+    if path is not None and not path.exists():
+        return None
+    try:
+        return dict(mlflow_store.client().get_run(run_id).data.params)
+    except Exception as error:
+        outages.raise_outage_behind(error)
+        return None
