@@ -92,7 +92,7 @@ class Key:
     choices: tuple[Any, ...] = ()
     reference: str = ""  # also takes module:function of the user's own <reference> (see core/user_code.py)
     values: Range | None = None
-    items: tuple[int, int] | None = None  # a list's smallest and largest length
+    items: tuple[int, int] | None = None  # a list's smallest and largest length (told by values.says)
     pattern: str = ""  # text: "" or a match of this (re.match)
     pattern_says: str = ""
     used_when: When | None = None
@@ -128,10 +128,9 @@ def check(key: str, declared: Key, value: Any) -> None:
     if declared.choices:
         for item in values:
             _choice(key, item, declared)
-    if declared.items and not declared.items[0] <= len(values) <= declared.items[1]:
-        raise ConfigError(f"{key}={shorten(str(value))}: {declared.values.says if declared.values else ''}".rstrip())
-    if declared.values and not all(declared.values.holds(item) for item in values):
-        raise ConfigError(f"{key}={shorten(str(value))}: {declared.values.says}")
+    short = declared.items and not declared.items[0] <= len(values) <= declared.items[1]
+    if declared.values and (short or not all(declared.values.holds(item) for item in values)):
+        raise ConfigError(f"{key}={shorten(str(value))}: {declared.values.says}")  # says also the length
     if declared.pattern and value and not re.match(declared.pattern, value):
         raise ConfigError(f"{key}={value!r}: give {declared.pattern_says}")
 

@@ -44,7 +44,7 @@ def test_study_usage_names_one_spec_and_every_help_ends_with_examples():
 
 def test_keys_show_type_choices_description_and_the_widths_used():
     about = descriptions()
-    assert set(valid_keys()) - set(about) == set(), "every key needs a comment beside its field in config.py"
+    assert set(valid_keys()) - set(about) == set(), "every key needs a description in its declaration"
     table = {key: (default, kind, text) for key, default, kind, text in keys.rows()}
     assert table["optim.name"][1] == "text: sgd | adam | adamw"
     assert table["optim.lr"] == ("0.05", "number: > 0", "learning rate")

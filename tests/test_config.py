@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from core import names
 from core.config import Config, ConfigError, declarations, is_valid_key, key_type, load_config, parse_overrides
-from core.schema import Range
+from core.schema import Range, at_least
 from tests.helpers import run_python
 
 DECLARED = declarations()  # every key's type, choices and range: the fuzzing draws from these, not from a copy
@@ -249,3 +249,33 @@ def test_a_bad_key_fails_before_torch_loads():
             "print(rc, 'torch' in sys.modules)")
     result = run_python(code, timeout=60)
     assert result.stdout.split() == ["2", "False"], result.stderr
+
+
+def test_the_spec_loaders_take_defaults_and_choices_from_their_declarations(tmp_path, monkeypatch):
+    import dataclasses
+
+    from core import compare
+    from core.study import spec as study_spec
+
+    def declare(table, key, **change):
+        monkeypatch.setitem(table, key, dataclasses.replace(table[key], **change))
+
+    study = tmp_path / "study.yaml"
+    study.write_text("config: {train: {epochs: 1}}\nspace: {optim.lr: {type: float, low: 0.01, high: 0.1}}\n")
+    declare(study_spec.STUDY_KEYS, "budget.trials", default=7)
+    declare(study_spec.STUDY_KEYS, "pruner.name", default="none")
+    loaded = study_spec.load_spec(study)
+    assert (loaded.trials, loaded.pruner, loaded.sampler) == (7, {"name": "none"}, {"name": "tpe"})
+    declare(study_spec.STUDY_KEYS, "sampler.name", choices=("tpe",))
+    study.write_text(study.read_text() + "sampler: random\n")
+    with pytest.raises(ConfigError, match="sampler 'random' is not one of tpe$"):
+        study_spec.load_spec(study)
+    experiment = tmp_path / "experiment.yaml"
+    experiment.write_text("remedies: {baseline: {}}\nk: 3\n")
+    declare(compare.EXPERIMENT_KEYS, "repeats", default=2)
+    declare(compare.EXPERIMENT_KEYS, "k", values=at_least(4))
+    with pytest.raises(ConfigError, match="k: expected a whole number of at least 4, got 3"):
+        compare.load_experiment(experiment)
+    experiment.write_text("remedies: {baseline: {}}\nk: 4\n")
+    assert compare.load_experiment(experiment).repeats == 2
+

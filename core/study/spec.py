@@ -166,8 +166,9 @@ def _objective(path, objective: Any, base: Config) -> tuple[list[str], list[str]
 
 
 def _check(path, spec: StudySpec) -> None:
-    if not STUDY_KEYS["budget.trials"].values.holds(spec.trials):
-        raise ConfigError(f"--trials={spec.trials}: must be at least 1")
+    trials = STUDY_KEYS["budget.trials"].values
+    if not trials.holds(spec.trials):
+        raise ConfigError(f"--trials={spec.trials}: {trials.says}")
     if spec.timeout is not None and not STUDY_KEYS["budget.timeout"].values.holds(spec.timeout):
         raise ConfigError(f"--timeout={spec.timeout}: must be more than 0 seconds")
     check_name_length("study name", spec.name)
