@@ -186,8 +186,9 @@ class Config:
     def unused_keys(self) -> set[str]:
         """Keys that change nothing under this config's other choices (each key's declared `used_when`): no
         optim.momentum for Adam, no split.k on a holdout split, no sched.gamma without a schedule..."""
+        flat = self.to_flat()
         return {key for key, declared in declarations().items()
-                if declared.used_when is not None and not declared.used_when(self)}
+                if declared.used_when is not None and not declared.used_when(flat)}
 
     @classmethod
     def from_flat(cls, flat: dict[str, Any]) -> Config:
@@ -220,8 +221,9 @@ class Config:
     # ---- checks ----------------------------------------------------------
     def validate(self) -> Config:
         """Every key against its declaration, then the rules that join keys (torch-free: nothing is built here)."""
+        flat = self.to_flat()
         for key, declared in declarations().items():
-            schema.check(key, declared, self.get(key))
+            schema.check(key, declared, flat[key])
         self._check_user_parts()
         if not self.split.fold < self.split.k:
             raise ConfigError(f"split.fold={self.split.fold}: must be in 0..{self.split.k - 1} "

@@ -66,8 +66,9 @@ class When:
     values: tuple[Any, ...]
     unless: bool = False
 
-    def __call__(self, config: Any) -> bool:
-        return (config.get(self.key) in self.values) != self.unless
+    def __call__(self, flat: dict[str, Any]) -> bool:
+        """Whether the key is used, given every key's value (Config.to_flat())."""
+        return (flat[self.key] in self.values) != self.unless
 
     def __str__(self) -> str:
         shown = " | ".join(str(value).lower() if isinstance(value, bool) else str(value) for value in self.values)
