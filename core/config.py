@@ -4,6 +4,8 @@ A config comes from defaults, then a YAML spec, then `key=value` overrides.
 `to_flat()` gives dotted keys (logged as MLflow params) and `from_flat()` is its
 exact inverse, also when every value arrives as a string (as MLflow returns
 params). Unknown keys and wrong types raise `ConfigError` naming the key.
+Each field is declared once with its description, choices or range and when it is used
+(`core.schema.setting`): validation, `unused_keys` and `python -m core keys` read that.
 """
 
 from __future__ import annotations
@@ -263,12 +265,12 @@ class Config:
 
 def declarations() -> dict[str, schema.Key]:
     """Every fixed key's declaration (core/schema.py), by dotted key, in the order of the fields."""
-    return _declared(Config, "", open_sections=False)
+    return dict(_declared(Config, "", open_sections=False))  # a copy: the cached one stays as declared
 
 
 def open_declarations() -> dict[str, schema.Key]:
     """The open sections' declarations (model.args, data.args): their keys are the user's."""
-    return _declared(Config, "", open_sections=True)
+    return dict(_declared(Config, "", open_sections=True))
 
 
 @functools.cache

@@ -1,4 +1,4 @@
-"""The names of the built-in models and data sets, in one place that imports nothing heavy.
+"""The names of the built-in models, data sets, optimizers and metrics, in one place that imports nothing heavy.
 
 Besides these, a model, a data set or a metric can be the user's own, named by
 import path (`module:attribute`, see core/user_code.py). A config is checked
