@@ -21,10 +21,26 @@ import numpy as np
 from core.config import Config, mapping, parse_overrides, read_yaml
 from core.errors import ConfigError, UserError
 from core.runs.folds import fold_config
+from core.schema import Key, at_least, sections
 
 BASELINE = "baseline"
 DEFAULT_REPEATS = 3  # 3 x 10 folds of the default spec train in a few minutes on 2 CPU cores
-SPEC_KEYS = ("name", "config", "remedies", "k", "repeats", "seed", "sweeps")
+# Every key an experiment spec takes, declared once: load_experiment reads its defaults and bounds, `keys` lists it.
+EXPERIMENT_KEYS = {
+    "name": Key("the comparison's name: its MLflow parent run", shown_default="the spec file's name"),
+    "config": Key("the base config of every remedy: config keys as a mapping (no split.*: the folds are made here)",
+                  default={}),
+    "remedies.<name>": Key(f"a remedy: the config keys it changes from the base config; `{BASELINE}` (required) "
+                           "changes none", default={}),
+    "k": Key("folds of each repeat (stratified K-fold)", default=5, values=at_least(2)),
+    "repeats": Key("repeats of the K folds, repeat r with seed + r", default=DEFAULT_REPEATS, values=at_least(1)),
+    "seed": Key("the seed of repeat 0 (seed=N on the command line wins)", shown_default="config's seed"),
+    "sweeps.<remedy>.key": Key("a config key whose strength to sweep for that remedy (exploratory: no test)",
+                               shown_default="(required)"),
+    "sweeps.<remedy>.values": Key("the values of the sweep, each trained on the same folds",
+                                  shown_default="(required)"),
+}
+SPEC_KEYS = sections(EXPERIMENT_KEYS)
 METRICS = ("train_acc", "val_acc", "gap", "test_acc")
 COLUMNS = ["remedy", "train_acc", "train_acc_std", "val_acc", "val_acc_std", "gap", "gap_std", "test_acc",
            "test_acc_std", "epochs", "seconds", "seconds_mean", "seconds_std", "val_diff", "val_diff_low",
@@ -44,10 +60,10 @@ class ExperimentSpec:
     name: str
     base: Config
     remedies: list[Remedy]
-    k: int = 5
+    k: int = EXPERIMENT_KEYS["k"].default
     seed: int = 0
     sweeps: dict[str, tuple[str, list[Any]]] = field(default_factory=dict)
-    repeats: int = DEFAULT_REPEATS
+    repeats: int = EXPERIMENT_KEYS["repeats"].default
 
 
 @dataclass
@@ -102,8 +118,8 @@ def load_experiment(path: str | Path, overrides: list[str] | tuple[str, ...] = (
     if any(key.startswith("split.") for key in command_line):
         raise ConfigError("split.*: a comparison makes its own folds; set `k` and `repeats` in the spec")
     base = Config().apply(mapping(path, "config", document.get("config"))).apply(command_line).validate()
-    k, repeats = _whole(document, "k", 5, 2), _whole(document, "repeats", DEFAULT_REPEATS, 1)
-    seed = base.seed if "seed" in command_line else _whole(document, "seed", base.seed, None)  # seed=1 wins
+    k, repeats = _whole(document, "k"), _whole(document, "repeats")
+    seed = base.seed if "seed" in command_line else _whole(document, "seed", base.seed)  # seed=1 wins
     base.seed = seed
     base.split.kind, base.split.k, base.split.seed = "stratified_kfold", k, -1  # repeat r's folds: seed + r
     base.validate()
@@ -125,11 +141,13 @@ def load_experiment(path: str | Path, overrides: list[str] | tuple[str, ...] = (
     return ExperimentSpec(str(document.get("name") or Path(path).stem), base, remedies, k, seed, sweeps, repeats)
 
 
-def _whole(document: dict[str, Any], key: str, default: int, minimum: int | None) -> int:
-    value = document.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or (minimum is not None and value < minimum):
-        at_least = f" of at least {minimum}" if minimum is not None else ""
-        raise ConfigError(f"{key}: expected a whole number{at_least}, got {value!r}")
+def _whole(document: dict[str, Any], key: str, default: int | None = None) -> int:
+    """A whole-number key of the spec, its declared default and lower bound (seed: checked as the config's)."""
+    declared = EXPERIMENT_KEYS[key]
+    value = document.get(key, declared.default if default is None else default)
+    if isinstance(value, bool) or not isinstance(value, int) or (declared.values and not declared.values.holds(value)):
+        bound = f" of at least {declared.values.low}" if declared.values else ""
+        raise ConfigError(f"{key}: expected a whole number{bound}, got {value!r}")
     return value
 
 

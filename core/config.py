@@ -4,6 +4,8 @@ A config comes from defaults, then a YAML spec, then `key=value` overrides.
 `to_flat()` gives dotted keys (logged as MLflow params) and `from_flat()` is its
 exact inverse, also when every value arrives as a string (as MLflow returns
 params). Unknown keys and wrong types raise `ConfigError` naming the key.
+Each field is declared once with its description, choices or range and when it is used
+(`core.schema.setting`): validation, `unused_keys` and `python -m core keys` read that.
 """
 
 from __future__ import annotations
@@ -20,104 +22,149 @@ from typing import Any
 
 import yaml
 
-from core import names, user_code
+from core import names, schema, user_code
 from core.errors import ConfigError
+from core.schema import OPEN_UNIT, Range, at_least, greater_than, setting, shorten, unless, when
 
 # Keys that older versions logged and this one no longer has: runs logged with them still rebuild.
 RETIRED_KEYS = {"train.cpu_linear"}  # the CPU matmul library choice (oneDNN or MKL), removed for one numerics path
 
 
+# Seeds go to torch, NumPy (below 2**32) and scikit-learn (random_state below 2**32), some as seed + 1.
+MAX_SEED = 2**31 - 1
+MAX_NAME = 200  # MLflow refuses experiment names over 500 characters; study and run names share this limit
+ON_DISK = tuple(names.ON_DISK)
+BUILT_IN_MODELS = when("model.name", *names.MODELS)  # the user's own builder takes model.args only
+SYNTHETIC = when("data.name", "synthetic")
+
+# Each key is declared once, here (core/schema.py): its default, description, allowed values and when it is used.
+
+
 @dataclass
 class DataConfig:
-    name: str = "digits"  # the data set: a built-in, or module:function of your own loader
-    root: str = "data"  # where mnist / fashion_mnist / cifar10 files live; image_folder: the folder of class folders
-    path: str = ""  # npz: the .npz file (arrays x_train, y_train, optionally x_test, y_test)
-    download: bool = False  # mnist, fashion_mnist, cifar10: fetch missing files (checksums verified) into root
-    mirror: str = ""  # with download: another host to fetch from, e.g. http://mirror.example.org/mnist/
-    args: dict[str, Any] = field(default_factory=dict)  # a module:function loader's own arguments (open section)
-    train_size: int = 0  # use only this many training samples; 0 = all
-    resize: int = 0  # resize images to resize x resize; 0 = native size
-    test_fraction: float = 0.2  # sets without a test part of their own (digits, synthetic, yours): its size
-    shape: list[int] = field(default_factory=lambda: [1, 8, 8])  # synthetic: one sample's shape
-    num_classes: int = 10  # synthetic only: number of classes
-    samples: int = 1000  # synthetic only: train + test samples
+    name: str = setting("digits", "the data set: a built-in, or module:function of your own loader",
+                        choices=names.DATASETS, reference="loader")
+    root: str = setting("data", "where mnist / fashion_mnist / cifar10 files live; image_folder: the folder of class "
+                        "folders", used_when=when("data.name", *ON_DISK, "image_folder"))
+    path: str = setting("", "npz: the .npz file (arrays x_train, y_train, optionally x_test, y_test)",
+                        used_when=when("data.name", "npz"))
+    download: bool = setting(False, "mnist, fashion_mnist, cifar10: fetch missing files (checksums verified) into root",
+                             used_when=when("data.name", *ON_DISK))
+    mirror: str = setting("", "with download: another host to fetch from, e.g. http://mirror.example.org/mnist/",
+                          pattern=r"^(https?|file)://", pattern_says="a URL, e.g. http://mirror.example.org/mnist/",
+                          used_when=when("data.download", True))
+    args: dict[str, Any] = setting({}, "the keyword arguments of your own data.name=module:function")
+    train_size: int = setting(0, "use only this many training samples; 0 = all", values=at_least(0))
+    resize: int = setting(0, "resize images to resize x resize; 0 = native size", values=at_least(0))
+    test_fraction: float = setting(0.2, "sets without a test part of their own (digits, synthetic, yours): its size",
+                                   values=OPEN_UNIT, used_when=unless("data.name", *ON_DISK))
+    shape: list[int] = setting([1, 8, 8], "synthetic: one sample's shape", items=(1, 3), used_when=SYNTHETIC,
+                               values=Range(1, says="give 1 to 3 positive sizes, e.g. [1, 8, 8]"))
+    num_classes: int = setting(10, "synthetic only: number of classes", values=at_least(2), used_when=SYNTHETIC)
+    samples: int = setting(1000, "synthetic only: train + test samples", values=at_least(4), used_when=SYNTHETIC)
 
 
 @dataclass
 class SplitConfig:
-    kind: str = "holdout"  # how training data is split into training and validation parts
-    val_fraction: float = 0.2  # holdout only
-    stratify: bool = True  # holdout only
-    k: int = 5  # kfold kinds only
-    fold: int = 0  # which of the k folds is the validation part
-    seed: int = -1  # the split's own seed; -1 = the run's seed (a fixed one: every trial of a study on the same parts)
+    kind: str = setting("holdout", "how training data is split into training and validation parts",
+                        choices=("holdout", "kfold", "stratified_kfold"))
+    val_fraction: float = setting(0.2, "the validation part's share", values=OPEN_UNIT,
+                                  used_when=when("split.kind", "holdout"))
+    stratify: bool = setting(True, "keep each class's share in both parts", used_when=when("split.kind", "holdout"))
+    k: int = setting(5, "the number of folds", values=at_least(2), used_when=unless("split.kind", "holdout"))
+    fold: int = setting(0, "which of the k folds is the validation part (0..k-1)",
+                        used_when=unless("split.kind", "holdout"))
+    seed: int = setting(-1, "the split's own seed; -1 = the run's seed (a fixed one: every trial of a study on the "
+                        "same parts)",
+                        values=Range(-1, MAX_SEED, says=f"must be -1 (the run's seed) or in 0..{MAX_SEED}"))
 
 
 @dataclass
 class ModelConfig:
-    name: str = "mlp"  # a built-in name, or module:function of your own builder
-    args: dict[str, Any] = field(default_factory=dict)  # your builder's own arguments (open section)
-    hidden: list[int] = field(default_factory=list)  # fully connected widths; [] = the model's own
-    channels: list[int] = field(default_factory=list)  # conv widths; [] = the model's own
-    dropout: float = 0.0  # dropout probability after each hidden layer
-    batchnorm: bool = False  # batch normalisation after each hidden layer
+    name: str = setting("mlp", "a built-in name, or module:function of your own builder", choices=names.MODELS,
+                        reference="builder")
+    args: dict[str, Any] = setting({}, "the keyword arguments of your own model.name=module:function")
+    hidden: list[int] = setting([], "fully connected widths; [] = the model's own", used_when=BUILT_IN_MODELS,
+                                values=Range(1, says="every width must be at least 1"),
+                                shown_default=f"[] = the model's own (mlp: {names.HIDDEN['mlp']}, "
+                                              f"lenet5: {names.HIDDEN['lenet5']}, ...)")
+    channels: list[int] = setting([], "conv widths; [] = the model's own",
+                                  values=Range(1, says="every width must be at least 1"),
+                                  used_when=when("model.name", *(name for name in names.MODELS
+                                                                 if name not in names.FULLY_CONNECTED)))
+    dropout: float = setting(0.0, "dropout probability after each hidden layer", used_when=BUILT_IN_MODELS,
+                             values=Range(0, 1, high_open=True, says="must be in [0, 1)"))
+    batchnorm: bool = setting(False, "batch normalisation after each hidden layer", used_when=BUILT_IN_MODELS)
 
 
 @dataclass
 class OptimConfig:
-    name: str = "sgd"  # the optimizer
-    lr: float = 0.05  # learning rate
-    momentum: float = 0.9  # sgd only
-    weight_decay: float = 0.0  # L2, on weights only (not biases or norm parameters)
+    name: str = setting("sgd", "the optimizer (names.OPTIMIZERS)", choices=tuple(names.OPTIMIZERS))
+    lr: float = setting(0.05, "learning rate", values=greater_than(0))
+    momentum: float = setting(0.9, "momentum, for the optimizers that take it", values=at_least(0.0),
+                              used_when=when("optim.name", *names.optimizers_using("momentum")))
+    weight_decay: float = setting(0.0, "L2, on weights only (not biases or norm parameters)", values=at_least(0.0))
 
 
 @dataclass
 class SchedConfig:
-    name: str = "none"  # the learning-rate schedule
-    step_size: int = 10  # step: epochs between decays
-    gamma: float = 0.1  # step and plateau: decay factor
-    patience: int = 3  # plateau: epochs without improvement before a decay
+    name: str = setting("none", "the learning-rate schedule", choices=("none", "step", "plateau", "cosine"))
+    step_size: int = setting(10, "step: epochs between decays", values=at_least(1),
+                             used_when=when("sched.name", "step"))
+    gamma: float = setting(0.1, "step and plateau: decay factor", values=OPEN_UNIT,
+                           used_when=when("sched.name", "step", "plateau"))
+    patience: int = setting(3, "plateau: epochs without improvement before a decay", values=at_least(0),
+                            used_when=when("sched.name", "plateau"))
 
 
 @dataclass
 class RegConfig:
-    l1: float = 0.0  # lambda of the L1 penalty on weights
+    l1: float = setting(0.0, "lambda of the L1 penalty on weights", values=at_least(0.0))
 
 
 @dataclass
 class EarlyStopConfig:
-    patience: int = 0  # epochs without val-loss improvement before stopping; 0 = off
-    min_delta: float = 0.0  # smallest decrease of val loss that counts as improvement
+    patience: int = setting(0, "epochs without val-loss improvement before stopping; 0 = off", values=at_least(0))
+    min_delta: float = setting(0.0, "smallest decrease of val loss that counts as improvement", values=at_least(0.0),
+                               used_when=unless("early_stop.patience", 0))
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = 20  # most epochs to train (early stopping or pruning may end sooner)
-    batch_size: int = 64  # samples per optimizer step
-    deterministic: bool = False  # torch.use_deterministic_algorithms
-    augment: str = "none"  # shift = random shifts of the training batches' images (not validation or test), seeded
-    shift: int = 2  # augment=shift: largest shift in pixels
-    compile: bool = False  # torch.compile the model (CUDA)
-    checkpoint: bool = False  # a checkpoint after every epoch (mlruns/checkpoints/<run_id>.pt), for train --resume
+    epochs: int = setting(20, "most epochs to train (early stopping or pruning may end sooner)", values=at_least(1))
+    batch_size: int = setting(64, "samples per optimizer step", values=at_least(1))
+    deterministic: bool = setting(False, "torch.use_deterministic_algorithms")
+    augment: str = setting("none", "shift = random shifts of the training batches' images (not validation or test), "
+                           "seeded", choices=("none", "shift"))
+    shift: int = setting(2, "augment=shift: largest shift in pixels", values=at_least(0),
+                         used_when=unless("train.augment", "none"))
+    compile: bool = setting(False, "torch.compile the model (CUDA)")
+    checkpoint: bool = setting(False, "a checkpoint after every epoch (mlruns/checkpoints/<run_id>.pt), for train "
+                               "--resume")
 
 
 @dataclass
 class TrackConfig:
-    experiment: str = "train"  # MLflow experiment name
-    run_name: str = ""  # "" = made from the config
-    visdom: str = "auto"  # the live view: auto = when a server answers, on = required, off
-    visdom_url: str = "http://127.0.0.1:8097"  # the Visdom server of the live view
-    flush_every: int = 50  # steps between sends of per-step values
-    log_model: bool = True  # the model (MLflow format) and its weights
-    figures: bool = True  # learning curves and confusion matrix as PNG
-    metrics: list[str] = field(default_factory=list)  # extra metrics: macro_f1, ..., or module:function
-    system_metrics: bool = False  # MLflow's own CPU, memory (and GPU) sampling, as system/* metrics of each run
+    experiment: str = setting("train", "MLflow experiment name")
+    run_name: str = setting("", "\"\" = made from the config")
+    visdom: str = setting("auto", "the live view: auto = when a server answers, on = required, off",
+                          choices=("auto", "on", "off"))
+    visdom_url: str = setting("http://127.0.0.1:8097", "the Visdom server of the live view",
+                              used_when=unless("track.visdom", "off"))
+    flush_every: int = setting(50, "steps between sends of per-step values", values=at_least(1))
+    log_model: bool = setting(True, "the model (MLflow format) and its weights")
+    figures: bool = setting(True, "learning curves and confusion matrix as PNG")
+    metrics: list[str] = setting([], "extra metrics: macro_f1, ..., or module:function", choices=names.METRICS,
+                                 reference="metric function")
+    system_metrics: bool = setting(False, "MLflow's own CPU, memory (and GPU) sampling, as system/* metrics of each "
+                                   "run")
 
 
 @dataclass
 class Config:
-    seed: int = 0  # seeds weights, splits and batches (a study derives each trial's from it)
-    device: str = "auto"  # auto = cuda when available, else cpu
+    seed: int = setting(0, "seeds weights, splits and batches (a study derives each trial's from it)",
+                        values=Range(0, MAX_SEED, says=f"must be a whole number in 0..{MAX_SEED}"))
+    device: str = setting("auto", "auto = cuda when available, else cpu", choices=("auto", "cpu", "cuda"))
     data: DataConfig = field(default_factory=DataConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -139,45 +186,11 @@ class Config:
         return {key: value for key, value in self.to_flat().items() if key not in unused}
 
     def unused_keys(self) -> set[str]:
-        """Keys that change nothing under this config's other choices: no optim.momentum for Adam, no split.k
-        on a holdout split, no sched.gamma without a schedule..."""
-        unused = set()
-        if self.optim.name != "sgd":
-            unused.add("optim.momentum")
-        unused |= {key for key, schedules in SCHEDULE_KEYS.items() if self.sched.name not in schedules}
-        if self.split.kind == "holdout":
-            unused |= {"split.k", "split.fold"}
-        else:
-            unused |= {"split.val_fraction", "split.stratify"}
-        if self.train.augment == "none":
-            unused.add("train.shift")
-        if self.early_stop.patience == 0:
-            unused.add("early_stop.min_delta")
-        if self.track.visdom == "off":
-            unused.add("track.visdom_url")
-        return unused | self._unused_data_keys() | self._unused_model_keys()
-
-    def _unused_data_keys(self) -> set[str]:
-        name, on_disk = self.data.name, self.data.name in names.ON_DISK
-        unused = set()
-        if name != "synthetic":
-            unused |= {"data.shape", "data.num_classes", "data.samples"}
-        if name != "npz":
-            unused.add("data.path")
-        if not on_disk and name != "image_folder":
-            unused.add("data.root")
-        if on_disk:
-            unused.add("data.test_fraction")  # these sets have a test part of their own
-        else:
-            unused.add("data.download")
-        if not self.data.download:
-            unused.add("data.mirror")
-        return unused
-
-    def _unused_model_keys(self) -> set[str]:
-        if user_code.is_reference(self.model.name):  # the user's builder takes model.args only
-            return {"model.hidden", "model.channels", "model.dropout", "model.batchnorm"}
-        return {"model.channels"} if self.model.name in names.FULLY_CONNECTED else set()
+        """Keys that change nothing under this config's other choices (each key's declared `used_when`): no
+        optim.momentum for Adam, no split.k on a holdout split, no sched.gamma without a schedule..."""
+        flat = self.to_flat()
+        return {key for key, declared in declarations().items()
+                if declared.used_when is not None and not declared.used_when(flat)}
 
     @classmethod
     def from_flat(cls, flat: dict[str, Any]) -> Config:
@@ -209,52 +222,14 @@ class Config:
 
     # ---- checks ----------------------------------------------------------
     def validate(self) -> Config:
-        """Range and choice checks that types alone cannot express (torch-free: nothing is built here)."""
-        _choice("device", self.device, CHOICES["device"])
-        _builtin_or_reference("data.name", self.data.name, names.DATASETS, "loader")
-        _builtin_or_reference("model.name", self.model.name, names.MODELS, "builder")
+        """Every key against its declaration, then the rules that join keys (torch-free: nothing is built here)."""
+        flat = self.to_flat()
+        for key, declared in declarations().items():
+            schema.check(key, declared, flat[key])
         self._check_user_parts()
-        _choice("split.kind", self.split.kind, CHOICES["split.kind"])
-        _choice("optim.name", self.optim.name, CHOICES["optim.name"])
-        _choice("sched.name", self.sched.name, CHOICES["sched.name"])
-        _choice("train.augment", self.train.augment, CHOICES["train.augment"])
-        _choice("track.visdom", self.track.visdom, CHOICES["track.visdom"])
-        _at_least("data.train_size", self.data.train_size, 0)
-        _at_least("data.resize", self.data.resize, 0)
-        _at_least("data.num_classes", self.data.num_classes, 2)
-        _at_least("data.samples", self.data.samples, 4)
-        _open_unit("data.test_fraction", self.data.test_fraction)
-        if not 1 <= len(self.data.shape) <= 3 or min(self.data.shape) < 1:
-            raise ConfigError(f"data.shape={self.data.shape}: give 1 to 3 positive sizes, e.g. [1, 8, 8]")
-        _open_unit("split.val_fraction", self.split.val_fraction)
-        _at_least("split.k", self.split.k, 2)
-        if not -1 <= self.split.seed <= MAX_SEED:
-            raise ConfigError(f"split.seed={shorten(str(self.split.seed))}: must be -1 (the run's seed) "
-                              f"or in 0..{MAX_SEED}")
-        if not 0 <= self.split.fold < self.split.k:
+        if not self.split.fold < self.split.k:
             raise ConfigError(f"split.fold={self.split.fold}: must be in 0..{self.split.k - 1} "
                               f"(split.k={self.split.k})")
-        for key in ("model.hidden", "model.channels"):
-            widths = self.get(key)
-            if any(width < 1 for width in widths):
-                raise ConfigError(f"{key}={widths}: every width must be at least 1")
-        if not 0.0 <= self.model.dropout < 1.0:
-            raise ConfigError(f"model.dropout={self.model.dropout}: must be in [0, 1)")
-        _positive("optim.lr", self.optim.lr)
-        _at_least("optim.momentum", self.optim.momentum, 0.0)
-        _at_least("optim.weight_decay", self.optim.weight_decay, 0.0)
-        _at_least("sched.step_size", self.sched.step_size, 1)
-        _open_unit("sched.gamma", self.sched.gamma)
-        _at_least("sched.patience", self.sched.patience, 0)
-        _at_least("reg.l1", self.reg.l1, 0.0)
-        _at_least("early_stop.patience", self.early_stop.patience, 0)
-        _at_least("early_stop.min_delta", self.early_stop.min_delta, 0.0)
-        _at_least("train.epochs", self.train.epochs, 1)
-        _at_least("train.batch_size", self.train.batch_size, 1)
-        _at_least("train.shift", self.train.shift, 0)
-        _at_least("track.flush_every", self.track.flush_every, 1)
-        if not 0 <= self.seed <= MAX_SEED:
-            raise ConfigError(f"seed={shorten(str(self.seed))}: must be a whole number in 0..{MAX_SEED}")
         for key in ("track.experiment", "track.run_name"):
             check_name_length(key, self.get(key), allow_empty=True)  # "" is a default (from_flat of strings)
         return self
@@ -267,13 +242,10 @@ class Config:
                                   f"the built-in {section.name!r} takes none")
         if self.data.download and self.data.name not in names.ON_DISK:
             raise ConfigError(f"data.download applies to {', '.join(names.ON_DISK)}, not data.name={self.data.name}")
-        if self.data.mirror and not re.match(r"^(https?|file)://", self.data.mirror):
-            raise ConfigError(f"data.mirror={self.data.mirror!r}: give a URL, e.g. http://mirror.example.org/mnist/")
         if self.data.name == "npz" and not self.data.path:
             raise ConfigError("data.name=npz needs data.path=FILE.npz (arrays x_train, y_train[, x_test, y_test])")
         short_names = []
         for metric in self.track.metrics:
-            _builtin_or_reference("track.metrics", metric, names.METRICS, "metric function")
             short_names.append(metric_name(metric))
             if short_names[-1] in ("acc", "loss") or short_names[-1].startswith("train_"):
                 raise ConfigError(f"track.metrics: {metric} would be logged as {short_names[-1]}, a name of the "
@@ -291,38 +263,41 @@ class Config:
         return [name for name in names if user_code.is_reference(name)]
 
 
-# The schedules each sched.* key is used by (the others leave it unused).
-SCHEDULE_KEYS = {"sched.step_size": ("step",), "sched.gamma": ("step", "plateau"), "sched.patience": ("plateau",)}
-# Keys with a fixed set of values (data.name, model.name and track.metrics also take module:function).
-CHOICES = {"device": ("auto", "cpu", "cuda"), "data.name": names.DATASETS, "model.name": names.MODELS,
-           "split.kind": ("holdout", "kfold", "stratified_kfold"), "optim.name": ("sgd", "adam", "adamw"),
-           "sched.name": ("none", "step", "plateau", "cosine"), "train.augment": ("none", "shift"),
-           "track.visdom": ("auto", "on", "off"), "track.metrics": names.METRICS}
+def declarations() -> dict[str, schema.Key]:
+    """Every fixed key's declaration (core/schema.py), by dotted key, in the order of the fields."""
+    return dict(_declared(Config, "", open_sections=False))  # a copy: the cached one stays as declared
+
+
+def open_declarations() -> dict[str, schema.Key]:
+    """The open sections' declarations (model.args, data.args): their keys are the user's."""
+    return dict(_declared(Config, "", open_sections=True))
+
+
+@functools.cache
+def _declared(cls: type, prefix: str, open_sections: bool) -> dict[str, schema.Key]:
+    found: dict[str, schema.Key] = {}
+    for item in dataclasses.fields(cls):
+        kind = _type_hints(cls)[item.name]
+        if dataclasses.is_dataclass(kind):
+            found.update(_declared(kind, f"{prefix}{item.name}.", open_sections))
+        elif (typing.get_origin(kind) is dict) == open_sections:
+            found[prefix + item.name] = item.metadata[schema.METADATA]
+    return found
 
 
 def descriptions() -> dict[str, str]:
-    """Each fixed key's one-line description: the comment beside its field in this file (one place to keep)."""
-    import inspect
+    """Each fixed key's one-line description, as declared beside its field."""
+    return {key: declared.about for key, declared in declarations().items()}
 
-    found: dict[str, str] = {}
-    sections = {type(getattr(Config(), f.name)).__name__: f"{f.name}." for f in dataclasses.fields(Config)
-                if dataclasses.is_dataclass(getattr(Config(), f.name))}
-    prefix = None
-    for line in inspect.getsource(inspect.getmodule(Config)).splitlines():
-        header = re.match(r"^class (\w+)", line)
-        if header:
-            prefix = sections.get(header.group(1), "" if header.group(1) == "Config" else None)
-        entry = re.match(r"^    (\w+): [^=]+=.*?#\s*(.+)$", line)
-        if entry and prefix is not None:
-            found[prefix + entry.group(1)] = entry.group(2)
-    return found
+
+def key_type(key: str) -> Any:
+    """A fixed key's declared type: int, float, str, bool or list[...]."""
+    owner, name, _ = _resolve(Config(), key)
+    return _type_hints(type(owner))[name]
 
 
 def valid_keys() -> list[str]:
     return list(Config().to_flat())
-
-
-OPEN_SECTIONS = ("model.args", "data.args")  # their keys are the user's: any name, values typed from YAML
 
 
 def is_valid_key(key: str) -> bool:
@@ -537,42 +512,9 @@ def metric_name(metric: str) -> str:
     return metric.rpartition(":")[2]
 
 
-def _builtin_or_reference(key: str, value: str, builtins: typing.Sequence[str], kind: str) -> None:
-    if value not in builtins and not user_code.is_reference(value):
-        raise ConfigError(f"{key}={value!r} is not one of: {', '.join(builtins)}, "
-                          f"nor an import path of your own {kind} (module:function)")
-
-
-# Seeds go to torch, NumPy (below 2**32) and scikit-learn (random_state below 2**32), some as seed + 1.
-MAX_SEED = 2**31 - 1
-MAX_NAME = 200  # MLflow refuses experiment names over 500 characters; study and run names share this limit
-
-
-def shorten(text: str, keep: int = 60) -> str:
-    """A user's long value in a one-line message: its start and its length, not all of it."""
-    return text if len(text) <= keep else f"{text[:keep]}... ({len(text)} characters)"
-
-
 def check_name_length(key: str, name: str, allow_empty: bool = False) -> None:
     if (not allow_empty and not name.strip()) or len(name) > MAX_NAME:
         raise ConfigError(f"{key} {shorten(name)!r}: give a non-empty name of at most {MAX_NAME} characters")
 
 
-def _choice(key: str, value: str, choices: typing.Sequence[str]) -> None:
-    if value not in choices:
-        raise ConfigError(f"{key}={value!r} is not one of: {', '.join(choices)}")
-
-
-def _at_least(key: str, value: float, low: float) -> None:
-    if value < low:
-        raise ConfigError(f"{key}={value}: must be at least {low}")
-
-
-def _positive(key: str, value: float) -> None:
-    if value <= 0:
-        raise ConfigError(f"{key}={value}: must be greater than 0")
-
-
-def _open_unit(key: str, value: float) -> None:
-    if not 0.0 < value < 1.0:
-        raise ConfigError(f"{key}={value}: must be between 0 and 1 (exclusive)")
+OPEN_SECTIONS = tuple(open_declarations())  # model.args, data.args: any name, values typed from YAML

@@ -1,4 +1,4 @@
-"""The names of the built-in models and data sets, in one place that imports nothing heavy.
+"""The names of the built-in models, data sets, optimizers and metrics, in one place that imports nothing heavy.
 
 Besides these, a model, a data set or a metric can be the user's own, named by
 import path (`module:attribute`, see core/user_code.py). A config is checked
@@ -8,6 +8,7 @@ under the same names (a test keeps the two in step).
 """
 
 import re
+from typing import NamedTuple
 
 MODELS = ("mlp", "quickstart", "seed_net", "lenet5", "small_cnn", "alexnet_cifar", "vgg_small", "resnet_small",
           "conv1d")
@@ -16,6 +17,22 @@ HIDDEN = {"mlp": [200, 200], "quickstart": [512, 512], "seed_net": [512, 64], "l
           "alexnet_cifar": [4096, 1024], "vgg_small": [256], "resnet_small": [], "conv1d": [64]}
 FULLY_CONNECTED = ("mlp", "quickstart")  # no convolutions: model.channels is not theirs
 DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "synthetic", "npz", "image_folder")
+
+
+class Optimizer(NamedTuple):
+    torch_class: str  # its class in torch.optim
+    keys: tuple[str, ...]  # the optim.* keys it takes besides lr and weight_decay (the others are unused)
+
+
+# optim.name's choices: train.make_optimizer builds from this table alone, so a new optimizer is one line here.
+OPTIMIZERS = {"sgd": Optimizer("SGD", ("momentum",)), "adam": Optimizer("Adam", ()), "adamw": Optimizer("AdamW", ())}
+
+
+def optimizers_using(key: str) -> tuple[str, ...]:
+    """The optimizers that take optim.<key>: optimizers_using("momentum") -> ("sgd",)."""
+    return tuple(name for name, optimizer in OPTIMIZERS.items() if key in optimizer.keys)
+
+
 # Metrics for track.metrics, computed from scikit-learn on the validation and test predictions.
 METRICS = ("macro_f1", "weighted_f1", "balanced_accuracy", "cohen_kappa", "matthews_corrcoef", "log_loss")
 # Data sets read from files under data.root: the folder each one's files are in.

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from core import checkpoint, user_code
+from core import checkpoint, names, user_code
 from core import metrics as run_metrics
 from core.config import Config
 from core.data import Dataset, channel_stats, load_dataset
@@ -213,11 +213,9 @@ def predict(model: nn.Module, x: torch.Tensor, normalize: Normalizer, batch_size
 def make_optimizer(model: nn.Module, config: Config, device: torch.device) -> torch.optim.Optimizer:
     groups = parameter_groups(model, config.optim.weight_decay)
     fused = {"fused": True} if device.type == "cuda" else {}
-    if config.optim.name == "sgd":
-        return torch.optim.SGD(groups, lr=config.optim.lr, momentum=config.optim.momentum, **fused)
-    if config.optim.name == "adam":
-        return torch.optim.Adam(groups, lr=config.optim.lr, **fused)
-    return torch.optim.AdamW(groups, lr=config.optim.lr, **fused)
+    chosen = names.OPTIMIZERS[config.optim.name]  # the one table of optimizers: its class and the keys it takes
+    own = {key: config.get(f"optim.{key}") for key in chosen.keys}
+    return getattr(torch.optim, chosen.torch_class)(groups, lr=config.optim.lr, **own, **fused)
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, config: Config):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 import pytest
 
 from core.__main__ import VERBS, build_parser, parse_args
@@ -42,13 +44,32 @@ def test_study_usage_names_one_spec_and_every_help_ends_with_examples():
 
 def test_keys_show_type_choices_description_and_the_widths_used():
     about = descriptions()
-    assert set(valid_keys()) - set(about) == set(), "every key needs a comment beside its field in config.py"
+    assert set(valid_keys()) - set(about) == set(), "every key needs a description in its declaration"
     table = {key: (default, kind, text) for key, default, kind, text in keys.rows()}
     assert table["optim.name"][1] == "text: sgd | adam | adamw"
-    assert table["optim.lr"] == ("0.05", "number", "learning rate")
+    assert table["optim.lr"] == ("0.05", "number: > 0", "learning rate")
+    assert table["optim.momentum"][2].endswith("(used when optim.name is sgd)")
+    assert table["split.seed"][1] == "int: in -1..2147483647" and table["sched.gamma"][1] == "number: in (0, 1)"
     assert "[200, 200]" in table["model.hidden"][0]  # the MLP is 784-200-200-10 by default
     assert table["model.name"][1].endswith("| module:function")
     assert len(table) == len(Config().to_flat())
+
+
+def test_keys_list_the_study_and_experiment_spec_keys_their_loaders_take(capsys):
+    from core.compare import SPEC_KEYS
+    from core.study.spec import BUDGET_KEYS, SECTIONS
+
+    assert keys.main(argparse.Namespace(section="study")) == 0
+    study = capsys.readouterr().out
+    assert "budget.trials = 30\n    >= 1." in study and "pruner.name = 'median'\n    median | " in study
+    listed = {line.split(" = ")[0] for line in study.splitlines() if " = " in line and not line.startswith(" ")}
+    assert {key.split(".")[0] for key in listed} == set(SECTIONS)
+    assert {f"budget.{key}" for key in BUDGET_KEYS} <= listed
+    assert keys.main(argparse.Namespace(section="experiment")) == 0
+    experiment = capsys.readouterr().out
+    assert "k = 5\n    >= 2." in experiment and "repeats = 3\n    >= 1." in experiment
+    assert {line.split(" = ")[0].split(".")[0] for line in experiment.splitlines() if " = " in line
+            and not line.startswith(" ")} == set(SPEC_KEYS)
 
 
 def test_ui_points_at_the_last_study_or_comparison_not_the_newest_experiment():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import typing
 
 import pytest
@@ -11,77 +10,107 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from core import names
-from core.config import Config, ConfigError, load_config, parse_overrides
+from core.config import Config, ConfigError, declarations, is_valid_key, key_type, load_config, parse_overrides
+from core.schema import Range, at_least
 from tests.helpers import run_python
 
-CHOICES = {"device": ["auto", "cpu"], "data.name": ["digits", "synthetic", "mnist"], "split.kind": ["holdout", "kfold"],
-           "model.name": ["mlp", "lenet5", "conv1d"], "optim.name": ["sgd", "adam", "adamw"],
-           "sched.name": ["none", "step", "plateau", "cosine"], "train.augment": ["none", "shift"],
-           "track.visdom": ["auto", "on", "off"]}
-FRACTIONS = {"data.test_fraction", "split.val_fraction", "sched.gamma"}
+DECLARED = declarations()  # every key's type, choices and range: the fuzzing draws from these, not from a copy
 
 
-def value_strategy(key: str, kind):
-    if key in CHOICES:
-        return st.sampled_from(CHOICES[key])
-    if key in FRACTIONS:
-        return st.floats(0.01, 0.99)
-    if key == "model.dropout":
-        return st.floats(0.0, 0.95)
-    if key == "data.shape":
-        return st.lists(st.integers(1, 64), min_size=1, max_size=3)
-    if key == "data.download":
-        return st.just(False)  # valid only with an on-disk data set; its own tests are in test_download.py
-    if key == "data.mirror":
-        return st.sampled_from(["", "http://127.0.0.1:8000/mnist/"])
-    if key == "track.metrics":
-        return st.lists(st.sampled_from(names.METRICS), unique=True, max_size=3)
+def value_strategy(key: str):
+    """Valid values of one key, from its declaration alone: a new choice or a changed range is fuzzed as it is."""
+    declared, kind = DECLARED[key], key_type(key)
+    if typing.get_origin(kind) is list:
+        low, high = declared.items or (0, 4)
+        item = item_strategy(typing.get_args(kind)[0], declared)
+        return st.lists(item, min_size=low, max_size=high, unique=bool(declared.choices))
+    return item_strategy(kind, declared)
+
+
+def item_strategy(kind, declared):
+    if declared.choices:  # the user's own code (module:function) where the key takes it
+        return st.sampled_from([*declared.choices, *(["experiments.yours:function"] if declared.reference else [])])
+    if declared.pattern:
+        return st.one_of(st.just(""), st.from_regex(declared.pattern))
     if kind is bool:
         return st.booleans()
+    bounds = declared.values or Range(0, 100)
+    low, high = bounds.low, bounds.high
     if kind is int:
-        return st.integers(4, 10_000)
+        low = int(low) + bounds.low_open
+        return st.integers(low, low + 10_000 if high is None else int(high) - bounds.high_open)
     if kind is float:
-        return st.floats(1e-9, 1e6, allow_nan=False, allow_infinity=False)
+        return st.floats(low, 1e6 if high is None else high, exclude_min=bounds.low_open,
+                         exclude_max=bounds.high_open and high is not None)
     if kind is str:
         return st.text(st.characters(blacklist_categories=("Cs",)), max_size=20)
-    if typing.get_origin(kind) is list:
-        return st.lists(st.integers(1, 4096), max_size=4)
-    raise AssertionError(f"no strategy for {key}")
-
-
-def field_types() -> dict[str, object]:
-    types = {}
-
-    def walk(cls, prefix):
-        for item in dataclasses.fields(cls):
-            hint = typing.get_type_hints(cls)[item.name]
-            if dataclasses.is_dataclass(hint):
-                walk(hint, f"{prefix}{item.name}.")
-            elif typing.get_origin(hint) is not dict:  # open sections (model.args) have no fixed keys
-                types[f"{prefix}{item.name}"] = hint
-    walk(Config, "")
-    return types
-
-
-FIELDS = field_types()
+    raise AssertionError(f"no strategy for {kind}")
 
 
 @st.composite
 def configs(draw):
-    values = {key: draw(value_strategy(key, kind)) for key, kind in FIELDS.items()}
+    values = {key: draw(value_strategy(key)) for key in DECLARED}
+    # The rules that join keys (Config.validate's own, not one key's declaration):
     values["split.fold"] = draw(st.integers(0, values["split.k"] - 1))
+    if values["data.name"] not in names.ON_DISK:
+        values["data.download"] = False  # only the on-disk sets download; its own tests are in test_download.py
+    if values["data.name"] == "npz" and not values["data.path"]:
+        values["data.path"] = "x.npz"
     return Config().apply(values)
 
 
 @settings(max_examples=60, deadline=None)
 @given(configs())
 def test_from_flat_inverts_to_flat_also_from_strings(config):
+    config.validate()
     flat = config.to_flat()
     assert Config.from_flat(flat) == config
     assert Config.from_flat({key: str(value) for key, value in flat.items()}) == config  # as MLflow returns params
     assert Config.from_flat(yaml.safe_load(yaml.safe_dump(flat, sort_keys=True))) == config  # as config.yaml
     params = config.to_params()
     assert params == {key: flat[key] for key in params} and set(params) | config.unused_keys() == set(flat)
+
+
+def outside(key: str):
+    """A value just outside one declared rule of `key`, and words its error must have; None if it has no rule."""
+    declared, kind = DECLARED[key], key_type(key)
+    as_list = typing.get_origin(kind) is list
+    if declared.choices:
+        return (["not_a_choice"] if as_list else "not_a_choice"), "is not one of"
+    if declared.pattern:
+        return "ftp://example.org/", "give"
+    bounds = declared.values
+    if bounds is None:
+        return None
+    step = 1 if (typing.get_args(kind) or (kind,))[0] is int else 0.5
+    value = bounds.low if bounds.low_open else bounds.low - step
+    return ([value] if as_list else value), bounds.says
+
+
+RULED = [key for key in DECLARED if outside(key) is not None]
+
+
+@pytest.mark.parametrize("key", RULED)
+def test_validation_enforces_each_declared_rule(key):
+    value, words = outside(key)
+    config = Config()
+    config.set(key, value)
+    with pytest.raises(ConfigError) as error:
+        config.validate()
+    assert str(error.value).startswith(key) and words in str(error.value)
+    if DECLARED[key].values and DECLARED[key].values.high is not None:  # the top end too
+        config.set(key, DECLARED[key].values.high + 1)
+        with pytest.raises(ConfigError, match="must be"):
+            config.validate()
+
+
+def test_every_choice_of_optim_name_comes_from_the_optimizer_table():
+    # make_optimizer builds from names.OPTIMIZERS; the declaration (and so validation, `keys` and the fuzzing
+    # above) takes its choices from there, and optim.momentum is used exactly by the optimizers that take it.
+    assert DECLARED["optim.name"].choices == tuple(names.OPTIMIZERS)
+    for name, optimizer in names.OPTIMIZERS.items():
+        Config().apply({"optim.name": name}).validate()
+        assert ("optim.momentum" in Config().apply({"optim.name": name}).to_params()) == ("momentum" in optimizer.keys)
 
 
 def test_params_are_the_keys_that_apply():
@@ -102,22 +131,63 @@ def test_params_are_the_keys_that_apply():
     assert "model.args.width" in yours and not {"model.hidden", "model.dropout", "model.batchnorm"} & set(yours)
 
 
-def test_every_field_is_in_the_flat_form():
-    assert set(Config().to_flat()) == set(FIELDS)
+def another_value(key: str, default):
+    """A value of `key` other than its default (valid or not: only where it lands is checked)."""
+    choices = DECLARED[key].choices
+    if choices:
+        return [choices[0]] if isinstance(default, list) else next(choice for choice in choices if choice != default)
+    if isinstance(default, bool):
+        return not default
+    if isinstance(default, list):
+        return [2]
+    return default + "x" if isinstance(default, str) else default + 1
+
+
+def test_every_declared_key_is_one_field_of_its_own():
+    flat = Config().to_flat()
+    assert list(flat) == list(DECLARED)
+    assert len(flat) == 51  # a literal: a key added or lost shows here (update the count and README's list)
+    for key, default in flat.items():  # set by name, read back by name and in the flat form, nothing else moves
+        config, value = Config(), another_value(key, default)
+        config.set(key, value)
+        assert config.get(key) == value
+        assert {name for name, old in flat.items() if config.to_flat()[name] != old} == {key}
+
+
+def key_value_items():
+    """Override items: mostly well-formed `key=value` of real keys, with random text among them."""
+    well_formed = st.builds(lambda key, value: f"{key}={value}", st.sampled_from(list(DECLARED)),
+                            st.one_of(st.text(max_size=12), st.integers(-3, 3).map(str)))
+    misspelt = st.builds(lambda key, tail: f"{key}{tail}=1", st.sampled_from(list(DECLARED)), st.text(max_size=3))
+    return st.lists(st.one_of(well_formed, misspelt, st.text(max_size=30)), max_size=4)
+
+
+def names_a_key(message: str, key: str) -> bool:
+    """The key itself, or (for one of an open section's, e.g. model.args.width) its section."""
+    return key in message or repr(key) in message or (key.count(".") > 1 and key.rpartition(".")[0] in message)
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.text(max_size=30), max_size=4))
-def test_override_syntax_parses_or_raises_config_error(items):
+@given(key_value_items())
+def test_overrides_parse_and_apply_or_are_one_line_naming_the_item_or_key(items):
     try:
         parsed = parse_overrides(items)
-    except ConfigError:
+    except ConfigError as error:
+        malformed = [item for item in items if not item.partition("=")[0].strip() or "=" not in item]
+        assert malformed and str(error).startswith(f"override {malformed[0]!r}")
         return
-    config = Config()
+    assert parsed == {item.partition("=")[0].strip(): item.partition("=")[2].strip() for item in items}
     try:
-        config.apply(parsed).validate()
-    except ConfigError:
-        pass  # any other exception type fails the test
+        config = Config().apply(parsed).validate()
+    except ConfigError as error:
+        message = str(error)
+        assert "\n" not in message
+        assert any(names_a_key(message, key) for key in parsed)
+        return
+    assert all(is_valid_key(key) for key in parsed)
+    for key in set(parsed) & set(DECLARED):  # each value converted to its key's declared type
+        kind = key_type(key)
+        assert isinstance(config.get(key), typing.get_origin(kind) or kind)
 
 
 @pytest.mark.parametrize("override, words", [
@@ -179,3 +249,33 @@ def test_a_bad_key_fails_before_torch_loads():
             "print(rc, 'torch' in sys.modules)")
     result = run_python(code, timeout=60)
     assert result.stdout.split() == ["2", "False"], result.stderr
+
+
+def test_the_spec_loaders_take_defaults_and_choices_from_their_declarations(tmp_path, monkeypatch):
+    import dataclasses
+
+    from core import compare
+    from core.study import spec as study_spec
+
+    def declare(table, key, **change):
+        monkeypatch.setitem(table, key, dataclasses.replace(table[key], **change))
+
+    study = tmp_path / "study.yaml"
+    study.write_text("config: {train: {epochs: 1}}\nspace: {optim.lr: {type: float, low: 0.01, high: 0.1}}\n")
+    declare(study_spec.STUDY_KEYS, "budget.trials", default=7)
+    declare(study_spec.STUDY_KEYS, "pruner.name", default="none")
+    loaded = study_spec.load_spec(study)
+    assert (loaded.trials, loaded.pruner, loaded.sampler) == (7, {"name": "none"}, {"name": "tpe"})
+    declare(study_spec.STUDY_KEYS, "sampler.name", choices=("tpe",))
+    study.write_text(study.read_text() + "sampler: random\n")
+    with pytest.raises(ConfigError, match="sampler 'random' is not one of tpe$"):
+        study_spec.load_spec(study)
+    experiment = tmp_path / "experiment.yaml"
+    experiment.write_text("remedies: {baseline: {}}\nk: 3\n")
+    declare(compare.EXPERIMENT_KEYS, "repeats", default=2)
+    declare(compare.EXPERIMENT_KEYS, "k", values=at_least(4))
+    with pytest.raises(ConfigError, match="k: expected a whole number of at least 4, got 3"):
+        compare.load_experiment(experiment)
+    experiment.write_text("remedies: {baseline: {}}\nk: 4\n")
+    assert compare.load_experiment(experiment).repeats == 2
+

@@ -7,11 +7,12 @@ import math
 import pytest
 import torch
 
-from core import checkpoint
+from core import checkpoint, names
 from core.config import Config
 from core.errors import UserError
 from core.runs.logged import logged_config
-from core.train import Normalizer, fit, shift_images
+from core.tracking.base import NullTracker
+from core.train import Normalizer, evaluate, fit, make_optimizer, prepare, shift_images
 from tests.helpers import all_runs, mlflow_client, run_cli, tiny_config, tiny_overrides
 
 # 300 samples, with figures and the logged model (the tiny default leaves both out)
@@ -49,11 +50,43 @@ def test_normalizing_a_batch_leaves_the_stored_data_alone(stored):
     torch.testing.assert_close(out, expected)
 
 
+class WeightsEachEpoch(NullTracker):
+    """Keeps a copy of the model's weights as each epoch is logged (before any restore)."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.model, self.weights = model, []
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        self.weights.append({name: tensor.clone() for name, tensor in self.model.state_dict().items()})
+
+
+def same_weights(first: dict[str, torch.Tensor], second: dict[str, torch.Tensor]) -> bool:
+    return all(torch.equal(first[name], second[name]) for name in first)
+
+
 def test_early_stopping_through_fit_stops_and_restores():
-    result = fit(tiny(**{"train.epochs": 30, "optim.lr": 0.5, "early_stop.patience": 2}))
+    prepared = prepare(tiny(**{"train.epochs": 30, "optim.lr": 0.5, "early_stop.patience": 2}))
+    epochs = WeightsEachEpoch(prepared.model)
+    result = fit(prepared.config, epochs, prepared=prepared)
     assert result.stop_reason == "early_stopping" and len(result.history) < 30
     assert len(result.history) == result.best_epoch + 3
-    assert result.metrics["final_val_loss"] == result.history[result.best_epoch]["val_loss"]
+    best = result.history[result.best_epoch]
+    assert result.metrics["final_val_loss"] == best["val_loss"]
+    # The returned model is the best epoch's, not the last one's: its weights, and its validation loss again.
+    assert len(epochs.weights) == len(result.history)
+    assert not same_weights(epochs.weights[-1], epochs.weights[result.best_epoch])
+    assert same_weights(result.model.state_dict(), epochs.weights[result.best_epoch])
+    again = evaluate(result.model, *prepared.part(prepared.val_idx), prepared.normalize)
+    assert again["loss"] == pytest.approx(best["val_loss"], rel=1e-6, abs=1e-9) and again["acc"] == best["val_acc"]
+
+
+@pytest.mark.parametrize("name", names.OPTIMIZERS)
+def test_make_optimizer_builds_each_declared_optimizer_with_the_keys_it_takes(name):
+    config = tiny(**{"optim.name": name, "optim.momentum": 0.5, "optim.lr": 0.2})
+    optimizer = make_optimizer(torch.nn.Linear(2, 2), config, torch.device("cpu"))
+    assert type(optimizer) is getattr(torch.optim, names.OPTIMIZERS[name].torch_class)
+    group = optimizer.param_groups[0]
+    assert group["lr"] == 0.2 and all(group[key] == config.get(f"optim.{key}") for key in names.OPTIMIZERS[name].keys)
 
 
 def test_should_stop_prunes():

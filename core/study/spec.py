@@ -25,9 +25,9 @@ from core.config import (
     whole_number,
 )
 from core.errors import ConfigError
-from core.study.space import Param, parse_space
+from core.schema import Key, Range, at_least, greater_than, members, sections
+from core.study.space import KINDS, Param, parse_space
 
-SECTIONS = ("name", "config", "space", "objective", "sampler", "pruner", "budget", "seed", "importance")
 SAMPLERS = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler,
             "cmaes": optuna.samplers.CmaEsSampler, "gp": optuna.samplers.GPSampler}
 PRUNERS = {"median": optuna.pruners.MedianPruner, "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
@@ -40,6 +40,46 @@ PER_EPOCH = {"val_acc", "val_loss", "train_acc"}  # metrics that can be reported
 # Parameter importance: PED-ANOVA is fast and fine with few trials; fANOVA (a random forest) on request.
 IMPORTANCE_EVALUATORS = {"ped_anova": optuna.importance.PedAnovaImportanceEvaluator,
                          "fanova": optuna.importance.FanovaImportanceEvaluator}
+DIRECTIONS = ("maximize", "minimize")
+
+# Every key a study spec takes, declared once: load_spec reads its defaults and allowed values, `keys` lists it.
+STUDY_KEYS = {
+    "name": Key("the study's name: its MLflow experiment and Optuna study (--name overrides)",
+                shown_default="the spec file's name"),
+    "config": Key("the base config: config keys as a mapping (key=value overrides go last)", default={}),
+    "space.<key>": Key("a searched config key: {type: float | int, low, high, log: true, step} or {type: "
+                       "categorical, choices: [...]}; `when: {key: value or [values]}` makes it conditional",
+                       choices=KINDS, shown_default="(one entry or more)"),
+    "objective.metric": Key("what a trial is scored on (val_<name> for a metric named in track.metrics)",
+                            default="val_acc", choices=tuple(METRICS)),
+    "objective.direction": Key("whether the metric is maximized or minimized", default="maximize",
+                               choices=DIRECTIONS),
+    "objective.metrics": Key("several metrics instead of one: a multi-objective study (no pruning, target or "
+                             "patience)", shown_default="[metric]"),
+    "objective.directions": Key("one direction per metric of objective.metrics", shown_default="[direction]"),
+    "sampler.name": Key("Optuna's sampler; its other keys are the sampler's own arguments (seed: the study's)",
+                        default="tpe", choices=tuple(SAMPLERS)),
+    "pruner.name": Key("Optuna's pruner (wilcoxon: K-fold only); its other keys are the pruner's own arguments",
+                       default="median", choices=tuple(PRUNERS)),
+    "budget.trials": Key("trials to run (--trials overrides)", default=30, values=at_least(1)),
+    "budget.timeout": Key("seconds after which no new trial starts (--timeout overrides)",
+                          values=greater_than(0)),
+    "budget.target": Key("stop once the best value reaches this (single objective)"),
+    "budget.patience": Key("stop after this many finished trials without improving by min_delta (single objective)",
+                           values=at_least(1)),
+    "budget.min_delta": Key("the improvement that budget.patience counts", default=0.0, values=at_least(0)),
+    "seed": Key("seeds the sampler and, with each trial's number, the trial's run", shown_default="config's seed",
+                values=Range(0, MAX_SEED, says=f"must be a whole number in 0..{MAX_SEED}")),
+    "importance.evaluator": Key("parameter importance: ped_anova is fast and fine with few trials; fanova fits a "
+                                "random forest", default="ped_anova", choices=tuple(IMPORTANCE_EVALUATORS)),
+}
+SECTIONS = sections(STUDY_KEYS)
+BUDGET_KEYS = members(STUDY_KEYS, "budget")
+
+
+def default(key: str) -> Any:
+    """A study spec key's declared default."""
+    return STUDY_KEYS[key].default
 
 
 @dataclass
@@ -49,16 +89,16 @@ class StudySpec:
     params: list[Param]
     metrics: list[str]
     directions: list[str]
-    sampler: dict[str, Any] = field(default_factory=lambda: {"name": "tpe"})
-    pruner: dict[str, Any] = field(default_factory=lambda: {"name": "median"})
-    trials: int = 30
+    sampler: dict[str, Any] = field(default_factory=lambda: {"name": default("sampler.name")})
+    pruner: dict[str, Any] = field(default_factory=lambda: {"name": default("pruner.name")})
+    trials: int = default("budget.trials")
     timeout: float | None = None
     seed: int = 0
     path: str = ""
-    importance: dict[str, Any] = field(default_factory=lambda: {"evaluator": "ped_anova"})
+    importance: dict[str, Any] = field(default_factory=lambda: {"evaluator": default("importance.evaluator")})
     target: float | None = None  # stop once the best value reaches it (study.stopping)
     patience: int | None = None  # stop after this many finished trials without improving by min_delta
-    min_delta: float = 0.0
+    min_delta: float = default("budget.min_delta")
 
     @property
     def multi_objective(self) -> bool:
@@ -84,12 +124,13 @@ def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = (), nam
     spec = StudySpec(
         name=name or str(document.get("name") or Path(path).stem),
         base=base, params=parse_space(document.get("space"), base), metrics=metrics, directions=directions,
-        sampler=_section(path, document, "sampler", "tpe"), pruner=_section(path, document, "pruner", "median"),
-        trials=trials if trials is not None else whole_number(path, "budget.trials", budget.get("trials", 30)),
+        sampler=_section(path, document, "sampler"), pruner=_section(path, document, "pruner"),
+        trials=trials if trials is not None else whole_number(path, "budget.trials",
+                                                              budget.get("trials", default("budget.trials"))),
         timeout=timeout if timeout is not None else _seconds(path, budget.get("timeout")),
         seed=whole_number(path, "seed", document.get("seed", base.seed)), path=str(path),
         importance=_importance(path, document.get("importance")), target=budget.get("target"),
-        patience=budget.get("patience"), min_delta=budget.get("min_delta", 0.0))
+        patience=budget.get("patience"), min_delta=budget.get("min_delta", default("budget.min_delta")))
     _check(path, spec)
     if spec.multi_objective and (spec.target is not None or spec.patience is not None):
         raise ConfigError(f"{path}: budget.target and budget.patience need a single objective")
@@ -109,9 +150,8 @@ def _seconds(path, value: Any) -> float | None:
 
 
 def _objective(path, objective: Any, base: Config) -> tuple[list[str], list[str]]:
-    objective = objective or {"metric": "val_acc", "direction": "maximize"}
-    metrics = objective.get("metrics") or [objective.get("metric", "val_acc")]
-    directions = objective.get("directions") or [objective.get("direction", "maximize")]
+    metrics = objective.get("metrics") or [objective.get("metric", default("objective.metric"))]
+    directions = objective.get("directions") or [objective.get("direction", default("objective.direction"))]
     if len(metrics) != len(directions):
         raise ConfigError(f"{path}: objective has {len(metrics)} metrics but {len(directions)} directions")
     extra = [f"val_{metric_name(m)}" for m in base.track.metrics]
@@ -120,29 +160,28 @@ def _objective(path, objective: Any, base: Config) -> tuple[list[str], list[str]
             raise ConfigError(f"{path}: objective metric {metric!r} is not one of {', '.join([*METRICS, *extra])} "
                               f"(val_<name> for a metric named in track.metrics)")
     for direction in directions:
-        if direction not in ("maximize", "minimize"):
+        if direction not in STUDY_KEYS["objective.direction"].choices:
             raise ConfigError(f"{path}: direction {direction!r} must be maximize or minimize")
     return list(metrics), list(directions)
 
 
 def _check(path, spec: StudySpec) -> None:
-    if spec.trials < 1:
-        raise ConfigError(f"--trials={spec.trials}: must be at least 1")
-    if spec.timeout is not None and spec.timeout <= 0:
+    trials = STUDY_KEYS["budget.trials"].values
+    if not trials.holds(spec.trials):
+        raise ConfigError(f"--trials={spec.trials}: {trials.says}")
+    if spec.timeout is not None and not STUDY_KEYS["budget.timeout"].values.holds(spec.timeout):
         raise ConfigError(f"--timeout={spec.timeout}: must be more than 0 seconds")
     check_name_length("study name", spec.name)
-    if not 0 <= spec.seed <= MAX_SEED:
-        raise ConfigError(f"{path}: seed={shorten(str(spec.seed))}: must be a whole number in 0..{MAX_SEED}")
-    if spec.sampler["name"] not in SAMPLERS:
-        raise ConfigError(f"{path}: sampler {spec.sampler['name']!r} is not one of {', '.join(SAMPLERS)}")
-    if spec.pruner["name"] not in PRUNERS:
-        raise ConfigError(f"{path}: pruner {spec.pruner['name']!r} is not one of {', '.join(PRUNERS)}")
+    seeds = STUDY_KEYS["seed"].values
+    if not seeds.holds(spec.seed):
+        raise ConfigError(f"{path}: seed={shorten(str(spec.seed))}: {seeds.says}")
+    for part in ("sampler", "pruner"):
+        choices = STUDY_KEYS[f"{part}.name"].choices
+        if getattr(spec, part)["name"] not in choices:
+            raise ConfigError(f"{path}: {part} {getattr(spec, part)['name']!r} is not one of {', '.join(choices)}")
     if spec.pruner["name"] == "wilcoxon" and spec.folds == 1:
         raise ConfigError(f"{path}: the wilcoxon pruner compares each fold's value: it needs split.kind kfold "
                           f"or stratified_kfold, not {spec.base.split.kind}")
-
-
-BUDGET_KEYS = ("trials", "timeout", "target", "patience", "min_delta")
 
 
 def _budget(path, budget: Any) -> dict[str, Any]:
@@ -152,18 +191,19 @@ def _budget(path, budget: Any) -> dict[str, Any]:
     for key in ("target", "min_delta"):
         if key in budget and (not isinstance(budget[key], (int, float)) or isinstance(budget[key], bool)):
             raise ConfigError(f"{path}: budget.{key} must be a number, got {budget[key]!r}")
-    if "patience" in budget and (not isinstance(budget["patience"], int) or budget["patience"] < 1):
+    if "patience" in budget and (not isinstance(budget["patience"], int)
+                                 or not STUDY_KEYS["budget.patience"].values.holds(budget["patience"])):
         raise ConfigError(f"{path}: budget.patience must be a whole number of trials, at least 1")
-    if budget.get("min_delta", 0) < 0:
+    if not STUDY_KEYS["budget.min_delta"].values.holds(budget.get("min_delta", default("budget.min_delta"))):
         raise ConfigError(f"{path}: budget.min_delta must be 0 or more")
     return budget
 
 
 def _importance(path, value: Any) -> dict[str, Any]:
-    value = value or {"evaluator": "ped_anova"}
-    if not isinstance(value, dict) or set(value) - {"evaluator"} or value.get("evaluator") not in IMPORTANCE_EVALUATORS:
-        raise ConfigError(f"{path}: `importance:` takes evaluator: one of {', '.join(IMPORTANCE_EVALUATORS)}, "
-                          f"got {value!r}")
+    value = value or {"evaluator": default("importance.evaluator")}
+    choices = STUDY_KEYS["importance.evaluator"].choices
+    if not isinstance(value, dict) or set(value) - {"evaluator"} or value.get("evaluator") not in choices:
+        raise ConfigError(f"{path}: `importance:` takes evaluator: one of {', '.join(choices)}, got {value!r}")
     return dict(value)
 
 
@@ -173,12 +213,13 @@ def make_importance_evaluator(spec: StudySpec) -> optuna.importance.BaseImportan
     return IMPORTANCE_EVALUATORS[name](seed=spec.seed) if name == "fanova" else IMPORTANCE_EVALUATORS[name]()
 
 
-def _section(path, document: dict, key: str, default: str) -> dict[str, Any]:
-    value = document.get(key) or {"name": default}
+def _section(path, document: dict, key: str) -> dict[str, Any]:
+    """The sampler or pruner: its name (or the declared default) and the Optuna class's own arguments."""
+    value = document.get(key) or {"name": default(f"{key}.name")}
     if isinstance(value, str):
         value = {"name": value}
     if not isinstance(value, dict) or "name" not in value:
-        raise ConfigError(f"{path}: `{key}:` needs a name, e.g. {key}: {{name: {default}}}")
+        raise ConfigError(f"{path}: `{key}:` needs a name, e.g. {key}: {{name: {default(f'{key}.name')}}}")
     return dict(value)
 
 
