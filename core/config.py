@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from core import names, user_code
+from core import hostile_values, names, user_code
 from core.errors import ConfigError
 
 # Keys that older versions logged and this one no longer has: runs logged with them still rebuild.
@@ -257,6 +257,7 @@ class Config:
             raise ConfigError(f"seed={shorten(str(self.seed))}: must be a whole number in 0..{MAX_SEED}")
         for key in ("track.experiment", "track.run_name"):
             check_name_length(key, self.get(key), allow_empty=True)  # "" is a default (from_flat of strings)
+        hostile_values.check_config_values(self.to_flat())  # names shown raw in terminals, floats past float32
         return self
 
     def _check_user_parts(self) -> None:

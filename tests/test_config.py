@@ -43,7 +43,7 @@ def value_strategy(key: str, kind):
     if kind is float:
         return st.floats(1e-9, 1e6, allow_nan=False, allow_infinity=False)
     if kind is str:
-        return st.text(st.characters(blacklist_categories=("Cs",)), max_size=20)
+        return st.text(st.characters(blacklist_categories=("Cs", "Cc")), max_size=20)
     if typing.get_origin(kind) is list:
         return st.lists(st.integers(1, 4096), max_size=4)
     raise AssertionError(f"no strategy for {key}")

@@ -25,6 +25,7 @@ from core.config import (
     whole_number,
 )
 from core.errors import ConfigError
+from core.hostile_values import check_printable
 from core.study.space import Param, parse_space
 
 SECTIONS = ("name", "config", "space", "objective", "sampler", "pruner", "budget", "seed", "importance")
@@ -131,6 +132,7 @@ def _check(path, spec: StudySpec) -> None:
     if spec.timeout is not None and spec.timeout <= 0:
         raise ConfigError(f"--timeout={spec.timeout}: must be more than 0 seconds")
     check_name_length("study name", spec.name)
+    check_printable("study name", spec.name)
     if not 0 <= spec.seed <= MAX_SEED:
         raise ConfigError(f"{path}: seed={shorten(str(spec.seed))}: must be a whole number in 0..{MAX_SEED}")
     if spec.sampler["name"] not in SAMPLERS:
