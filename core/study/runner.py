@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from core import backoff
 from core.errors import OutageError, UserError
-from core.signals import exit_code, install_signal_handlers, interrupt_behind, process_alive
+from core.signals import end_with_parent, exit_code, install_signal_handlers, interrupt_behind, process_alive
 from core.study import DEFAULT_STORAGE
 from core.study.heartbeat import beating
 from core.study.report import StudyOutcome, StudyReporter
@@ -174,6 +174,7 @@ def _worker_entry(spec: StudySpec, storage: str, parent_run_id: str, worker: int
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu  # before CUDA starts in this process: the worker sees one GPU
     logging.basicConfig(level=logging.WARNING, format=f"worker {worker} %(levelname)s %(name)s: %(message)s")
     install_signal_handlers()
+    end_with_parent()  # a kill -9 of the main process leaves no worker training unsupervised
     torch.set_num_threads(threads)
     try:
         work(spec, storage, parent_run_id, worker)
