@@ -119,3 +119,28 @@ def test_a_second_resume_of_the_same_run_is_refused(tmp_path, capsys, isolated_s
             handle.close()
         resuming._HELD.clear()
     assert "being resumed by another process" in line and first.run_id == run_ids[0]
+
+
+@pytest.mark.slow
+def test_an_archived_read_only_store_can_be_evaluated(tmp_path, isolated_store):
+    import subprocess
+
+    from tests.helpers import mlflow_client, run_cli
+
+    assert run_cli("train", *TINY, "track.log_model=true", cwd=tmp_path).returncode == 0  # with its weights
+    run_id = mlflow_client().search_runs([e.experiment_id for e in mlflow_client().search_experiments()])[0].info.run_id
+    if os.geteuid() == 0:  # root writes through permissions: a read-only bind mount, as an archive would be
+        mounted = subprocess.run(["mount", "--bind", isolated_store, isolated_store]).returncode == 0 and \
+            subprocess.run(["mount", "-o", "remount,ro,bind", isolated_store]).returncode == 0
+        if not mounted:
+            subprocess.run(["umount", isolated_store])
+            pytest.skip("root without the right to mount: no read-only folder to test with")
+    else:
+        os.chmod(isolated_store, 0o555)
+    try:
+        result = run_cli("evaluate", run_id, cwd=tmp_path)
+        trained = run_cli("train", *TINY, cwd=tmp_path)  # writing to it is still one line
+    finally:
+        subprocess.run(["umount", isolated_store]) if os.geteuid() == 0 else os.chmod(isolated_store, 0o755)
+    assert result.returncode == 0 and "match" in result.stdout, result.stderr
+    assert trained.returncode == 2 and "cannot write" in trained.stderr
