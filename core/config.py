@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from core import names, schema, user_code
+from core import hostile_values, names, schema, user_code
 from core.errors import ConfigError
 from core.schema import OPEN_UNIT, Range, at_least, greater_than, setting, shorten, unless, when
 
@@ -232,6 +232,7 @@ class Config:
                               f"(split.k={self.split.k})")
         for key in ("track.experiment", "track.run_name"):
             check_name_length(key, self.get(key), allow_empty=True)  # "" is a default (from_flat of strings)
+        hostile_values.check_config_values(self.to_flat())  # names shown raw in terminals, floats past float32
         return self
 
     def _check_user_parts(self) -> None:

@@ -88,12 +88,32 @@ def _files_stamp(config: DataConfig) -> str:
     if config.name == "npz":
         files = [Path(config.path)]
     elif config.name == "image_folder":
-        files = sorted(Path(config.root).rglob("*"))
+        return repr([_stamp(path) for path in _files_under(Path(config.root))]) if Path(config.root).is_dir() else ""
     elif config.name in ON_DISK:
         files = sorted((Path(config.root) / ON_DISK[config.name]).glob("*"))
     else:
         return ""
     return repr([(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files if f.is_file()])
+
+
+def _stamp(path: str) -> tuple[str, int, int]:
+    try:
+        status = os.stat(path)
+    except FileNotFoundError:  # a dangling link, a file gone meanwhile: not read, so not stamped
+        return path, -1, -1
+    except OSError as error:
+        raise DataError(f"image_folder: cannot read {path}: {error.strerror}") from None
+    return path, status.st_size, status.st_mtime_ns
+
+
+def _files_under(folder: Path) -> list[str]:
+    """Every file under `folder`, in torchvision's order. Links to folders are not followed (torchvision's
+    make_dataset follows them, and a link loop never ends); a folder that cannot be read is one DataError."""
+    def refuse(error: OSError) -> None:
+        raise DataError(f"image_folder: cannot read {error.filename}: {error.strerror}")
+
+    return [os.path.join(top, name) for top, _, names in sorted(os.walk(folder, onerror=refuse))
+            for name in sorted(names)]
 
 
 def fingerprint(*tensors: torch.Tensor) -> str:
@@ -243,14 +263,32 @@ def load_cifar10(config: DataConfig) -> Dataset:
                    fingerprint(train_x, train_y, test_x, test_y))
 
 
+class _BatchUnpickler(pickle.Unpickler):
+    """Unpickles CIFAR's batches without running code: of the globals a pickle may name, only those that
+    rebuild numpy arrays and bytes are found (the real batches name nothing else); any other, e.g. one whose
+    `__reduce__` calls os.system, is refused before it is called. The files in data.root are not trusted."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"it names {module}.{name}, which a CIFAR batch never holds "
+                                         f"(only arrays, lists, numbers and bytes are read)")
+        import codecs
+
+        reconstruct = np.ndarray.__reduce__(np.zeros(1))[0]  # numpy's own, wherever this version keeps it
+        return {"_reconstruct": reconstruct, "ndarray": np.ndarray, "dtype": np.dtype, "encode": codecs.encode}[name]
+
+
 def _read_cifar_batch(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     try:
         with open(path, "rb") as handle:
-            batch = pickle.load(handle, encoding="bytes")
+            batch = _BatchUnpickler(handle, encoding="bytes").load()
         data = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
         labels = np.asarray(batch[b"labels"], dtype=np.int64)
     except Exception as error:
-        raise DataError(f"cifar10: cannot read {path}: {error}") from None
+        raise DataError(f"cifar10: cannot read {path}: {_first_line(error)}") from None
     if len(data) != len(labels):
         raise DataError(f"cifar10: {path} holds {len(data)} images but {len(labels)} labels")
     return torch.from_numpy(data.copy()), torch.from_numpy(labels)
@@ -397,15 +435,15 @@ def load_image_folder(config: DataConfig) -> Dataset:
 
 def _image_files(folder: Path, classes: list[str]) -> list[tuple[str, int]]:
     """(path, class index) of every image under folder/<class>/, by torchvision's rules (extensions, order)."""
-    from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
+    from torchvision.datasets.folder import IMG_EXTENSIONS
 
     unknown = sorted(entry.name for entry in folder.iterdir() if entry.is_dir() and entry.name not in classes)
     if folder.name == "test" and unknown:
         raise DataError(f"image_folder: {folder} has class folders the training part lacks: {', '.join(unknown)}")
     if not classes:
         raise DataError(f"image_folder: {folder} has no class folders (expected {folder}/<class>/<image file>)")
-    files = make_dataset(str(folder), {name: i for i, name in enumerate(classes)}, extensions=IMG_EXTENSIONS,
-                         allow_empty=True)
+    files = [(path, index) for index, name in enumerate(classes) if (folder / name).is_dir()
+             for path in _files_under(folder / name) if path.lower().endswith(IMG_EXTENSIONS)]
     if not files:
         raise DataError(f"image_folder: no image files ({', '.join(IMG_EXTENSIONS)}) in the class folders of "
                         f"{folder}")

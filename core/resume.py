@@ -11,6 +11,7 @@ one run, and the killed run keeps its true end state (FAILED or KILLED).
 
 from __future__ import annotations
 
+import fcntl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,7 @@ def find(run_id: str) -> Resume:
     client = mlflow_store.client()
     if run.info.status == "RUNNING":
         raise UserError(f"run {run_id} is still RUNNING (pid {run.data.tags.get('pid', '?')}); stop it first")
+    _lock(run_id)
     resume = load(run_id)
     if resume is None:
         raise UserError(f"run {run_id} has no checkpoint at {checkpoint_file(run_id)} (a run writes one with "
@@ -80,6 +82,25 @@ def find(run_id: str) -> Resume:
     resume.experiment = client.get_experiment(run.info.experiment_id).name
     resume.run_name = run.info.run_name
     return resume
+
+
+_HELD: list = []  # the checkpoints this process resumes, locked until it exits
+
+
+def _lock(run_id: str) -> None:
+    """One resume of a run at a time: the killed run is FAILED, so two `train --resume` at once would both go on
+    from it. An flock on its checkpoint, which the kernel drops with the process (a kill -9 included)."""
+    try:
+        handle = open(checkpoint_file(run_id), "rb")
+    except FileNotFoundError:
+        return  # no checkpoint: said next
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise UserError(f"run {run_id} is being resumed by another process now (its new run is tagged "
+                        f"resumed_from={run_id}); wait for it to end") from None
+    _HELD.append(handle)
 
 
 def remove_checkpoints(run_id: str, resume: Resume | None) -> None:

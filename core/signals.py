@@ -6,8 +6,14 @@ KILLED whether the user pressed Ctrl-C or a scheduler sent SIGTERM.
 
 from __future__ import annotations
 
+import ctypes
+import multiprocessing
 import os
 import signal
+import sys
+import threading
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 class Terminated(KeyboardInterrupt):
@@ -52,3 +58,22 @@ def process_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def end_with_parent() -> None:
+    """In a worker process: end (SIGKILL) as soon as the process that started it dies, e.g. by kill -9, instead
+    of training on unsupervised as a child of PID 1. Its trial and run stay RUNNING for the dead-worker sweep
+    of the next command. The kernel's parent-death signal where there is one (Linux), and everywhere a thread
+    waiting on multiprocessing's pipe from the parent, which ends with the parent (and covers a parent that
+    died before the signal was asked for)."""
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    threading.Thread(target=_kill_self_after, args=(parent,), name="parent-watch", daemon=True).start()
+
+
+def _kill_self_after(parent) -> None:
+    parent.join()  # returns once the parent's end of the pipe is closed: the parent is gone
+    os.kill(os.getpid(), signal.SIGKILL)

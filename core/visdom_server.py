@@ -16,7 +16,8 @@ ENV_PATH = Path("mlruns") / "visdom"
 
 
 def server_command(port: int, host: str, env_path: Path) -> list[str]:
-    command = [sys.executable, "-m", "visdom.server", "-port", str(port), "--hostname", host,
+    """Visdom's server behind core.visdom_guarded: foreign hosts and origins refused, bound to `host` only."""
+    command = [sys.executable, "-m", "core.visdom_guarded", "-port", str(port), "--hostname", host,
                "-env_path", str(env_path)]
     if host in (servers.LOOPBACK, "localhost"):
         command.append("-bind_local")  # without it Visdom listens on every interface
@@ -32,7 +33,8 @@ def start(port: int = DEFAULT_PORT, host: str = servers.LOOPBACK, env_path: Path
     log_file = open(env_path / "server.log", "ab")
     # The lowest priority: updating the live view must not take CPU time from training.
     process = subprocess.Popen(server_command(port, host, env_path), stdout=log_file, stderr=subprocess.STDOUT,
-                               stdin=subprocess.DEVNULL, start_new_session=detached, preexec_fn=lambda: os.nice(19))
+                               stdin=subprocess.DEVNULL, start_new_session=detached, preexec_fn=lambda: os.nice(19),
+                               env=_with_core_importable())
     log_file.close()
     url = servers.url_for(host, port)
     if not servers.wait_until_answers(url, timeout=60, process=process):
@@ -40,6 +42,13 @@ def start(port: int = DEFAULT_PORT, host: str = servers.LOOPBACK, env_path: Path
         raise UserError(f"the Visdom server did not start on port {port}; see {env_path / 'server.log'}")
     (env_path / MARKER).write_text(json.dumps({"port": port, "pid": process.pid}))
     return process, url
+
+
+def _with_core_importable() -> dict[str, str]:
+    """The environment, with this checkout first on PYTHONPATH: the server runs `-m core.visdom_guarded` from any
+    folder."""
+    paths = [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(path for path in paths if path)}
 
 
 MARKER = "server.json"  # written by the server this store's commands started: its port and process

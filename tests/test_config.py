@@ -43,7 +43,7 @@ def item_strategy(kind, declared):
         return st.floats(low, 1e6 if high is None else high, exclude_min=bounds.low_open,
                          exclude_max=bounds.high_open and high is not None)
     if kind is str:
-        return st.text(st.characters(blacklist_categories=("Cs",)), max_size=20)
+        return st.text(st.characters(blacklist_categories=("Cs", "Cc")), max_size=20)
     raise AssertionError(f"no strategy for {kind}")
 
 

@@ -19,6 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from core.reproduce import evaluate_logged_model  # torch loads here, not for --help or a usage error
+    from core.tracking import mlflow_store
+
+    mlflow_store.reading_only()  # an archived, read-only store can be evaluated
 
     logged, now = evaluate_logged_model(args.run_id, args.allow_code_change)
     print(f"{'metric':<10} {'logged':>12} {'now':>12}")

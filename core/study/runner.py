@@ -21,6 +21,7 @@ import socket
 import time
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import optuna
 import torch
@@ -29,7 +30,7 @@ from tqdm.auto import tqdm
 from core import backoff, outages
 from core.errors import OutageError, UserError
 from core.runs.run import open_run, open_store, sweep_stale_runs
-from core.signals import exit_code, install_signal_handlers, interrupt_behind, process_alive
+from core.signals import end_with_parent, exit_code, install_signal_handlers, interrupt_behind, process_alive
 from core.study import DEFAULT_STORAGE
 from core.study.heartbeat import beating
 from core.study.report import StudyOutcome, StudyReporter
@@ -128,7 +129,8 @@ def _run_workers(spec: StudySpec, storage: str, parent_run_id: str, workers: int
     devices = assign_gpus(workers, visible_gpus() if gpus is None else gpus)
     outage_lines = context.SimpleQueue()  # a worker's outage line, for this process to report
     processes = [context.Process(target=_worker_entry, name=f"study-worker-{index}",
-                                 args=(spec, storage, parent_run_id, index, threads, devices[index], outage_lines))
+                                 args=(spec, storage, parent_run_id, Seat(index, threads, devices[index]),
+                                       outage_lines))
                  for index in range(workers)]
     for process in processes:
         process.start()
@@ -167,15 +169,25 @@ def assign_gpus(workers: int, gpus: list[str]) -> list[str | None]:
     return [gpus[index % len(gpus)] for index in range(workers)]
 
 
-def _worker_entry(spec: StudySpec, storage: str, parent_run_id: str, worker: int, threads: int,
-                  gpu: str | None, outage_lines: multiprocessing.SimpleQueue) -> None:
-    if gpu is not None:
-        os.environ["CUDA_VISIBLE_DEVICES"] = gpu  # before CUDA starts in this process: the worker sees one GPU
-    logging.basicConfig(level=logging.WARNING, format=f"worker {worker} %(levelname)s %(name)s: %(message)s")
+@dataclass(frozen=True)
+class Seat:
+    """What one worker process gets: its number, its share of the cores, its GPU (None: the process's own view)."""
+
+    worker: int
+    threads: int
+    gpu: str | None
+
+
+def _worker_entry(spec: StudySpec, storage: str, parent_run_id: str, seat: Seat,
+                  outage_lines: multiprocessing.SimpleQueue) -> None:
+    if seat.gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = seat.gpu  # before CUDA starts in this process: the worker sees one GPU
+    logging.basicConfig(level=logging.WARNING, format=f"worker {seat.worker} %(levelname)s %(name)s: %(message)s")
     install_signal_handlers()
-    torch.set_num_threads(threads)
+    end_with_parent()  # a kill -9 of the main process leaves no worker training unsupervised
+    torch.set_num_threads(seat.threads)
     try:
-        work(spec, storage, parent_run_id, worker)
+        work(spec, storage, parent_run_id, seat.worker)
     except BaseException as error:
         interrupt = interrupt_behind(error)
         stopped = outages.outage_behind(error) if interrupt is None else None  # any OutageError too

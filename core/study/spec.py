@@ -25,6 +25,7 @@ from core.config import (
     whole_number,
 )
 from core.errors import ConfigError
+from core.hostile_values import check_printable
 from core.schema import Key, Range, at_least, greater_than, members, sections
 from core.study.space import KINDS, Param, parse_space
 
@@ -172,6 +173,7 @@ def _check(path, spec: StudySpec) -> None:
     if spec.timeout is not None and not STUDY_KEYS["budget.timeout"].values.holds(spec.timeout):
         raise ConfigError(f"--timeout={spec.timeout}: must be more than 0 seconds")
     check_name_length("study name", spec.name)
+    check_printable("study name", spec.name)
     seeds = STUDY_KEYS["seed"].values
     if not seeds.holds(spec.seed):
         raise ConfigError(f"{path}: seed={shorten(str(spec.seed))}: {seeds.says}")

@@ -113,6 +113,8 @@ def _torn_first_record(line: bytes) -> bool:
 
 
 def _check_writable(path: Path) -> None:
+    if path.exists() and not path.is_file() and not path.is_dir():  # /dev/null takes writes, then fails fsync
+        raise UserError(f"storage {path} is not a regular file (a device, a pipe or a socket): give a file path")
     parent = path.parent
     while not parent.exists():
         parent = parent.parent

@@ -14,6 +14,7 @@ import logging
 import os
 import socket
 import time
+import urllib.parse
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -67,7 +68,7 @@ def check_uri(uri: str) -> None:
         parent = path.parent
         while not parent.exists():
             parent = parent.parent
-        if not os.access(parent, os.W_OK):
+        if not os.access(parent, os.W_OK) and not (_reading_only and path.is_file()):
             raise UserError(f"tracking URI {uri!r}: cannot write under {parent}")
         return
     if scheme in ("http", "https"):
@@ -83,6 +84,16 @@ def check_uri(uri: str) -> None:
     raise UserError(f"tracking URI {uri!r} is not supported: use sqlite:///..., http(s)://... or postgresql://...")
 
 
+_OPENED: dict[str, str] = {}  # a store's URI -> the URI it was opened by, where they differ (read-only SQLite)
+_reading_only = False  # set by commands that only read runs (evaluate): a read-only store will do
+
+
+def reading_only() -> None:
+    """This process only reads the store: an archived one (read-only folder or mount) is opened as it is."""
+    global _reading_only
+    _reading_only = True
+
+
 @functools.lru_cache(maxsize=8)
 def _client_for(uri: str):
     """Checked and opened once per URI and process (a failed check is not cached, so it is tried again)."""
@@ -91,17 +102,20 @@ def _client_for(uri: str):
     check_uri(uri)
     outage.window()  # a bad CORE_TRACKING_OUTAGE_SECONDS is one line now, not when a run is closed
     path = sqlite_path(uri)
+    read_only = path is not None and _reading_only and path.is_file() and not os.access(path.parent, os.W_OK)
     if path is not None:
         _check_sqlite_file(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(uri)
+    if read_only:  # SQLite's WAL mode wants to write its -shm file even to read: opened immutable instead
+        _OPENED[uri] = f"sqlite:///file:{urllib.parse.quote(str(path.resolve()))}?immutable=1&uri=true"
+    mlflow.set_tracking_uri(_OPENED.get(uri, uri))
     # MLflow logs every SQL error it raises again with a traceback at ERROR: the raised error is enough
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     with contextlib.nullcontext() if path is None else folder_lock(path.parent):
         try:
-            client = mlflow.MlflowClient(uri)
+            client = mlflow.MlflowClient(_OPENED.get(uri, uri))
             client.search_experiments(max_results=1)  # creates the schema once, and proves the store works
-            if path is not None:
+            if path is not None and not read_only:  # an archived store is read as it is
                 _use_write_ahead_log(path)
                 outages.guard_store(path.parent, path)
         except Exception as error:
@@ -145,8 +159,8 @@ def client():
 
     uri = tracking_uri()
     mlflow_client = _client_for(uri)
-    if mlflow.get_tracking_uri() != uri:
-        mlflow.set_tracking_uri(uri)  # the fluent API (log_model) follows the store in use now
+    if mlflow.get_tracking_uri() != _OPENED.get(uri, uri):
+        mlflow.set_tracking_uri(_OPENED.get(uri, uri))  # the fluent API (log_model) follows the store in use now
     return PatientClient(mlflow_client, uri) if urlparse(uri).scheme in ("http", "https") else mlflow_client
 
 
