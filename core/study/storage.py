@@ -222,11 +222,10 @@ def _answer(error: BaseException | None) -> str:
     orig = found.orig
     if hasattr(orig, "sqlstate") or hasattr(orig, "pgcode"):  # psycopg, psycopg2: the server's SQLSTATE
         code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
-        if code in PG_CONFLICT:
-            return "conflict"
-        # no SQLSTATE: the client library failed (refused, cut): no answer came
-        no_answer = code is None and isinstance(found, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError))
-        return "lost" if no_answer or code[:2] == "08" or code in PG_LOST else "other"
+        if code is None:  # no SQLSTATE: the client library failed (refused, cut), no answer came
+            lost = isinstance(found, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError))
+            return "lost" if lost else "other"
+        return "conflict" if code in PG_CONFLICT else "lost" if code[:2] == "08" or code in PG_LOST else "other"
     number = orig.args[0] if type(orig).__module__.startswith(("pymysql", "MySQLdb")) and orig.args else None
     return "lost" if number in MYSQL_LOST else "conflict" if number in MYSQL_CONFLICT else "other"
 
