@@ -26,7 +26,7 @@ def test_a_run_ends_with_its_state_tag_and_status():
     with open_run(Place("states", "pruned one")) as run:
         run.conclude("pruned")
     with pytest.raises(ZeroDivisionError), open_run(Place("states", "broken")) as broken:
-        1 / 0
+        raise ZeroDivisionError("a bug in the block")
     with pytest.raises(KeyboardInterrupt), open_run(Place("states", "stopped")) as stopped:
         raise KeyboardInterrupt
     ended = {run.info.run_id: (run.info.status, run.data.tags.get("state")) for run in all_runs("states")}

@@ -21,6 +21,8 @@ import inspect
 import json
 import logging
 import os
+import random
+import threading
 import time
 import warnings
 import zlib
@@ -29,9 +31,12 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import sqlalchemy
-from optuna.exceptions import ExperimentalWarning
+from optuna.exceptions import DuplicatedStudyError, ExperimentalWarning, StorageInternalError
 from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages._rdb import models as rdb_models
+from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.storages.journal import JournalFileBackend, JournalStorage
+from optuna.trial import FrozenTrial
 
 from core import backoff
 from core.errors import OutageError, UserError, cause_where
@@ -193,36 +198,160 @@ def wait_through_outage(call: Callable, url: str):
 
 
 def _connection_lost(error: BaseException | None) -> bool:
-    """The error, or one it was raised from, is a lost or refused connection to the database server (not
-    behind an OutageError: an inner call's wait already ran out)."""
-    return cause_where(error, _lost, stop=lambda cause: isinstance(cause, OutageError)) is not None
+    """The server is away: the nearest database error behind `error` is a lost or refused connection (not
+    behind an OutageError: an inner call's wait already ran out). An error the server answered with is not."""
+    return _answer(error) == "lost"
 
 
-def _lost(error: BaseException) -> bool:
-    return isinstance(error, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)) or \
-        (isinstance(error, sqlalchemy.exc.DBAPIError) and error.connection_invalidated)
+def _conflict(error: BaseException | None) -> bool:
+    """A deadlock or serialization failure: the server rolled the transaction back and asks for it again."""
+    return _answer(error) == "conflict"
+
+
+PG_LOST = ("57P01", "57P02", "57P03")  # admin or crash shutdown, starting up; class 08 is a connection exception
+PG_CONFLICT = ("40P01", "40001")  # deadlock detected, serialization failure
+MYSQL_LOST, MYSQL_CONFLICT = (2002, 2003, 2006, 2013), (1213,)  # cannot connect, gone away, lost; deadlock
+
+
+def _answer(error: BaseException | None) -> str:
+    """"lost", "conflict" or "other", from the database error nearest the top of the chain."""
+    found = cause_where(error, lambda cause: isinstance(cause, (sqlalchemy.exc.DBAPIError, CommitUnknown)),
+                        stop=lambda cause: isinstance(cause, OutageError))
+    if isinstance(found, CommitUnknown) or (found is not None and found.connection_invalidated):
+        return "lost"
+    if found is None:
+        return "other"
+    orig = found.orig
+    if hasattr(orig, "sqlstate") or hasattr(orig, "pgcode"):  # psycopg, psycopg2: the server's SQLSTATE
+        code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+        if code is None:  # no SQLSTATE: the client library failed (refused, cut), no answer came
+            lost = isinstance(found, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError))
+            return "lost" if lost else "other"
+        return "conflict" if code in PG_CONFLICT else "lost" if code[:2] == "08" or code in PG_LOST else "other"
+    number = orig.args[0] if type(orig).__module__.startswith(("pymysql", "MySQLdb")) and orig.args else None
+    return "lost" if number in MYSQL_LOST else "conflict" if number in MYSQL_CONFLICT else "other"
+
+
+class CommitUnknown(Exception):
+    """A create's commit was sent, its answer lost, and the server still runs that transaction: ask again."""
 
 
 def _shown(url: str) -> str:
     return sqlalchemy.engine.make_url(_sqlalchemy_url(url)).render_as_string(hide_password=True)
 
 
+CONFLICT_TRIES = 5  # a deadlock or serialization failure is tried again this often, at once, then raised
+_inside = threading.local()  # a storage call in progress on this thread: its inner calls are not retried apart
+
+
 class ServerStorage(RDBStorage):
-    """RDBStorage on a database server, every method of which waits through a restart (wait_through_outage).
+    """RDBStorage on a database server. Each call that reaches the database (public or not: Optuna's
+    fail_stale_trials calls _get_stale_trial_ids) waits through a restart (wait_through_outage) and is tried
+    again at once after a deadlock; any other error goes through as itself. A call cut off mid-way is made
+    again from its start in a new session; a create whose answer was lost first asks the server whether its
+    transaction committed (PostgreSQL's txid_status), so it is never made twice."""
 
-    Methods are wrapped as a whole: a call cut off mid-way is made again from its start in a new session."""
+    def _retrying(self, call: Callable, retry_also: Callable[[BaseException], bool] = _conflict):
+        if getattr(_inside, "call", False):
+            return call()  # the outermost call retries, whole
+        _inside.call = True
+        try:
+            for attempt in range(1, CONFLICT_TRIES + 1):
+                try:
+                    return wait_through_outage(call, self.url)
+                except Exception as error:
+                    if attempt == CONFLICT_TRIES or not (_conflict(error) or retry_also(error)):
+                        raise
+                    log.info("storage call: %s; trying again", backoff.first_line(error))
+                    time.sleep(random.uniform(0, 0.02 * attempt))  # two deadlocked callers do not meet again
+        finally:
+            _inside.call = False
+
+    create_new_trial = RDBStorage.create_new_trial  # not wrapped: _create_new_trial below retries, as a create
+
+    def _create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> FrozenTrial:
+        sent = _Sent()
+        # Optuna retries any StorageInternalError of a create (a lock timeout, a deadlock): so do we, safely
+        return self._retrying(lambda: self._create_trial(study_id, template_trial, sent),
+                              retry_also=lambda error: isinstance(error, StorageInternalError))
+
+    def _create_trial(self, study_id: int, template: FrozenTrial | None, sent: _Sent) -> FrozenTrial:
+        if sent.landed(self.engine):
+            return sent.result
+        with _create_scoped_session(self.scoped_session) as session:
+            # the study row's lock makes the trial's number one of a kind (as in Optuna's own create)
+            rdb_models.StudyModel.find_or_raise_by_id(study_id, session, for_update=True)
+            trial = self._get_prepared_new_trial(study_id, template, session)
+            sent.before_commit(session, _frozen(trial, template))
+        return sent.result
+
+    def create_new_study(self, directions, study_name: str | None = None) -> int:
+        sent = _Sent()
+        return self._retrying(lambda: self._create_study(list(directions), study_name, sent))
+
+    def _create_study(self, directions: list, study_name: str | None, sent: _Sent) -> int:
+        if not sent.landed(self.engine):
+            try:
+                with _create_scoped_session(self.scoped_session) as session:
+                    name = self._create_unique_study_name(session) if study_name is None else study_name
+                    session.add(rdb_models.StudyModel(study_name=name, directions=[
+                        rdb_models.StudyDirectionModel(objective=n, direction=d) for n, d in enumerate(directions)]))
+                    sent.before_commit(session, name)
+            except sqlalchemy.exc.IntegrityError:
+                raise DuplicatedStudyError from None
+            logging.getLogger("optuna.storages._rdb.storage").info(f"A new study created in RDB with name: {name}")
+        return self.get_study_id_from_name(sent.result)
 
 
-def _retried(method: Callable) -> Callable:
-    @functools.wraps(method)
+class _Sent:
+    """What a create's last try sent: its transaction id (PostgreSQL) and its result, kept across tries."""
+
+    def __init__(self):
+        self.xid: int | None = None
+        self.result = None
+
+    def before_commit(self, session, result) -> None:
+        if session.bind.dialect.name == "postgresql":  # elsewhere a lost answer cannot be asked about: made again
+            self.xid = session.execute(sqlalchemy.text("SELECT txid_current()")).scalar()
+        self.result = result
+
+    def landed(self, engine: sqlalchemy.Engine) -> bool:
+        """Whether the last try's commit reached the server (its answer was lost), asked of the server."""
+        if self.xid is None:
+            return False
+        with engine.connect() as connection:
+            status = connection.execute(sqlalchemy.text("SELECT txid_status(:xid)"), {"xid": self.xid}).scalar()
+        if status == "in progress":
+            raise CommitUnknown(f"transaction {self.xid} of a create is still in progress on the server")
+        if status != "committed":
+            self.xid = None
+        return status == "committed"
+
+
+def _frozen(trial, template: FrozenTrial | None) -> FrozenTrial:
+    """The new trial as Optuna's own create returns it (optuna/storages/_rdb/storage.py, _create_new_trial)."""
+    if template is not None:
+        frozen = copy.deepcopy(template)
+        frozen.number, frozen.datetime_start, frozen._trial_id = trial.number, trial.datetime_start, trial.trial_id
+        return frozen
+    return FrozenTrial(number=trial.number, state=trial.state, value=None, values=None,
+                       datetime_start=trial.datetime_start, datetime_complete=None, params={}, distributions={},
+                       user_attrs={}, system_attrs={}, intermediate_values={}, trial_id=trial.trial_id)
+
+
+def _retried(name: str) -> Callable:
+    """RDBStorage's method `name`, looked up at each call (a patch of Optuna's class still applies)."""
+    @functools.wraps(getattr(RDBStorage, name))
     def call(self, *args, **kwargs):
-        return wait_through_outage(lambda: method(self, *args, **kwargs), self.url)
+        return self._retrying(lambda: getattr(RDBStorage, name)(self, *args, **kwargs))
     return call
 
 
 for _name, _method in vars(RDBStorage).items():
-    if inspect.isfunction(_method) and not _name.startswith("_"):  # public calls, whole: a retry opens a new session
-        setattr(ServerStorage, _name, _retried(_method))
+    # every method that opens a session of its own; one given a session runs inside its caller's try
+    if inspect.isfunction(_method) and not _name.startswith("__") and _name not in vars(ServerStorage) and \
+            "session" not in inspect.signature(_method).parameters:
+        setattr(ServerStorage, _name, _retried(_name))
 
 
 def cut_torn_tail(path: Path) -> int:

@@ -1,0 +1,44 @@
+"""Which database errors the storage waits out (the server is away), tries again at once (a deadlock), or lets
+through as themselves (anything else the server answered) — issue 38; tests/faults/test_storage_errors.py
+shows each on a real PostgreSQL."""
+
+from __future__ import annotations
+
+import psycopg
+import psycopg.errors
+import pytest
+import sqlalchemy
+from optuna.exceptions import StorageInternalError
+
+from core.errors import OutageError
+from core.study.storage import _answer
+
+OPERATIONAL, PROGRAMMING = sqlalchemy.exc.OperationalError, sqlalchemy.exc.ProgrammingError
+
+
+@pytest.mark.parametrize("wrapper, driver_error, answer", [
+    (OPERATIONAL, psycopg.OperationalError("connection failed: Connection refused"), "lost"),  # no SQLSTATE
+    (OPERATIONAL, psycopg.errors.AdminShutdown("terminating connection due to administrator command"), "lost"),
+    (OPERATIONAL, psycopg.errors.CannotConnectNow("the database system is starting up"), "lost"),
+    (OPERATIONAL, psycopg.errors.DeadlockDetected("deadlock detected"), "conflict"),
+    (OPERATIONAL, psycopg.errors.SerializationFailure("could not serialize access"), "conflict"),
+    (OPERATIONAL, psycopg.errors.LockNotAvailable("canceling statement due to lock timeout"), "other"),
+    (OPERATIONAL, psycopg.errors.DiskFull("could not extend file"), "other"),
+    (PROGRAMMING, psycopg.ProgrammingError("a client-side misuse, no SQLSTATE"), "other"),
+    (OPERATIONAL, Exception("database is locked"), "other"),  # SQLite's, or a driver we do not know
+])
+def test_a_database_error_is_told_by_what_the_server_answered(wrapper, driver_error, answer):
+    error = wrapper("SELECT 1", None, driver_error)
+    assert _answer(error) == answer
+    try:  # as Optuna raises it: a StorageInternalError from the SQLAlchemy error
+        raise StorageInternalError("An exception is raised during the commit.") from error
+    except StorageInternalError as wrapped:
+        assert _answer(wrapped) == answer
+
+
+def test_an_error_behind_an_outage_already_declared_is_not_waited_again():
+    error = OPERATIONAL("SELECT 1", None, psycopg.OperationalError("connection refused"))
+    try:
+        raise OutageError("storage did not answer") from error
+    except OutageError as outage:
+        assert _answer(outage) == "other"
