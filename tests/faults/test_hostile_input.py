@@ -103,14 +103,14 @@ def test_control_characters_in_a_study_name_are_refused(tmp_path, capsys):
 
 def test_a_second_resume_of_the_same_run_is_refused(tmp_path, capsys, isolated_store):
     from core import resume as resuming
-    from core.tracked import tracked_fit
+    from core.runs import FitHooks, Place, tracked_fit
     from tests.helpers import tiny_config
-    from tests.test_resume import Preempted, stop_at
+    from tests.test_resume import Preempted, newest_run, stop_at
 
-    run_ids = []
     with pytest.raises(Preempted):  # a run that ended early, with its checkpoint
-        tracked_fit(tiny_config(**{"train.epochs": 4, "train.checkpoint": True}), experiment="twice",
-                    should_stop=stop_at(2), on_run_start=run_ids.append)
+        tracked_fit(tiny_config(**{"train.epochs": 4, "train.checkpoint": True}), Place("twice", "run"),
+                    FitHooks(should_stop=stop_at(2)))
+    run_ids = [newest_run("twice")]
     first = resuming.find(run_ids[0])  # the first resume, still going on in this process
     try:
         line = refused(capsys, tmp_path, "train", "--resume", run_ids[0])
