@@ -74,13 +74,27 @@ def main(argv: list[str] | None = None) -> int:
         from core.outages import outage_behind
 
         outage = outage_behind(error)  # a full disk met outside a run (in a run it is an OutageError already)
-        if outage is None:
+        if outage is not None:
+            sys.stderr.write(f"error: {' '.join(str(outage).split())}\n")
+            return 3
+        answer = _database_answer(error)
+        if answer is None:
             raise
-        sys.stderr.write(f"error: {' '.join(str(outage).split())}\n")
-        return 3
+        sys.stderr.write(f"error: the storage's database answered: {' '.join(answer.split())}\n")
+        return 1
     except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: open runs are already marked KILLED
         sys.stderr.write(f"stopped by {stop or 'Ctrl-C'}; finished work is kept\n")
         return exit_code(stop)
+
+
+def _database_answer(error: BaseException) -> str | None:
+    """An error the storage's database server answered with (a lock timeout, a constraint), if one is behind
+    `error`; only a study that loaded the storage can have one."""
+    if "core.study.storage" not in sys.modules:
+        return None
+    from core.study.storage import database_answer
+
+    return database_answer(error)
 
 
 if __name__ == "__main__":

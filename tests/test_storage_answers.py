@@ -42,3 +42,20 @@ def test_an_error_behind_an_outage_already_declared_is_not_waited_again():
         raise OutageError("storage did not answer") from error
     except OutageError as outage:
         assert _answer(outage) == "other"
+
+
+def test_an_answer_of_the_database_is_one_line_on_the_command_line(tmp_path, monkeypatch, capsys):
+    import core.study.runner
+    from core.__main__ import main
+    from tests.helpers import tiny_study_spec
+
+    answered = OPERATIONAL("UPDATE trials ...", None,
+                           psycopg.errors.LockNotAvailable("canceling statement due to lock timeout\nCONTEXT: ..."))
+
+    def locked(*args, **kwargs):
+        raise StorageInternalError("An exception is raised during the commit.") from answered
+
+    monkeypatch.setattr(core.study.runner, "run_study", locked)
+    code = main(["study", str(tiny_study_spec(tmp_path))])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and lines == ["error: the storage's database answered: canceling statement due to lock timeout"]

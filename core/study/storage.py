@@ -232,6 +232,15 @@ def _answer(error: BaseException | None) -> str:
     return "lost" if number in MYSQL_LOST else "conflict" if number in MYSQL_CONFLICT else "other"
 
 
+def database_answer(error: BaseException | None) -> str | None:
+    """What the database server answered (its first line), when an error it answered with is behind `error`:
+    the CLI says that in one line instead of a traceback (a lost connection is an outage instead)."""
+    found = cause_where(error, lambda cause: isinstance(cause, sqlalchemy.exc.DBAPIError))
+    if found is None or _answer(error) == "lost":
+        return None
+    return str(found.orig).strip().splitlines()[0] if str(found.orig).strip() else type(found.orig).__name__
+
+
 class CommitUnknown(Exception):
     """A create's commit was sent, its answer lost, and the server still runs that transaction: ask again."""
 
