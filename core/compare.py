@@ -18,9 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from core.config import Config, mapping, parse_overrides, read_yaml
+from core.config import Config, fold_config, mapping, parse_overrides, read_yaml
 from core.errors import ConfigError, UserError
-from core.runs.folds import fold_config
 from core.schema import Key, at_least, sections
 
 BASELINE = "baseline"

@@ -307,6 +307,15 @@ def is_valid_key(key: str) -> bool:
     return key in valid_keys() or (section in OPEN_SECTIONS and _IDENTIFIER.match(name) is not None)
 
 
+def fold_config(config: Config, fold: int, repeat: int = 0) -> Config:
+    """Fold `fold` of repeat `repeat`: the seed (split and training) is the config's seed + repeat (the same for
+    every remedy of a comparison), so the fold run's own config rebuilds exactly its split and its training."""
+    folded = config.copy()
+    folded.seed = config.seed + repeat
+    folded.split.fold = fold
+    return folded
+
+
 def load_config(spec: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Defaults, then the spec file (the whole file, or its `config:` section), then overrides."""
     config = Config()

@@ -67,7 +67,7 @@ def same_weights(first: dict[str, torch.Tensor], second: dict[str, torch.Tensor]
 def test_early_stopping_through_fit_stops_and_restores():
     prepared = prepare(tiny(**{"train.epochs": 30, "optim.lr": 0.5, "early_stop.patience": 2}))
     epochs = WeightsEachEpoch(prepared.model)
-    result = fit(prepared.config, epochs, prepared=prepared)
+    result = fit(prepared, epochs)
     assert result.stop_reason == "early_stopping" and len(result.history) < 30
     assert len(result.history) == result.best_epoch + 3
     best = result.history[result.best_epoch]

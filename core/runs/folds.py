@@ -18,15 +18,6 @@ class FoldPlan:
     place: Place  # its child run
 
 
-def fold_config(config: Config, fold: int, repeat: int = 0) -> Config:
-    """Fold `fold` of repeat `repeat`: the seed (split and training) is the config's seed + repeat (the same for
-    every remedy of a comparison), so the fold run's own config rebuilds exactly its split and its training."""
-    folded = config.copy()
-    folded.seed = config.seed + repeat
-    folded.split.fold = fold
-    return folded
-
-
 def fold_plan(group: Run, base_name: str, config: Config, tags: dict[str, str], where: dict[str, int]) -> FoldPlan:
     """The child of `group` that trains `config`, named e.g. `<base_name> repeat-0 fold-2` and tagged with
     `tags` and where it sits (`where`: repeat, fold)."""

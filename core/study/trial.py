@@ -18,11 +18,11 @@ import torch
 
 from core import outages
 from core import resume as resuming
-from core.config import Config
+from core.config import Config, fold_config
 from core.errors import OutageError, UserError
 from core.resume import Resume
 from core.runs import FitHooks, Place, Run, fit_folds, fit_in, open_run
-from core.runs.folds import FoldPlan, fold_config, fold_plan
+from core.runs.folds import FoldPlan, fold_plan
 from core.runs.record import run_params
 from core.study.outcome import TrialOutcome
 from core.study.space import sample
