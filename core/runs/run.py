@@ -14,7 +14,6 @@ import time
 import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 from core import outages
 from core.runs.place import Place
@@ -186,7 +185,3 @@ def sweep_stale_runs(experiments: list[str] | None = None) -> list[str]:
 def fail_tree(run_id: str, reason: str) -> list[str]:
     """Mark FAILED a run and its RUNNING children (a trial of a worker on another host that stopped beating)."""
     return mlflow_store.fail_run_tree(run_id, reason)
-
-
-def tag_value(run_id: str, key: str, default: Any = None) -> Any:
-    return mlflow_store.client().get_run(run_id).data.tags.get(key, default)

@@ -3,7 +3,7 @@
 The trial holds its run id (user attribute `mlflow_run_id`) and the run holds
 the study name and trial number (tags), so each finds the other. A bad trial
 (bad values, out of memory, a model too deep for the data) fails alone and
-the study goes on; only Ctrl-C or SIGTERM gets through.
+the study goes on; only Ctrl-C, SIGTERM or an outage (a server that stayed down, a full disk) gets through.
 """
 
 from __future__ import annotations
