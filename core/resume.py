@@ -19,6 +19,7 @@ from typing import Any
 from core import checkpoint
 from core.config import Config
 from core.errors import UserError
+from core.names import safe_name
 from core.tracking import mlflow_store
 
 # what a checkpoint needs, besides model and config, to be resumed (older ones lack it)
@@ -51,7 +52,7 @@ def checkpoint_file(run_id: str) -> Path:
     remote; checkpoints stay on the machine that trains)."""
     store = mlflow_store.sqlite_path(mlflow_store.tracking_uri())
     folder = store.parent if store is not None else mlflow_store.STORE_DIR
-    return folder / "checkpoints" / f"{mlflow_store.safe_name(run_id)}.pt"
+    return folder / "checkpoints" / f"{safe_name(run_id)}.pt"
 
 
 def load(run_id: str) -> Resume | None:

@@ -37,7 +37,7 @@ from core.tracking.base import NullTracker, Tracker
 
 # Asked after each epoch (epoch, its metrics): why to stop now (e.g. "pruned by the median pruner after epoch
 # 3"), or "" to go on. A caller's stop ends the fit as `pruned`.
-ShouldStop = Callable[[int, dict[str, float]], str | bool]
+ShouldStop = Callable[[int, dict[str, float]], str]
 
 
 @dataclass(frozen=True)
@@ -68,14 +68,6 @@ class FitResult:
     @property
     def epochs_run(self) -> int:
         return len(self.history)
-
-    @property
-    def stop_reason(self) -> str:
-        return self.stop.reason
-
-    @property
-    def detail(self) -> str:
-        return self.stop.detail
 
 
 class Normalizer:
@@ -452,7 +444,7 @@ def stop_after(epoch: int, metrics: dict[str, float], stopper: EarlyStopping, mo
                                       f"{stopper.best_epoch}")
     why = should_stop(epoch, metrics) if should_stop is not None else ""
     if why:
-        return Stop("pruned", why if isinstance(why, str) else f"stopped by the caller after epoch {epoch}")
+        return Stop("pruned", why)
     return Stop()
 
 

@@ -66,7 +66,7 @@ def test_mnist_is_fetched_verified_and_trained_from_a_mirror(tmp_path, server, m
     config = Config().apply(tiny_flat(**{"data.name": "mnist", "data.root": str(tmp_path / "data"),
                                          "data.download": True, "data.mirror": url}))
     run = tracked_fit(config)
-    assert run.result.stop_reason == "completed" and "test_acc" in run.result.metrics
+    assert run.result.stop.reason == "completed" and "test_acc" in run.result.metrics
     dataset = load_dataset(config.data)
     assert np.array_equal(dataset.train_x[:, 0].numpy(), served_images)  # what was served, byte for byte
     assert np.array_equal(dataset.train_y.numpy(), served_labels)

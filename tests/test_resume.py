@@ -42,10 +42,10 @@ class Preempted(Exception):
 
 
 def stop_at(epoch: int):
-    def should_stop(current: int, metrics: dict[str, float]) -> bool:
+    def should_stop(current: int, metrics: dict[str, float]) -> str:
         if current == epoch:
             raise Preempted  # after epoch - 1's checkpoint, in the middle of the run
-        return False
+        return ""
     return should_stop
 
 

@@ -25,7 +25,7 @@ def tiny(**extra) -> Config:
 
 def test_fit_learns():
     result = fit(tiny())
-    assert result.metrics["final_val_acc"] > 0.6 and result.stop_reason == "completed"
+    assert result.metrics["final_val_acc"] > 0.6 and result.stop.reason == "completed"
     assert len(result.history) == 3 and result.steps == 3 * math.ceil(192 / 32)
 
 
@@ -68,7 +68,7 @@ def test_early_stopping_through_fit_stops_and_restores():
     prepared = prepare(tiny(**{"train.epochs": 30, "optim.lr": 0.5, "early_stop.patience": 2}))
     epochs = WeightsEachEpoch(prepared.model)
     result = fit(prepared, epochs)
-    assert result.stop_reason == "early_stopping" and len(result.history) < 30
+    assert result.stop.reason == "early_stopping" and len(result.history) < 30
     assert len(result.history) == result.best_epoch + 3
     best = result.history[result.best_epoch]
     assert result.metrics["final_val_loss"] == best["val_loss"]
@@ -90,14 +90,14 @@ def test_make_optimizer_builds_each_declared_optimizer_with_the_keys_it_takes(na
 
 
 def test_should_stop_prunes():
-    result = fit(tiny(**{"train.epochs": 5}), should_stop=lambda epoch, metrics: epoch == 1)
-    assert result.stop_reason == "pruned" and len(result.history) == 2
+    result = fit(tiny(**{"train.epochs": 5}), should_stop=lambda epoch, metrics: "told to" if epoch == 1 else "")
+    assert result.stop.reason == "pruned" and len(result.history) == 2
 
 
 def test_non_finite_loss_stops_at_once_with_epoch_and_step():
     result = fit(tiny(**{"optim.lr": 1e30, "train.epochs": 5, "track.flush_every": 1}))
-    assert result.stop_reason == "non_finite"
-    assert "epoch 0" in result.detail and "step" in result.detail
+    assert result.stop.reason == "non_finite"
+    assert "epoch 0" in result.stop.detail and "step" in result.stop.detail
     assert result.steps < 6  # it did not train on
 
 

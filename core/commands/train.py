@@ -84,9 +84,9 @@ def report(tracked) -> None:
     from core.tracking import mlflow_store
 
     result, metrics = tracked.result, tracked.result.metrics
-    print(f"run {tracked.run_id} ({result.stop_reason} after {result.epochs_run} epochs, {result.seconds:.1f} s)")
+    print(f"run {tracked.run_id} ({result.stop.reason} after {result.epochs_run} epochs, {result.seconds:.1f} s)")
     if metrics:
         print(f"  validation accuracy {metrics['final_val_acc']:.4f}   test accuracy {metrics['test_acc']:.4f}")
-    if result.detail:
-        print(f"  {result.detail}")
+    if result.stop.detail:
+        print(f"  {result.stop.detail}")
     print(f"  store: {mlflow_store.tracking_uri()}")

@@ -21,7 +21,7 @@ from urllib.parse import urlparse
 from core import outages
 from core.errors import UserError
 from core.locks import folder_lock
-from core.names import safe_name  # noqa: F401 (where the store's artifact folders get their names)
+from core.names import safe_name
 from core.signals import process_alive
 from core.tracking import outage
 

@@ -9,6 +9,7 @@ import pytest
 
 from core import servers
 from core.commands.ui import ui_command
+from core.names import safe_name
 from core.tracking import mlflow_store
 
 
@@ -31,7 +32,7 @@ def test_an_explicit_host_warns_what_is_exposed(caplog):
 
 @pytest.mark.parametrize("name", ["../../etc/passwd", "/abs/path", "a/b\\c", "..", "", "trial 7: lr=3e-3"])
 def test_names_are_one_safe_path_component(name):
-    safe = mlflow_store.safe_name(name)
+    safe = safe_name(name)
     assert safe and "/" not in safe and "\\" not in safe and safe not in (".", "..")
 
 
