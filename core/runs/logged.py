@@ -104,11 +104,7 @@ def log_served_model_of(run_id: str, experiment: str, name: str) -> None:
 
 def logged_params(run_id: str) -> dict[str, str] | None:
     """A run's params; None when the store has no such run, or no store is there (an outage goes through)."""
-    path = mlflow_store.sqlite_path(mlflow_store.tracking_uri())
-    if path is not None and not path.exists():
-        return None
     try:
-        return dict(mlflow_store.client().get_run(run_id).data.params)
-    except Exception as error:
-        outages.raise_outage_behind(error)
+        return dict(mlflow_store.existing_run(run_id).data.params)
+    except UserError:
         return None
