@@ -368,14 +368,13 @@ def run_comparison(spec: ExperimentSpec, progress: bool = False) -> ComparisonRe
     from tqdm.auto import tqdm
 
     from core.runs import Place, open_run
-    from core.runs.run import open_store, sweep_stale_runs
+    from core.runs.run import sweep_stale_runs
     from core.train import prepare
 
     for remedy in spec.remedies:  # every remedy's data and model are checked before anything is logged
         prepare(fold_config(remedy.config, 0))
     jobs, sources = plan_jobs(spec)
-    open_store(spec.name)
-    sweep_stale_runs([spec.name])
+    sweep_stale_runs([spec.name])  # creates the experiment (and the store's schema) when it is new
     started = time.perf_counter()
     warm_up(jobs)
     warm_up_seconds = time.perf_counter() - started
