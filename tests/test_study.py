@@ -15,7 +15,7 @@ from core.runs.logged import logged_config
 from core.study import DEFAULT_STORAGE, load_spec, run_study, trial_seed
 from core.study.runner import sweep_dead_trials
 from core.study.storage import budget_lock, open_storage
-from tests.helpers import TINY_CONFIG, all_runs, load_study, mlflow_client, run_cli, tiny_study_spec
+from tests.helpers import TINY_CONFIG, all_runs, free_port, load_study, mlflow_client, run_cli, tiny_study_spec
 
 COMPLETE, PRUNED, FAIL = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED,
                           optuna.trial.TrialState.FAIL)
@@ -193,7 +193,9 @@ def test_multi_objective_logs_the_pareto_front(tmp_path):
 
 @pytest.mark.slow
 def test_cli_prints_what_it_promises(tmp_path):
-    result = run_cli("study", str(tiny_study_spec(tmp_path, name="s6")), "--trials", "2", cwd=tmp_path)
+    # a port of its own: a Visdom server the user left on 8097 (make run) must not change what is printed
+    no_visdom = f"track.visdom_url=http://127.0.0.1:{free_port()}"
+    result = run_cli("study", str(tiny_study_spec(tmp_path, name="s6")), "--trials", "2", no_visdom, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     for text in ("2 complete", "best: trial", "optim.lr =", "best trial's MLflow run:", "python -m core ui",
                  "python -m core visdom"):

@@ -37,5 +37,5 @@ def main(args: argparse.Namespace) -> int:
         url = ensure_server()
         print(f"Visdom (live per-step loss): {env_url(url, spec.name)}", flush=True)
     outcome = run_study(spec, storage=args.storage, workers=args.workers, progress=True, gpus=args.gpus)
-    print_outcome(outcome, spec.metrics)
+    print_outcome(outcome, spec.metrics, spec.base.track.visdom_url)
     return 1 if outcome.interrupted else 0

@@ -56,7 +56,7 @@ def main(args: argparse.Namespace) -> int:
     print_visdom_url(spec.base.track, spec.name)
     outcome = run_study(spec, storage=args.storage, workers=args.workers, progress=True, gpus=args.gpus,
                         warm_starts=warm_starts)
-    print_outcome(outcome, spec.metrics)
+    print_outcome(outcome, spec.metrics, spec.base.track.visdom_url)
     return 1 if outcome.interrupted else 0
 
 
@@ -68,7 +68,7 @@ def gpu_list(text: str) -> list[str]:
     return gpus
 
 
-def print_outcome(outcome, metrics: list[str]) -> None:
+def print_outcome(outcome, metrics: list[str], visdom_url: str) -> None:
     if outcome.already_done and outcome.stopped_by:
         print(f"study {outcome.name} was stopped by its {outcome.stopped_by} rule ({outcome.stopped_detail}): "
               "nothing was run.")
@@ -97,7 +97,7 @@ def print_outcome(outcome, metrics: list[str]) -> None:
     print(f"  study's parent run:      {outcome.parent_run_id}")
     print(f"  Optuna storage:          {outcome.storage}")
     print("  browse:  python -m core ui        (or: make ui)")
-    print(f"  live:    {visdom_hint(outcome.name)}")
+    print(f"  live:    {visdom_hint(outcome.name, visdom_url)}")
 
 
 def print_importances(outcome) -> None:
@@ -121,13 +121,12 @@ def print_front(front: list[tuple[int, list[float]]], metrics: list[str]) -> Non
             print(f"    {label} {metric}: trial {number} ({shown})")
 
 
-def visdom_hint(env: str) -> str:
-    """The running server's page of this study, or how to start one (never a command the taken port would fail)."""
+def visdom_hint(env: str, url: str) -> str:
+    """The page of this study on the Visdom server its config names (track.visdom_url) when that one answers,
+    or how to start one (never a command the taken port would fail)."""
     from core import servers
     from core.tracking.visdom_sink import env_url
-    from core.visdom_server import DEFAULT_PORT
 
-    url = servers.url_for(servers.LOOPBACK, DEFAULT_PORT)
     if servers.answers(url):
         return env_url(url, env)
     return "python -m core visdom    (or: make visdom), then rerun to watch"
