@@ -1,11 +1,13 @@
 """Compare overfitting remedies on the same repeated K folds, with corrected paired statistics against the baseline.
 
-Every remedy is a set of config overrides on one base config. Each is trained on the same R x K stratified folds
-(repeat r splits and trains with seed + r), so fold (r, i) of a remedy and of the baseline differ only by the
-remedy: a paired design. K-fold training sets overlap, so the paired differences are correlated and a plain
-paired t-test is too optimistic: the test is Nadeau and Bengio's corrected resampled t-test, and the p-values of
-all remedies are adjusted together with Holm's method. MLflow gets one parent run for the comparison, one child
-run per remedy and one grandchild per fold; the parent holds the tables, the figures and the strength curves.
+Every remedy is a set of config overrides on one base config. Each is trained on the same R x K folds (stratified
+for class labels; repeat r splits and trains with seed + r), so fold (r, i) of a remedy and of the baseline differ
+only by the remedy: a paired design. Everything is judged on the task's main metric (accuracy, RMSE, micro F1),
+"better" in its direction: a lower RMSE is better. K-fold training sets overlap, so the paired differences are
+correlated and a plain paired t-test is too optimistic: the test is Nadeau and Bengio's corrected resampled
+t-test, and the p-values of all remedies are adjusted together with Holm's method. MLflow gets one parent run for
+the comparison, one child run per remedy and one grandchild per fold; the parent holds the tables, the figures and
+the strength curves.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from core import names
 from core.config import Config, fold_config, mapping, parse_overrides, read_yaml
 from core.errors import ConfigError, UserError
 from core.schema import Key, at_least, sections
@@ -31,7 +34,7 @@ EXPERIMENT_KEYS = {
                   default={}),
     "remedies.<name>": Key(f"a remedy: the config keys it changes from the base config; `{BASELINE}` (required) "
                            "changes none", default={}),
-    "k": Key("folds of each repeat (stratified K-fold)", default=5, values=at_least(2)),
+    "k": Key("folds of each repeat (K-fold, stratified for class labels)", default=5, values=at_least(2)),
     "repeats": Key("repeats of the K folds, repeat r with seed + r", default=DEFAULT_REPEATS, values=at_least(1)),
     "seed": Key("the seed of repeat 0 (seed=N on the command line wins)", shown_default="config's seed"),
     "sweeps.<remedy>.key": Key("a config key whose strength to sweep for that remedy (exploratory: no test)",
@@ -40,11 +43,44 @@ EXPERIMENT_KEYS = {
                                   shown_default="(required)"),
 }
 SPEC_KEYS = sections(EXPERIMENT_KEYS)
-METRICS = ("train_acc", "val_acc", "gap", "test_acc")
-COLUMNS = ["remedy", "train_acc", "train_acc_std", "val_acc", "val_acc_std", "gap", "gap_std", "test_acc",
-           "test_acc_std", "epochs", "seconds", "seconds_mean", "seconds_std", "val_diff", "val_diff_low",
+METRICS = ("train", "val", "gap", "test")  # of the compared metric: the CSV and the runs name them train_acc, ...
+COLUMNS = ["remedy", "train", "train_std", "val", "val_std", "gap", "gap_std", "test",
+           "test_std", "epochs", "seconds", "seconds_mean", "seconds_std", "val_diff", "val_diff_low",
            "val_diff_high", "val_p", "val_p_holm", "gap_diff", "gap_diff_low", "gap_diff_high", "test_diff", "rank",
            "test_rank", "disagrees"]
+
+
+@dataclass(frozen=True)
+class Compared:
+    """The metric a comparison judges by: the task's main one, better higher (acc: shown in %) or lower (rmse)."""
+
+    name: str = "acc"
+
+    @classmethod
+    def of(cls, config: Config) -> Compared:
+        return cls(names.main_metric(config.task))
+
+    @property
+    def maximize(self) -> bool:
+        return names.direction(self.name) == "maximize"
+
+    @property
+    def percent(self) -> bool:  # the maximized ones are fractions of samples (accuracy, F1)
+        return self.maximize
+
+    def better(self, value: float) -> float:
+        """A key that sorts the best first."""
+        return -value if self.maximize else value
+
+    def column(self, key: str) -> str:
+        """A table key as the CSV and the runs name it: val -> val_acc, val_std -> val_acc_std; gap stays."""
+        part, _, rest = key.partition("_")
+        return f"{part}_{self.name}" + (f"_{rest}" if rest else "") if part in ("train", "val", "test") \
+            and rest in ("", "std") else key
+
+    def shown(self, value: float, signed: bool = False) -> str:
+        """In points of % for fractions, else as it is (4 significant digits)."""
+        return f"{100 * value:{'+' if signed else ''}.1f}" if self.percent else f"{value:{'+' if signed else ''}.4g}"
 
 
 @dataclass
@@ -64,21 +100,29 @@ class ExperimentSpec:
     sweeps: dict[str, tuple[str, list[Any]]] = field(default_factory=dict)
     repeats: int = EXPERIMENT_KEYS["repeats"].default
 
+    @property
+    def metric(self) -> Compared:
+        return Compared.of(self.base)
+
 
 @dataclass
 class FoldResult:
-    train_acc: float
-    val_acc: float
-    test_acc: float
+    """One fold's scores on the compared metric (final_train_<m>, final_val_<m>, test_<m>)."""
+
+    train: float
+    val: float
+    test: float
     epochs: int
     seconds: float  # training only: the epochs' own time, without data loading, final evaluation or logging
     history: list[dict[str, float]]
     n_train: int
     n_val: int
+    maximize: bool = True
 
     @property
     def gap(self) -> float:
-        return self.train_acc - self.val_acc
+        """How much better the model does on its training part than on validation (overfitting: > 0)."""
+        return self.train - self.val if self.maximize else self.val - self.train
 
 
 @dataclass
@@ -120,7 +164,9 @@ def load_experiment(path: str | Path, overrides: list[str] | tuple[str, ...] = (
     k, repeats = _whole(document, "k"), _whole(document, "repeats")
     seed = base.seed if "seed" in command_line else _whole(document, "seed", base.seed)  # seed=1 wins
     base.seed = seed
-    base.split.kind, base.split.k, base.split.seed = "stratified_kfold", k, -1  # repeat r's folds: seed + r
+    # repeat r's folds: seed + r; stratified where the task's targets are classes
+    stratified = names.task_names(base.task).stratified
+    base.split.kind, base.split.k, base.split.seed = "stratified_kfold" if stratified else "kfold", k, -1
     base.validate()
     remedies_doc = document.get("remedies")
     if not isinstance(remedies_doc, dict) or BASELINE not in remedies_doc:
@@ -196,8 +242,9 @@ def holm(p_values: list[float]) -> list[float]:
     return [float(p) for p in multipletests(p_values, method="holm")[1]]
 
 
-def summarize(folds: dict[str, list[FoldResult]]) -> list[dict[str, Any]]:
-    """One row per remedy: means and stds over folds, corrected paired tests against the baseline, and ranks."""
+def summarize(folds: dict[str, list[FoldResult]], compared: Compared = Compared()) -> list[dict[str, Any]]:
+    """One row per remedy: means and stds over folds, corrected paired tests against the baseline, and ranks
+    (best first in the metric's direction)."""
     baseline = folds[BASELINE]
     ratio = float(np.mean([r.n_val for r in baseline]) / np.mean([r.n_train for r in baseline]))
     rows = []
@@ -216,20 +263,20 @@ def summarize(folds: dict[str, list[FoldResult]]) -> list[dict[str, Any]]:
     tested = [row for row in rows if row["remedy"] != BASELINE]
     for row, adjusted in zip(tested, holm([row["val_p"] for row in tested]), strict=True):
         row["val_p_holm"] = adjusted
-    for key, rank_key in (("val_acc", "rank"), ("test_acc", "test_rank")):
-        for rank, row in enumerate(sorted(rows, key=lambda r: -r[key]), start=1):
+    for key, rank_key in (("val", "rank"), ("test", "test_rank")):
+        for rank, row in enumerate(sorted(rows, key=lambda r: compared.better(r[key])), start=1):
             row[rank_key] = rank
-    base_test = next(row["test_acc"] for row in rows if row["remedy"] == BASELINE)
+    base_test = next(row["test"] for row in rows if row["remedy"] == BASELINE)
     for row in rows:  # better than the baseline on validation and worse on the test part, or the reverse
-        row["test_diff"] = row["test_acc"] - base_test
+        row["test_diff"] = row["test"] - base_test
         row["disagrees"] = bool(row["val_diff"] * row["test_diff"] < 0)
     return rows
 
 
 def _against_baseline(results: list[FoldResult], baseline: list[FoldResult], ratio: float) -> dict[str, float]:
-    """Paired differences in validation accuracy (tested) and gap (interval only), as table entries."""
+    """Paired differences in the validation metric (tested) and gap (interval only), as table entries."""
     entries = {"val_p_holm": math.nan}
-    for metric, prefix in (("val_acc", "val"), ("gap", "gap")):
+    for metric, prefix in (("val", "val"), ("gap", "gap")):
         differences = [getattr(r, metric) - getattr(b, metric) for r, b in zip(results, baseline, strict=True)]
         test = corrected_t_test(differences, ratio)
         entries.update({f"{prefix}_diff": test.difference, f"{prefix}_diff_low": test.low,
@@ -243,49 +290,57 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return float(np.mean(values)), float(np.std(values, ddof=1) if len(values) > 1 else 0.0)
 
 
-def markdown_table(rows: list[dict[str, Any]]) -> str:
-    """The table alone, by validation rank; accuracies in %, differences in points; † see `_disagreement`."""
-    header = ("| rank | remedy | val acc | Δ val acc [95% CI] | p | p (Holm) | test acc (rank) | train acc "
-              "| gap (train - val) | Δ gap [95% CI] | epochs | seconds per fold |")
+def markdown_table(rows: list[dict[str, Any]], metric: Compared = Compared()) -> str:
+    """The table alone, by validation rank; fractions in %, their differences in points; † see `_disagreement`."""
+    m = metric.name
+    gap = "train - val" if metric.maximize else "val - train"
+    header = (f"| rank | remedy | val {m} | Δ val {m} [95% CI] | p | p (Holm) | test {m} (rank) | train {m} "
+              f"| gap ({gap}) | Δ gap [95% CI] | epochs | seconds per fold |")
     lines = [header, "|" + "---|" * 12]
     for row in sorted(rows, key=lambda r: r["rank"]):
         baseline = row["remedy"] == BASELINE
         flag = " †" if row["disagrees"] else ""
-        val_test = ("-", "-", "-") if baseline else (_interval(row, "val"), _p(row["val_p"]), _p(row["val_p_holm"]))
-        lines.append(f"| {row['rank']} | {row['remedy']}{flag} | {_pm(row, 'val_acc')} | {' | '.join(val_test)} "
-                     f"| {100 * row['test_acc']:.1f} ({row['test_rank']}) | {_pm(row, 'train_acc')} "
-                     f"| {_pm(row, 'gap')} "
-                     f"| {'-' if baseline else _interval(row, 'gap')} | {row['epochs']:.1f} "
+        val_test = ("-", "-", "-") if baseline else (_interval(row, "val", metric), _p(row["val_p"]),
+                                                     _p(row["val_p_holm"]))
+        lines.append(f"| {row['rank']} | {row['remedy']}{flag} | {_pm(row, 'val', metric)} | {' | '.join(val_test)} "
+                     f"| {metric.shown(row['test'])} ({row['test_rank']}) | {_pm(row, 'train', metric)} "
+                     f"| {_pm(row, 'gap', metric)} "
+                     f"| {'-' if baseline else _interval(row, 'gap', metric)} | {row['epochs']:.1f} "
                      f"| {row['seconds']:.2f} |")
     return "\n".join(lines)
 
 
 def table_note(result: ComparisonResult) -> str:
     """What the numbers are: the design, the test, the adjustment, and where validation and test disagree."""
-    spec, baseline = result.spec, result.folds[BASELINE]
+    spec, baseline, metric = result.spec, result.folds[BASELINE], result.spec.metric
     count, tested = len(baseline), len(result.folds) - 1
     n_val, n_train = _span([r.n_val for r in baseline]), _span([r.n_train for r in baseline])
     ratio = np.mean([r.n_val for r in baseline]) / np.mean([r.n_train for r in baseline])
     image = 100 / np.mean([r.n_val for r in baseline])
+    kind = "stratified cross-validation" if spec.base.split.kind == "stratified_kfold" else "cross-validation"
+    units = (f"{metric.name} in %" if metric.percent else f"{metric.name} in the targets' units (lower is better)")
+    one = f" (one sample is {image:.1f} points)" if metric.name == "acc" else ""
     return "\n".join([
-        f"Accuracies in %, mean ± standard deviation over {count} folds: {_count(spec.repeats, 'repeat')} of "
-        f"{spec.k}-fold stratified cross-validation, the same folds and seeds for every remedy. Each fold validates "
-        f"on {n_val} images (one image is {image:.1f} points) and trains on {n_train}; test acc: the fold models on "
+        f"{units}, mean ± standard deviation over {count} folds: {_count(spec.repeats, 'repeat')} of "
+        f"{spec.k}-fold {kind}, the same folds and seeds for every remedy. Each fold validates "
+        f"on {n_val} samples{one} and trains on {n_train}; test {metric.name}: the fold models on "
         "the fixed test part, rank by mean in parentheses.",
-        f"Δ: mean paired difference to the baseline over the {count} folds, in points, with its 95% confidence "
-        f"interval; p: two-sided Nadeau-Bengio corrected resampled t-test on validation accuracy (variance of the "
+        f"Δ: mean paired difference to the baseline over the {count} folds{', in points' if metric.percent else ''}, "
+        f"with its 95% confidence interval; p: two-sided Nadeau-Bengio corrected resampled t-test on validation "
+        f"{metric.name} (variance of the "
         f"differences × (1/{count} + {ratio:.3g}), t with {count - 1} degrees of freedom), which allows for the "
         f"overlapping training sets that make a plain paired t-test too optimistic; p (Holm): adjusted with Holm's "
         f"method over the {_count(tested, 'remedy', 'remedies')}. The intervals are not adjusted for multiplicity.",
-        _disagreement(result.table),
+        _disagreement(result.table, metric),
         "Seconds per fold: the median over folds of the epochs' training time (no data loading, final evaluation, "
         "logging or warm-up); the median because other processes on the machine can slow a few folds a hundredfold "
         "(the CSV has the mean and std too).",
     ])
 
 
-def _disagreement(rows: list[dict[str, Any]]) -> str:
-    flagged = [f"{row['remedy']} ({100 * row['val_diff']:+.1f} on validation, {100 * row['test_diff']:+.1f} on test)"
+def _disagreement(rows: list[dict[str, Any]], metric: Compared) -> str:
+    flagged = [f"{row['remedy']} ({metric.shown(row['val_diff'], True)} on validation, "
+               f"{metric.shown(row['test_diff'], True)} on test)"
                for row in sorted(rows, key=lambda r: r["rank"]) if row["disagrees"]]
     best_val, best_test = min(rows, key=lambda r: r["rank"]), min(rows, key=lambda r: r["test_rank"])
     return ("† better than the baseline on validation but worse on the test part, or the reverse: "
@@ -298,37 +353,37 @@ def _count(number: int, singular: str, plural: str = "") -> str:
     return f"{number} {singular if number == 1 else plural or singular + 's'}"
 
 
-def sweep_table(key: str, points: list[SweepPoint], baseline: list[FoldResult]) -> str:
+def sweep_table(key: str, points: list[SweepPoint], baseline: list[FoldResult], metric: Compared = Compared()) -> str:
     """A sweep's strength against the scores (exploratory: no test, no adjustment), under the baseline's."""
-    lines = [f"| {key} | val acc | gap (train - val) | test acc | folds from |", "|" + "---|" * 5]
+    lines = [f"| {key} | val {metric.name} | gap | test {metric.name} | folds from |", "|" + "---|" * 5]
     for value, folds, source in [("-", baseline, BASELINE)] + [(p.value, p.folds, p.run) for p in points]:
-        cells = [_pm_of([getattr(r, metric) for r in folds]) for metric in ("val_acc", "gap", "test_acc")]
+        cells = [_pm_of([getattr(r, part) for r in folds], metric) for part in ("val", "gap", "test")]
         lines.append(f"| {value} | {' | '.join(cells)} | {source} |")
     return "\n".join(lines)
 
 
 def markdown_report(result: ComparisonResult) -> str:
     """The table, its note, and one table per sweep: what the command prints and the parent run keeps."""
-    parts = [markdown_table(result.table), "", table_note(result)]
+    parts = [markdown_table(result.table, result.spec.metric), "", table_note(result)]
     for name, points in result.sweeps.items():
         key = result.spec.sweeps[name][0]
         parts += ["", f"Sweep of {name} over {key} (exploratory, mean ± std over the same folds):", "",
-                  sweep_table(key, points, result.folds[BASELINE])]
+                  sweep_table(key, points, result.folds[BASELINE], result.spec.metric)]
     return "\n".join(parts)
 
 
-def _pm(row: dict[str, Any], key: str) -> str:
-    return f"{100 * row[key]:.1f} ± {100 * row[f'{key}_std']:.1f}"
+def _pm(row: dict[str, Any], key: str, metric: Compared) -> str:
+    return f"{metric.shown(row[key])} ± {metric.shown(row[f'{key}_std'])}"
 
 
-def _pm_of(values: list[float]) -> str:
+def _pm_of(values: list[float], metric: Compared) -> str:
     mean, std = _mean_std(values)
-    return f"{100 * mean:.1f} ± {100 * std:.1f}"
+    return f"{metric.shown(mean)} ± {metric.shown(std)}"
 
 
-def _interval(row: dict[str, Any], prefix: str) -> str:
-    return (f"{100 * row[f'{prefix}_diff']:+.1f} [{100 * row[f'{prefix}_diff_low']:+.1f}, "
-            f"{100 * row[f'{prefix}_diff_high']:+.1f}]")
+def _interval(row: dict[str, Any], prefix: str, metric: Compared) -> str:
+    return (f"{metric.shown(row[f'{prefix}_diff'], True)} [{metric.shown(row[f'{prefix}_diff_low'], True)}, "
+            f"{metric.shown(row[f'{prefix}_diff_high'], True)}]")
 
 
 def _p(value: float) -> str:
@@ -339,10 +394,11 @@ def _span(values: list[int]) -> str:
     return str(min(values)) if min(values) == max(values) else f"{min(values)}-{max(values)}"
 
 
-def csv_table(rows: list[dict[str, Any]]) -> str:
+def csv_table(rows: list[dict[str, Any]], metric: Compared = Compared()) -> str:
     import pandas as pd
 
-    return pd.DataFrame(rows, columns=COLUMNS).sort_values("rank").to_csv(index=False)
+    table = pd.DataFrame(rows, columns=COLUMNS).sort_values("rank")
+    return table.rename(columns={key: metric.column(key) for key in COLUMNS}).to_csv(index=False)
 
 
 def plan_jobs(spec: ExperimentSpec) -> tuple[list[tuple[str, Config, dict[str, Any]]], dict[str, list[str]]]:
@@ -391,7 +447,7 @@ def run_comparison(spec: ExperimentSpec, progress: bool = False) -> ComparisonRe
         main = {r.name: folds[r.name] for r in spec.remedies}
         sweeps = {name: [SweepPoint(value, source, folds[source]) for value, source in zip(values, sources[name])]
                   for name, (_, values) in spec.sweeps.items()}
-        result = ComparisonResult(spec, main, summarize(main), sweeps, parent.id)
+        result = ComparisonResult(spec, main, summarize(main, spec.metric), sweeps, parent.id)
         _log_parent(result, parent)
     return result
 
@@ -427,7 +483,7 @@ def _train_remedy(spec: ExperimentSpec, job: Job, parent, bar) -> list[FoldResul
         if tracked.result.stop.reason == "non_finite":  # no scores to compare: say which fold, and why
             raise UserError(f"remedy {job.name!r}, repeat {where['repeat']}, fold {where['fold']}: training "
                             f"diverged ({tracked.result.stop.detail}); give this remedy a smaller learning rate")
-        results.append(_fold_result(tracked))
+        results.append(_fold_result(tracked, spec.metric))
         bar.update(1)
         return True
 
@@ -440,7 +496,8 @@ def _train_remedy(spec: ExperimentSpec, job: Job, parent, bar) -> list[FoldResul
         with group.recorder() as summary:
             summary.log_params({**job.config.to_params(), "remedy": job.name, "compare.k": spec.k,
                                 "compare.repeats": spec.repeats})
-            summary.log_metrics({f"{m}_mean": float(np.mean([getattr(r, m) for r in results])) for m in METRICS}
+            summary.log_metrics({f"{spec.metric.column(m)}_mean": float(np.mean([getattr(r, m) for r in results]))
+                                 for m in METRICS}
                                 | {"seconds_median": float(np.median([r.seconds for r in results]))}, step=0)
     return results
 
@@ -451,12 +508,12 @@ def _with(config: Config, key: str, value: Any) -> Config:
     return changed.validate()
 
 
-def _fold_result(tracked) -> FoldResult:
+def _fold_result(tracked, metric: Compared) -> FoldResult:
     result, n_train, n_val = tracked.result, len(tracked.prepared.train_idx), len(tracked.prepared.val_idx)
-    metrics = result.metrics
+    metrics, name = result.metrics, metric.name
     seconds = float(sum(epoch["epoch_seconds"] for epoch in result.history))  # training, not the store's time
-    return FoldResult(metrics["final_train_acc"], metrics["final_val_acc"], metrics["test_acc"], result.epochs_run,
-                      seconds, result.history, n_train, n_val)
+    return FoldResult(metrics[f"final_train_{name}"], metrics[f"final_val_{name}"], metrics[f"test_{name}"],
+                      result.epochs_run, seconds, result.history, n_train, n_val, metric.maximize)
 
 
 def _log_parent(result: ComparisonResult, parent) -> None:
@@ -466,22 +523,23 @@ def _log_parent(result: ComparisonResult, parent) -> None:
     from core.runs.run import NOTE_TAG
 
     ranked = {row["remedy"]: result.folds[row["remedy"]] for row in sorted(result.table, key=lambda r: r["rank"])}
-    text = markdown_report(result)
+    text, metric = markdown_report(result), result.spec.metric
     with parent.recorder() as tracker:
         tracker.log_text(text, "comparison.md")
-        tracker.log_text(csv_table(result.table), "comparison.csv")
-        tracker.log_figure(report.remedy_curves(ranked), "curves.png")
-        tracker.log_figure(report.fold_box_plot(ranked), "fold_scores.png")
+        tracker.log_text(csv_table(result.table, metric), "comparison.csv")
+        tracker.log_figure(report.remedy_curves(ranked, metric=metric.name), "curves.png")
+        tracker.log_figure(report.fold_box_plot(ranked, metric=metric.name), "fold_scores.png")
         for name, points in result.sweeps.items():
             key, filename = result.spec.sweeps[name][0], safe_name(name)
-            tracker.log_text(sweep_table(key, points, result.folds[BASELINE]), f"sweep_{filename}.md")
-            strengths = [(point.value, [r.val_acc for r in point.folds]) for point in points]
-            figure = report.strength_curve(name, key, strengths, [r.val_acc for r in result.folds[BASELINE]])
+            tracker.log_text(sweep_table(key, points, result.folds[BASELINE], metric), f"sweep_{filename}.md")
+            strengths = [(point.value, [r.val for r in point.folds]) for point in points]
+            figure = report.strength_curve(name, key, strengths, [r.val for r in result.folds[BASELINE]],
+                                           metric=metric.name)
             tracker.log_figure(figure, f"strength_{filename}.png")
         for row in result.table:
             prefix = safe_name(row["remedy"])
-            keys = ["val_acc", "gap", "test_acc", "seconds"] + ([] if row["remedy"] == BASELINE else [
+            keys = ["val", "gap", "test", "seconds"] + ([] if row["remedy"] == BASELINE else [
                 "val_diff", "val_diff_low", "val_diff_high", "val_p", "val_p_holm"])
-            tracker.log_metrics({f"{prefix}.{key}": row[key] for key in keys}, step=0)
+            tracker.log_metrics({f"{prefix}.{metric.column(key)}": row[key] for key in keys}, step=0)
     spec = result.spec
     parent.set_tags({NOTE_TAG: f"## Comparison `{spec.name}` ({spec.repeats} x {spec.k} folds)\n\n{text}"})

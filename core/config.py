@@ -62,6 +62,9 @@ class DataConfig:
                                values=Range(1, says="give 1 to 3 positive sizes, e.g. [1, 8, 8]"))
     num_classes: int = setting(10, "synthetic only: number of classes", values=at_least(2), used_when=SYNTHETIC)
     samples: int = setting(1000, "synthetic only: train + test samples", values=at_least(4), used_when=SYNTHETIC)
+    targets: str = setting("auto", "synthetic only: classes, values (regression) or labels (num_classes 0/1 labels); "
+                           "auto = what the task learns", choices=("auto", "classes", "values", "labels"),
+                           used_when=SYNTHETIC)
 
 
 @dataclass
@@ -141,6 +144,15 @@ class TrainConfig:
     compile: bool = setting(False, "torch.compile the model (CUDA)")
     checkpoint: bool = setting(False, "a checkpoint after every epoch (mlruns/checkpoints/<run_id>.pt), for train "
                                "--resume")
+    loss: str = setting("auto", "the loss: auto = the task's first (cross_entropy, mse, bce); regression: mse, l1, "
+                        "huber; or module:function(outputs, targets) -> scalar tensor",
+                        choices=("auto", *names.all_losses()), reference="loss function")
+    label_smoothing: float = setting(0.0, "classification: cross-entropy's label smoothing",
+                                     values=Range(0, 1, high_open=True, says="must be in [0, 1)"),
+                                     used_when=when("task", "auto", "classification"))
+    step: str = setting("", "your own training step, module:function(model, inputs, targets, context) -> loss "
+                        "(mixup, auxiliary heads); \"\" = the scaffold's", pattern=user_code.PATTERN.pattern,
+                        pattern_says="module:function")
 
 
 @dataclass
@@ -153,7 +165,8 @@ class TrackConfig:
                               used_when=unless("track.visdom", "off"))
     flush_every: int = setting(50, "steps between sends of per-step values", values=at_least(1))
     log_model: bool = setting(True, "the model (MLflow format) and its weights")
-    figures: bool = setting(True, "learning curves and confusion matrix as PNG")
+    figures: bool = setting(True, "learning curves and the task's figures (confusion matrix; predicted against true) "
+                            "as PNG")
     metrics: list[str] = setting([], "extra metrics: macro_f1, ..., or module:function", choices=names.METRICS,
                                  reference="metric function")
     system_metrics: bool = setting(False, "MLflow's own CPU, memory (and GPU) sampling, as system/* metrics of each "
@@ -165,6 +178,10 @@ class Config:
     seed: int = setting(0, "seeds weights, splits and batches (a study derives each trial's from it)",
                         values=Range(0, MAX_SEED, says=f"must be a whole number in 0..{MAX_SEED}"))
     device: str = setting("auto", "auto = cuda when available, else cpu", choices=("auto", "cpu", "cuda"))
+    task: str = setting("auto", "what is learnt (core/tasks.py): classification, regression (float targets) or "
+                        "multilabel (0/1 matrix); auto = classification, refusing targets that do not look like "
+                        "classes",
+                        choices=names.TASK_CHOICES)
     data: DataConfig = field(default_factory=DataConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -245,14 +262,31 @@ class Config:
             raise ConfigError(f"data.download applies to {', '.join(names.ON_DISK)}, not data.name={self.data.name}")
         if self.data.name == "npz" and not self.data.path:
             raise ConfigError("data.name=npz needs data.path=FILE.npz (arrays x_train, y_train[, x_test, y_test])")
+        self._check_task_parts()
         short_names = []
         for metric in self.track.metrics:
             short_names.append(metric_name(metric))
-            if short_names[-1] in ("acc", "loss") or short_names[-1].startswith("train_"):
+            if short_names[-1] in self.task_metrics() or short_names[-1].startswith("train_"):
                 raise ConfigError(f"track.metrics: {metric} would be logged as {short_names[-1]}, a name of the "
                                   f"built-in metrics; name the function otherwise")
         if len(set(short_names)) != len(short_names):
             raise ConfigError(f"track.metrics={self.track.metrics}: two metrics share a name")
+
+    def _check_task_parts(self) -> None:
+        """The loss and the built-in extra metrics belong to the task."""
+        task = names.task_names(self.task)
+        if self.train.loss not in ("auto", *task.losses) and not user_code.is_reference(self.train.loss):
+            raise ConfigError(f"train.loss={self.train.loss} is not a loss of task={self.task} (it takes "
+                              f"{', '.join(task.losses)} or module:function)")
+        for metric in self.track.metrics:
+            if not user_code.is_reference(metric) and metric not in task.extra:
+                raise ConfigError(f"track.metrics: {metric} is a classification metric, not one of task={self.task} "
+                                  f"(it takes {', '.join(task.extra) or 'module:function only'})")
+
+    def task_metrics(self) -> tuple[str, ...]:
+        """The names the task's own metrics take (loss, acc, rmse, ...): a track.metrics function cannot."""
+        task = names.task_names(self.task)
+        return ("loss", *task.epoch, *task.final)
 
     def get(self, key: str) -> Any:
         owner, name, _ = _resolve(self, key)
@@ -260,7 +294,7 @@ class Config:
 
     def user_references(self) -> list[str]:
         """The import paths (module:function) of the user's own model, data set and metrics in this config."""
-        names = [self.model.name, self.data.name, *self.track.metrics]
+        names = [self.model.name, self.data.name, *self.track.metrics, self.train.loss, self.train.step]
         return [name for name in names if user_code.is_reference(name)]
 
 

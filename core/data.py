@@ -1,7 +1,9 @@
 """Data sets as tensors.
 
 Each loader returns a `Dataset`: train and test images as one uint8 tensor each
-(signals as float32), integer labels, and a fingerprint of the contents. The
+(signals as float32), targets (whole-number labels as int64; real values and
+(N, D) matrices as float32: the run's task, core/tasks.py, says whether they fit),
+and a fingerprint of the contents. The
 training code moves the whole set to the device once and batches by index.
 Normalisation statistics are computed by the trainer from the training part of
 the split only (see `channel_stats`).
@@ -32,11 +34,17 @@ from core.names import ON_DISK
 class Dataset:
     name: str
     train_x: torch.Tensor  # (N, C, H, W) uint8 images, or (N, C, L) float32 signals
-    train_y: torch.Tensor  # (N,) int64
+    train_y: torch.Tensor  # (N,) int64 whole-number labels, or float32 (N,) or (N, D) targets
     test_x: torch.Tensor
     test_y: torch.Tensor
-    num_classes: int
     fingerprint: str  # sha256 of the tensors, before any subset
+
+    @property
+    def num_classes(self) -> int:
+        """C for whole-number labels 0..C-1; 0 for other targets."""
+        if self.train_y.dim() != 1 or self.train_y.is_floating_point():
+            return 0
+        return int(torch.cat([self.train_y, self.test_y]).max()) + 1
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -49,7 +57,7 @@ class Dataset:
     def to(self, device: torch.device | str) -> Dataset:
         move = lambda tensor: tensor.to(device, non_blocking=True)  # noqa: E731
         return Dataset(self.name, move(self.train_x), move(self.train_y), move(self.test_x),
-                       move(self.test_y), self.num_classes, self.fingerprint)
+                       move(self.test_y), self.fingerprint)
 
 
 def load_dataset(config: DataConfig, device: torch.device | str = "cpu") -> Dataset:
@@ -154,23 +162,31 @@ def load_digits(config: DataConfig) -> Dataset:
     bunch = sklearn_digits()
     images = torch.from_numpy((bunch.images * (255.0 / 16.0)).round().astype(np.uint8)).unsqueeze(1)
     labels = torch.from_numpy(bunch.target.astype(np.int64))
-    return _with_fixed_test_part("digits", images, labels, 10, config.test_fraction)
+    return _with_fixed_test_part("digits", images, labels, config.test_fraction)
 
 
 def load_synthetic(config: DataConfig) -> Dataset:
     """Learnable random data: one random prototype per class plus noise.
 
     Shape [C, H, W] gives uint8 images, [C, L] float signals, [D] float vectors.
-    Always generated from the same seed, so its fingerprint is stable.
+    The targets (data.targets) are the classes, values (a smooth function of the
+    noisy sample, for regression) or labels (num_classes 0/1 labels: which
+    prototypes a sample is near). Always generated from the same seed, so its
+    fingerprint is stable.
     """
     generator = torch.Generator().manual_seed(12345)
     shape = tuple(config.shape)
     labels = torch.randint(0, config.num_classes, (config.samples,), generator=generator)
     prototypes = torch.randn((config.num_classes,) + shape, generator=generator)
     samples = prototypes[labels] + 0.8 * torch.randn((config.samples,) + shape, generator=generator)
+    flat = samples.reshape(len(samples), -1)
+    targets = {"classes": lambda: labels,
+               "values": lambda: torch.tanh(flat @ torch.randn(flat.shape[1], generator=generator) / 4) * 10 + 50,
+               "labels": lambda: (flat @ prototypes.reshape(len(prototypes), -1).T > 0).float()}[
+        "classes" if config.targets == "auto" else config.targets]()
     if len(shape) == 3:
         samples = (samples * 40 + 128).round().clamp(0, 255).to(torch.uint8)
-    return _with_fixed_test_part("synthetic", samples, labels, config.num_classes, config.test_fraction)
+    return _with_fixed_test_part("synthetic", samples, targets, config.test_fraction)
 
 
 def download(config: DataConfig) -> None:
@@ -245,7 +261,7 @@ def _load_idx(folder: str, name: str, config: DataConfig) -> Dataset:
         raise DataError(f"{name}: cannot read the IDX files in {raw}/: {error}") from None
     train_x, test_x = train.data.unsqueeze(1), test.data.unsqueeze(1)
     train_y, test_y = train.targets.long(), test.targets.long()
-    return Dataset(name, train_x, train_y, test_x, test_y, 10, fingerprint(train_x, train_y, test_x, test_y))
+    return Dataset(name, train_x, train_y, test_x, test_y, fingerprint(train_x, train_y, test_x, test_y))
 
 
 def load_cifar10(config: DataConfig) -> Dataset:
@@ -259,7 +275,7 @@ def load_cifar10(config: DataConfig) -> Dataset:
     train_x, train_y = zip(*(_read_cifar_batch(folder / f) for f in train_files))
     test_x, test_y = _read_cifar_batch(folder / "test_batch")
     train_x, train_y = torch.cat(train_x), torch.cat(train_y)
-    return Dataset("cifar10", train_x, train_y, test_x, test_y, 10,
+    return Dataset("cifar10", train_x, train_y, test_x, test_y,
                    fingerprint(train_x, train_y, test_x, test_y))
 
 
@@ -294,16 +310,13 @@ def _read_cifar_batch(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(data.copy()), torch.from_numpy(labels)
 
 
-def _with_fixed_test_part(name: str, x: torch.Tensor, y: torch.Tensor, num_classes: int,
-                          test_fraction: float) -> Dataset:
-    """Sets with no test split of their own get a fixed, stratified one (seed 0); unstratified when a class
+def _with_fixed_test_part(name: str, x: torch.Tensor, y: torch.Tensor, test_fraction: float) -> Dataset:
+    """Sets with no test split of their own get a fixed one (seed 0): stratified for class labels, unless a class
     is too rare to be in both parts."""
     from sklearn.model_selection import train_test_split
 
-    counts = np.bincount(y.numpy())
-    classes, n_test = int((counts > 0).sum()), int(np.ceil(test_fraction * len(y)))
-    every_class_in_both = counts[counts > 0].min() >= 2 and classes <= n_test and classes <= len(y) - n_test
-    stratify = y.numpy() if every_class_in_both else None
+    n_test = int(np.ceil(test_fraction * len(y)))
+    stratify = y.numpy() if _stratifiable(y, n_test, len(y) - n_test) else None
     try:
         train_idx, test_idx = train_test_split(np.arange(len(y)), test_size=test_fraction,
                                                random_state=0, stratify=stratify)
@@ -312,14 +325,23 @@ def _with_fixed_test_part(name: str, x: torch.Tensor, y: torch.Tensor, num_class
                         f"{_first_line(error)}") from None
     train_idx, test_idx = torch.from_numpy(np.sort(train_idx)), torch.from_numpy(np.sort(test_idx))
     parts = x[train_idx], y[train_idx], x[test_idx], y[test_idx]
-    return Dataset(name, *parts, num_classes, fingerprint(*parts))
+    return Dataset(name, *parts, fingerprint(*parts))
+
+
+def _stratifiable(y: torch.Tensor, *part_sizes: int) -> bool:
+    """Whether whole-number labels can keep their shares in parts of these sizes (every class twice, at least one
+    sample of each class per part). Real values and label matrices are not stratified."""
+    if y.dim() != 1 or y.is_floating_point() or len(y) == 0 or int(y.min()) < 0:
+        return False
+    counts = torch.bincount(y)
+    classes = int((counts > 0).sum())
+    return int(counts[counts > 0].min()) >= 2 and all(classes <= size for size in part_sizes)
 
 
 def _stratified_subset(labels: torch.Tensor, size: int, seed: int) -> torch.Tensor:
     from sklearn.model_selection import train_test_split
 
-    counts = torch.bincount(labels)
-    stratify = labels.numpy() if size >= len(counts) and counts.min() >= 2 else None
+    stratify = labels.numpy() if _stratifiable(labels, size) else None
     keep, _ = train_test_split(np.arange(len(labels)), train_size=size, random_state=seed, stratify=stratify)
     return torch.from_numpy(np.sort(keep))
 
@@ -362,20 +384,24 @@ def load_user_data(config: DataConfig) -> Dataset:
 
 def from_arrays(name: str, x_train, y_train, x_test=None, y_test=None, test_fraction: float = 0.2) -> Dataset:
     """A Dataset from the user's arrays: uint8 images (N, H, W) or (N, C, H, W), or float samples of any
-    shape (vectors, signals); integer labels from 0. Without a test part, a fixed stratified one is made."""
-    x_train, y_train = _samples(name, "x_train", x_train), _labels(name, "y_train", y_train)
+    shape (vectors, signals); targets: class labels, real values (N,) or (N, D), or a (N, C) 0/1 label matrix.
+    Without a test part, a fixed one is made (stratified for class labels)."""
+    x_train, y_train = _samples(name, "x_train", x_train), _targets(name, "y_train", y_train)
     _same_length(name, "x_train", x_train, "y_train", y_train)
     if x_test is None:
-        classes = _class_count(name, y_train)
-        x, y = torch.from_numpy(x_train), torch.from_numpy(y_train)
-        return _with_fixed_test_part(name, x, y, classes, test_fraction)
-    x_test, y_test = _samples(name, "x_test", x_test), _labels(name, "y_test", y_test)
+        return _with_fixed_test_part(name, torch.from_numpy(x_train), torch.from_numpy(y_train), test_fraction)
+    x_test, y_test = _samples(name, "x_test", x_test), _targets(name, "y_test", y_test)
     _same_length(name, "x_test", x_test, "y_test", y_test)
     if x_test.shape[1:] != x_train.shape[1:] or x_test.dtype != x_train.dtype:
         raise DataError(f"{name}: x_test samples are {x_test.dtype} {list(x_test.shape[1:])}, "
                         f"x_train's {x_train.dtype} {list(x_train.shape[1:])}")
+    if y_test.shape[1:] != y_train.shape[1:]:
+        raise DataError(f"{name}: y_test's targets are {list(y_test.shape[1:]) or 'one value'} per sample, "
+                        f"y_train's {list(y_train.shape[1:]) or 'one value'}")
+    if y_test.dtype != y_train.dtype:  # whole numbers in one part, real values in the other: values, both
+        y_train, y_test = y_train.astype(np.float32), y_test.astype(np.float32)
     parts = [torch.from_numpy(array) for array in (x_train, y_train, x_test, y_test)]
-    return Dataset(name, *parts, _class_count(name, np.concatenate([y_train, y_test])), fingerprint(*parts))
+    return Dataset(name, *parts, fingerprint(*parts))
 
 
 def _samples(name: str, what: str, x) -> np.ndarray:
@@ -392,28 +418,26 @@ def _samples(name: str, what: str, x) -> np.ndarray:
     return x
 
 
-def _labels(name: str, what: str, y) -> np.ndarray:
+def _targets(name: str, what: str, y) -> np.ndarray:
+    """One target per sample (N,) or a row of them (N, D): whole numbers become int64 labels (the task decides
+    whether they are classes), anything else float32."""
     y = np.asarray(y.cpu() if isinstance(y, torch.Tensor) else y)
-    if y.ndim != 1:
-        raise DataError(f"{name}: {what} must be one label per sample (1-D), got shape {list(y.shape)}")
+    if y.ndim not in (1, 2) or (y.ndim == 2 and y.shape[1] == 0):
+        raise DataError(f"{name}: {what} must be one target per sample (N,) or a row of them (N, D), "
+                        f"got shape {list(y.shape)}")
+    if not np.issubdtype(y.dtype, np.number) and y.dtype != np.bool_:
+        raise DataError(f"{name}: {what} must be numbers, got {y.dtype}")
+    if y.dtype != np.bool_ and not np.isfinite(y).all():
+        raise DataError(f"{name}: {what} holds NaN or infinite values")
     whole = np.issubdtype(y.dtype, np.integer) or (np.issubdtype(y.dtype, np.floating) and np.all(np.mod(y, 1) == 0))
-    if not whole:
-        raise DataError(f"{name}: {what} must be whole-number class labels 0, 1, 2, ..., got {y.dtype}")
-    if len(y) and y.min() < 0:
-        raise DataError(f"{name}: {what} has negative labels (e.g. {int(y.min())}); classes count from 0")
-    return y.astype(np.int64)
+    if y.ndim == 1 and whole and np.abs(y).max(initial=0) < 2**53:
+        return y.astype(np.int64)
+    return np.ascontiguousarray(y, dtype=np.float32)
 
 
 def _same_length(name: str, x_name: str, x: np.ndarray, y_name: str, y: np.ndarray) -> None:
     if len(x) != len(y):
         raise DataError(f"{name}: {x_name} has {len(x)} samples but {y_name} has {len(y)} labels")
-
-
-def _class_count(name: str, labels: np.ndarray) -> int:
-    classes = int(labels.max()) + 1
-    if classes < 2:
-        raise DataError(f"{name}: the labels hold one class only; a classifier needs at least two")
-    return classes
 
 
 def load_image_folder(config: DataConfig) -> Dataset:

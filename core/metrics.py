@@ -1,7 +1,10 @@
 """Extra metrics of a run (`track.metrics`), computed on the validation and test predictions at its end.
 
-Built-ins come from scikit-learn; the user's own are `module:function`, called
-as `function(y_true, y_pred, probabilities)` and returning a number. Each is
+Built-ins (classification) come from scikit-learn; the user's own are
+`module:function`, called as `function(y_true, y_pred, predictions)` and
+returning a number: y_pred is the class (regression: the value; multi-label: the
+0/1 labels) and predictions what the served model returns (class or label
+probabilities; values in the targets' units). Each is
 logged as `final_val_<name>` and `test_<name>` (the name of `module:score` is
 `score`), like `final_val_acc` and `test_acc`, and `val_<name>` can be a
 study's objective.
@@ -18,6 +21,7 @@ from sklearn import metrics as sk
 from core import user_code
 from core.config import metric_name
 from core.errors import UserError
+from core.tasks import Task
 
 Metric = Callable[[np.ndarray, np.ndarray, np.ndarray], float]
 
@@ -35,9 +39,9 @@ def resolve(metric: str) -> Metric:
     return user_code.load(metric, "track.metrics") if user_code.is_reference(metric) else BUILTIN[metric]
 
 
-def score(metrics: list[str], y_true: np.ndarray, probabilities: np.ndarray, prefix: str) -> dict[str, float]:
-    """`{prefix + name: value}` of each metric on these labels and class probabilities."""
-    y_pred = probabilities.argmax(axis=1)
+def score(metrics: list[str], y_true: np.ndarray, predictions: np.ndarray, prefix: str, task: Task) -> dict[str, float]:
+    """`{prefix + name: value}` of each metric on these targets and the task's predictions."""
+    y_pred, probabilities = task.hard(predictions), predictions
     values = {}
     for metric in metrics:
         try:
@@ -52,11 +56,7 @@ def score(metrics: list[str], y_true: np.ndarray, probabilities: np.ndarray, pre
     return values
 
 
-def check(metrics: list[str], num_classes: int) -> None:
-    """Call every metric once on a small made-up prediction, so a broken one fails before any run."""
-    if not metrics:
-        return
-    y_true = np.arange(2 * num_classes) % num_classes
-    probabilities = np.full((len(y_true), num_classes), 0.5 / max(num_classes - 1, 1))
-    probabilities[np.arange(len(y_true)), (y_true + np.arange(len(y_true)) % 2) % num_classes] = 0.5
-    score(metrics, y_true, probabilities, "")
+def check(metrics: list[str], task: Task, y_true: np.ndarray, predictions: np.ndarray) -> None:
+    """Call every metric once on a few samples and the untrained model's predictions, so a broken one fails
+    before any run."""
+    score(metrics, y_true, predictions, "", task)

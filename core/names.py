@@ -1,4 +1,4 @@
-"""The names of the built-in models, data sets, optimizers and metrics, in one place that imports nothing heavy.
+"""The names of the built-in models, data sets, optimizers, tasks and metrics, in one place that imports nothing heavy.
 
 Besides these, a model, a data set or a metric can be the user's own, named by
 import path (`module:attribute`, see core/user_code.py). A config is checked
@@ -33,8 +33,49 @@ def optimizers_using(key: str) -> tuple[str, ...]:
     return tuple(name for name, optimizer in OPTIMIZERS.items() if key in optimizer.keys)
 
 
-# Metrics for track.metrics, computed from scikit-learn on the validation and test predictions.
+# Metrics for track.metrics, computed from scikit-learn on the validation and test predictions (classification).
 METRICS = ("macro_f1", "weighted_f1", "balanced_accuracy", "cohen_kappa", "matthews_corrcoef", "log_loss")
+
+
+class TaskNames(NamedTuple):
+    """What a task is called in configs and specs, torch-free (core/tasks.py holds what it does)."""
+
+    losses: tuple[str, ...]  # train.loss's built-in choices; the first is the default
+    epoch: tuple[str, ...]  # metrics of each epoch (train_<m>, val_<m>), besides the loss; the first is the main one
+    final: tuple[str, ...]  # metrics of the returned model (final_train_<m>, final_val_<m>, test_<m>)
+    extra: tuple[str, ...]  # built-in track.metrics it takes
+    stratified: bool  # whether splits keep each class's share (class labels) or not (values, label matrices)
+
+
+# task's choices. A task owns its loss, outputs, metrics and predictions (core/tasks.py); this table names them.
+TASKS = {
+    "classification": TaskNames(("cross_entropy",), ("acc",), ("acc",), METRICS, True),
+    "regression": TaskNames(("mse", "l1", "huber"), ("rmse", "mae"), ("rmse", "mae", "r2"), (), False),
+    "multilabel": TaskNames(("bce",), ("micro_f1", "subset_acc"), ("micro_f1", "macro_f1", "map", "subset_acc"), (),
+                            False),
+}
+# `task: auto` is classification that refuses targets which do not look like classes (and says which task to use).
+TASK_CHOICES = ("auto", *TASKS)
+LOWER_IS_BETTER = ("loss", "rmse", "mae", "log_loss", "parameters", "seconds")
+
+
+def task_names(task: str) -> TaskNames:
+    return TASKS["classification" if task == "auto" else task]
+
+
+def all_losses() -> tuple[str, ...]:
+    return tuple(loss for task in TASKS.values() for loss in task.losses)
+
+
+def main_metric(task: str) -> str:
+    """The task's headline metric: acc, rmse, micro_f1 (val_<it> is a study's default objective)."""
+    return task_names(task).epoch[0]
+
+
+def direction(metric: str) -> str:
+    """Whether a metric is better higher or lower: val_rmse, test_loss, seconds -> minimize; val_acc -> maximize."""
+    bare = re.sub(r"^(final_)?(train_|val_|test_|cv_)?", "", metric)
+    return "minimize" if bare in LOWER_IS_BETTER else "maximize"
 # Data sets read from files under data.root: the folder each one's files are in.
 ON_DISK = {"mnist": "MNIST/raw", "fashion_mnist": "FashionMNIST/raw", "cifar10": "cifar-10-batches-py"}
 

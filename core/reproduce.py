@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from mlflow.entities import Run
 
-from core import provenance
+from core import names, provenance
 from core.errors import UserError
 from core.names import epoch_key, logged_summary
 from core.runs import Place, fit_in, open_run
@@ -24,7 +24,11 @@ from core.runs.place import PLACE_KEYS
 from core.tracking import mlflow_store
 from core.train import evaluate, prepare
 
-COMPARED = ("train_loss", "train_acc", "val_loss", "val_acc")
+
+def compared_keys(config) -> tuple[str, ...]:
+    """The per-epoch values compared: the losses and the task's epoch metrics (train_acc, val_rmse, ...)."""
+    epoch = names.task_names(config.task).epoch
+    return ("train_loss", "val_loss", *(f"{part}_{metric}" for part in ("train", "val") for metric in epoch))
 TABLE_ARTIFACT = "reproduction.csv"  # every epoch and metric of both runs, in the reproduced run
 
 
@@ -88,7 +92,7 @@ def reproduce(run_id: str, epochs: int | None = None, tolerance: float = 1e-4,
     place = Place(experiment, f"{run.info.run_name} (reproduced)", tags={**keep, "reproduced_from": run_id})
     with open_run(place) as rerun:
         fit_in(rerun, prepared)
-    rows, first = compare_histories(run_id, rerun.id, compared, 0.0 if exact else tolerance)
+    rows, first = compare_histories(run_id, rerun.id, compared, 0.0 if exact else tolerance, compared_keys(config))
     rerun.log_text(table_csv(rows), TABLE_ARTIFACT)
     return Reproduction(run_id, rerun.id, exact, 0.0 if exact else tolerance, rows, first, warnings)
 
@@ -97,7 +101,7 @@ def compared_epochs(run: Run, epochs: int, warnings: list[str]) -> int:
     """The epochs to compare: a run that did not finish (FAILED, KILLED) only has those before it stopped."""
     if run.info.status == "FINISHED":
         return epochs
-    logged = len(epoch_history(run.info.run_id, COMPARED[0]))
+    logged = len(epoch_history(run.info.run_id, "train_loss"))
     if logged == 0:
         raise UserError(f"run {run.info.run_id} is {run.info.status} and logged no epoch: there is nothing to compare")
     compared = min(epochs, logged)
@@ -106,21 +110,21 @@ def compared_epochs(run: Run, epochs: int, warnings: list[str]) -> int:
     return compared
 
 
-def compare_histories(original: str, reproduced: str, epochs: int,
-                      tolerance: float) -> tuple[list[tuple[int, str, float, float]], int | None]:
+def compare_histories(original: str, reproduced: str, epochs: int, tolerance: float,
+                      keys: tuple[str, ...]) -> tuple[list[tuple[int, str, float, float]], int | None]:
     """Per-epoch metrics side by side; the first epoch where any differs by more than `tolerance`."""
     history = {}
     for run_id in (original, reproduced):
-        for key in COMPARED:
+        for key in keys:
             history[run_id, key] = epoch_history(run_id, key)
-    logged = set().union(*(history[original, key] for key in COMPARED))
-    made = set().union(*(history[reproduced, key] for key in COMPARED))
+    logged = set().union(*(history[original, key] for key in keys))
+    made = set().union(*(history[reproduced, key] for key in keys))
     # Only the epochs either run trained: early stopping and pruning end runs before `epochs`, and a resumed
     # run logged from its resume epoch on.
     start = min(logged, default=0)
     rows, first = [], None
     for epoch in sorted(e for e in logged | made if start <= e < epochs):
-        for key in COMPARED:
+        for key in keys:
             old, new = history[original, key].get(epoch, math.nan), history[reproduced, key].get(epoch, math.nan)
             if math.isnan(old) and math.isnan(new):
                 continue
@@ -151,8 +155,9 @@ def evaluate_logged_model(run_id: str, allow_code_change: bool = False) -> tuple
     """(logged test metrics, metrics of the logged weights re-evaluated on the test set now)."""
     run, prepared = load_logged_weights(run_id, allow_code_change)
     data = prepared.data
-    now = evaluate(prepared.model, data.test_x, data.test_y, prepared.normalize,
+    now = evaluate(prepared.model, data.test_x, data.test_y, prepared.normalize, prepared.task,
                    autocast=prepared.device.type == "cuda")  # as final_metrics measured it
-    logged = {key: logged_summary(run.data.metrics, key) for key in ("test_loss", "test_acc")}
+    now = {f"test_{name}": value for name, value in now.items()}
+    logged = {key: logged_summary(run.data.metrics, key) for key in now}
     logged = {key: math.nan if value is None else value for key, value in logged.items()}
-    return logged, {"test_loss": now["loss"], "test_acc": now["acc"]}
+    return logged, now

@@ -1,10 +1,12 @@
-"""The model as it is served: what the data set stores goes in, class probabilities come out.
+"""The model as it is served: what the data set stores goes in, the task's predictions come out.
 
 A trained network expects normalised inputs, with statistics of its run's
 training part. The model logged in MLflow's format wraps it with those
-statistics as buffers, so `mlflow.pyfunc`, `mlflow models serve` and
+statistics as buffers, and ends with the task's head (core/tasks.py: class or
+label probabilities; regression values back in the targets' own units, their
+statistics as buffers too), so `mlflow.pyfunc`, `mlflow models serve` and
 `mlflow.pytorch.load_model` all take raw inputs (uint8 images as 0-255 values,
-or the user's float arrays) and give the same predictions as `evaluate`.
+or the user's float arrays) and give the same predictions as `train.predict`.
 """
 
 from __future__ import annotations
@@ -24,20 +26,21 @@ CORE = Path(__file__).resolve().parent
 
 
 class ServingModel(nn.Module):
-    """softmax(network((x as float) * scale + shift)): the run's own normalisation, then probabilities."""
+    """head(network((x as float) * scale + shift)): the run's own normalisation, then the task's predictions."""
 
-    def __init__(self, network: nn.Module, scale: torch.Tensor, shift: torch.Tensor):
+    def __init__(self, network: nn.Module, scale: torch.Tensor, shift: torch.Tensor, head: nn.Module):
         super().__init__()
         self.network = network
+        self.head = head.cpu()
         self.register_buffer("scale", scale.detach().clone().float().cpu())
         self.register_buffer("shift", shift.detach().clone().float().cpu())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.network(x.float() * self.scale + self.shift).float().softmax(dim=1)
+        return self.head(self.network(x.float() * self.scale + self.shift).float())
 
 
 def serving_model(prepared: Prepared, network: nn.Module) -> ServingModel:
-    return ServingModel(network, prepared.normalize.scale, prepared.normalize.shift)
+    return ServingModel(network, prepared.normalize.scale, prepared.normalize.shift, prepared.task.head())
 
 
 def raw_example(prepared: Prepared) -> np.ndarray:
@@ -46,10 +49,11 @@ def raw_example(prepared: Prepared) -> np.ndarray:
 
 
 def signature(prepared: Prepared) -> ModelSignature:
-    """Raw samples in (their dtype and shape), one named output: the probability of each class."""
-    data = prepared.data
+    """Raw samples in (their dtype and shape), one named output: the task's predictions (probabilities of each
+    class or label; values)."""
+    data, task = prepared.data, prepared.task
     inputs = TensorSpec(np.dtype(np.uint8 if data.is_image else np.float32), (-1, *data.input_shape))
-    outputs = TensorSpec(np.dtype(np.float32), (-1, data.num_classes), name="probabilities")
+    outputs = TensorSpec(np.dtype(np.float32), (-1, task.outputs), name=task.served_output())
     return ModelSignature(inputs=Schema([inputs]), outputs=Schema([outputs]))
 
 

@@ -1,7 +1,9 @@
 """Train/validation splits of the training part, as index arrays.
 
 Pure functions of (labels, seed, k): the same inputs give the same indices in
-every process. The test part of a data set is never split.
+every process. The test part of a data set is never split. `labels` are the
+run's task's strata (class labels), or None where the task has none
+(regression, multi-label): then nothing is stratified.
 """
 
 from __future__ import annotations
@@ -43,10 +45,15 @@ def kfold(labels: np.ndarray, k: int, seed: int, stratified: bool = False) -> li
     return [(np.sort(train), np.sort(val)) for train, val in splitter.split(np.zeros(len(labels)), labels)]
 
 
-def make_split(labels: np.ndarray, config: SplitConfig, seed: int) -> Split:
-    """The (train, validation) indices `config` asks for."""
+def make_split(samples: int, strata: np.ndarray | None, config: SplitConfig, seed: int) -> Split:
+    """The (train, validation) indices `config` asks for, of `samples` samples stratified on `strata` (None: the
+    task's targets have no classes to stratify on)."""
+    if strata is None and config.kind == "stratified_kfold":
+        raise ConfigError("split.kind=stratified_kfold keeps each class's share, and this task's targets have no "
+                          "classes; use split.kind=kfold")
+    labels = np.zeros(samples, dtype=np.int64) if strata is None else strata
     if config.kind == "holdout":
-        return holdout(labels, config.val_fraction, seed, config.stratify)
+        return holdout(labels, config.val_fraction, seed, config.stratify and strata is not None)
     return kfold(labels, config.k, seed, stratified=config.kind == "stratified_kfold")[config.fold]
 
 

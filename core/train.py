@@ -25,16 +25,20 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from core import checkpoint, names, user_code
+from core import checkpoint, names, tasks, user_code
 from core import metrics as run_metrics
 from core.config import Config
 from core.data import Dataset, channel_stats, load_dataset
-from core.errors import ConfigError, DataError
+from core.errors import ConfigError, DataError, UserError
 from core.models import build_model, check_forward, count_parameters
 from core.regularizers import EarlyStopping, L1Penalty, parameter_groups
 from core.splits import make_split
+from core.tasks import Loss, StepContext, Task
 from core.tracking.base import NullTracker, Tracker
 
+EVAL_BATCH = 1024  # samples per forward pass when evaluating: no gradients, so larger than training's
+# The user's own training step (train.step): (model, inputs, targets, context) -> the batch's loss.
+Step = Callable[[nn.Module, torch.Tensor, torch.Tensor, StepContext], torch.Tensor]
 # Asked after each epoch (epoch, its metrics): why to stop now (e.g. "pruned by the median pruner after epoch
 # 3"), or "" to go on. A caller's stop ends the fit as `pruned`.
 ShouldStop = Callable[[int, dict[str, float]], str]
@@ -128,7 +132,9 @@ class EpochState:
     batch_size: int
     normalize: Normalizer
     optimizer: torch.optim.Optimizer
-    loss_fn: nn.Module
+    task: Task
+    loss_fn: Loss
+    step_fn: Step | None  # the user's training step, or None: outputs = model(inputs), loss_fn(outputs, targets)
     l1: L1Penalty | None
     generator: torch.Generator
     autocast: bool
@@ -136,10 +142,13 @@ class EpochState:
     flush_every: int
     on_flush: Callable[[list[float], int], None]  # (losses, first step); raises NonFiniteLoss
     step: int = 0  # global step counter
+    epoch: int = 0
+    step_name: str = ""  # train.step, for its errors
 
 
 def train_one_epoch(model: nn.Module, state: EpochState) -> dict[str, float]:
-    """One pass over the training indices in a random order; returns mean loss and accuracy.
+    """One pass over the training indices in a random order; returns the mean loss and the task's epoch metrics
+    (with a training step of the user's own, which gives no outputs, the loss only).
 
     A non-finite loss raises NonFiniteLoss (from `on_flush`) out of the epoch.
     """
@@ -148,7 +157,7 @@ def train_one_epoch(model: nn.Module, state: EpochState) -> dict[str, float]:
     order = state.indices[torch.randperm(len(state.indices), device=device, generator=state.generator)]
     n_batches = math.ceil(len(order) / state.batch_size)
     losses = torch.zeros(n_batches, device=device)
-    correct = torch.zeros((), device=device, dtype=torch.long)
+    tally = torch.zeros((), device=device)
     flushed = 0
     for batch in range(n_batches):
         index = order[batch * state.batch_size:(batch + 1) * state.batch_size]
@@ -156,50 +165,71 @@ def train_one_epoch(model: nn.Module, state: EpochState) -> dict[str, float]:
         if state.augment_shift:
             xb = shift_images(xb, state.augment_shift, state.generator)
         xb, yb = state.normalize(xb), state.y.index_select(0, index)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=state.autocast):
-            logits = model(xb)
-            loss = state.loss_fn(logits.float(), yb)
+        loss, outputs = train_step(model, xb, yb, state)
         total = loss + state.l1() if state.l1 is not None else loss
         state.optimizer.zero_grad(set_to_none=True)
         total.backward()
         state.optimizer.step()
         losses[batch] = loss.detach()
-        correct += (logits.argmax(dim=1) == yb).sum()
+        if outputs is not None:
+            tally = tally + state.task.tally(outputs.detach(), yb)
         if batch + 1 - flushed >= state.flush_every or batch + 1 == n_batches:
             state.on_flush(losses[flushed:batch + 1].tolist(), state.step + flushed)
             flushed = batch + 1
     state.step += n_batches
-    return {"train_loss": losses.mean().item(), "train_acc": correct.item() / len(order)}
+    scores = state.task.from_tally(tally, len(order)) if state.step_fn is None else {}
+    return {"train_loss": losses.mean().item(), **{f"train_{name}": value for name, value in scores.items()}}
+
+
+def train_step(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor,
+               state: EpochState) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The batch's loss (and the outputs it came from, None from the user's own step), under autocast."""
+    targets = state.task.model_targets(yb)
+    with torch.autocast(xb.device.type, dtype=torch.bfloat16, enabled=state.autocast):
+        if state.step_fn is None:
+            outputs = model(xb).float()
+            return state.loss_fn(outputs, targets), outputs
+        context = StepContext(epoch=state.epoch, step=state.step, generator=state.generator, loss=state.loss_fn)
+        loss = state.step_fn(model, xb, targets, context)
+    if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
+        raise UserError(f"train.step={state.step_name}: returned {_what(loss)}; it must return the batch's "
+                        f"loss as a scalar tensor")
+    return loss.float(), None
+
+
+def _what(value: Any) -> str:
+    return f"a tensor of shape {list(value.shape)}" if isinstance(value, torch.Tensor) else type(value).__name__
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, normalize: Normalizer,
-             batch_size: int = 1024, autocast: bool = False) -> dict[str, float]:
-    """Mean cross-entropy and accuracy over (x, y), in eval mode, with one sync at the end."""
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, normalize: Normalizer, task: Task,
+             autocast: bool = False) -> dict[str, float]:
+    """The mean loss and the task's epoch metrics over (x, y), in eval mode, with one sync at the end."""
     model.eval()
-    device = x.device
+    device, batch_size = x.device, EVAL_BATCH
     loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device, dtype=torch.long)
+    tally = torch.zeros((), device=device)
     for start in range(0, len(y), batch_size):
         xb, yb = normalize(x[start:start + batch_size]), y[start:start + batch_size]
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            logits = model(xb).float()
-        loss_sum += nn.functional.cross_entropy(logits, yb, reduction="sum")
-        correct += (logits.argmax(dim=1) == yb).sum()
-    count = max(len(y), 1)
-    return {"loss": loss_sum.item() / count, "acc": correct.item() / count}
+            outputs = model(xb).float()
+        loss_sum += task.criterion(outputs, task.model_targets(yb)).float() * len(yb)  # losses are batch means
+        tally = tally + task.tally(outputs, yb)
+    return {"loss": loss_sum.item() / max(len(y), 1), **task.from_tally(tally, len(y))}
 
 
 @torch.no_grad()
-def predict_proba(model: nn.Module, x: torch.Tensor, normalize: Normalizer, batch_size: int = 1024) -> torch.Tensor:
-    """Class probabilities (softmax of the logits), in eval mode."""
+def predict(model: nn.Module, x: torch.Tensor, normalize: Normalizer, task: Task, batch_size: int = 1024,
+            autocast: bool = False) -> torch.Tensor:
+    """The task's predictions (class probabilities, values in the targets' units, label probabilities), in eval
+    mode, under the same autocast as `evaluate`, so both see the same outputs."""
     model.eval()
-    return torch.cat([model(normalize(x[s:s + batch_size])).float().softmax(dim=1)
-                      for s in range(0, len(x), batch_size)])
-
-
-def predict(model: nn.Module, x: torch.Tensor, normalize: Normalizer, batch_size: int = 1024) -> torch.Tensor:
-    return predict_proba(model, x, normalize, batch_size).argmax(dim=1)
+    head = task.head().to(x.device)
+    chunks = []
+    for start in range(0, len(x), batch_size):
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=autocast):
+            chunks.append(head(model(normalize(x[start:start + batch_size])).float()))
+    return torch.cat(chunks)
 
 
 def make_optimizer(model: nn.Module, config: Config, device: torch.device) -> torch.optim.Optimizer:
@@ -232,6 +262,8 @@ class Prepared:
     val_idx: np.ndarray
     model: nn.Module
     normalize: Normalizer
+    task: Task
+    step: Step | None = None
 
     def part(self, indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """(x, y) of the training set's samples at `indices` (the training or validation part)."""
@@ -239,46 +271,73 @@ class Prepared:
         return self.data.train_x[index], self.data.train_y[index]
 
 
-def build_on_device(config: Config, data: Dataset, device: torch.device, channels_last: bool) -> nn.Module:
+def build_on_device(config: Config, data: Dataset, outputs: int, device: torch.device,
+                    channels_last: bool) -> nn.Module:
     """The model on `device`; one too big for the memory is a one-line error that says how big it is."""
     try:
-        model = build_model(config.model, data.input_shape, data.num_classes)
+        model = build_model(config.model, data.input_shape, outputs)
         return model.to(device, memory_format=torch.channels_last) if channels_last else model.to(device)
     except RuntimeError as error:  # torch.OutOfMemoryError (CUDA) is one; the CPU allocator raises a plain one
         if not isinstance(error, torch.OutOfMemoryError) and "allocate" not in str(error):
             raise
-    size = parameter_count(config, data)
+    size = parameter_count(config, data, outputs)
     needs = f"{size:,} parameters, {size * 4 / 2**30:,.1f} GiB as float32" if size else "more than there is"
     raise ConfigError(f"model {config.model.name} does not fit in the memory of {device.type} ({needs}); "
                       f"make it smaller (model.hidden, model.channels)")
 
 
-def parameter_count(config: Config, data: Dataset) -> int | None:
+def parameter_count(config: Config, data: Dataset, outputs: int) -> int | None:
     """The model's size without its memory: built on the meta device, which allocates nothing."""
     try:
         with torch.device("meta"):
-            return count_parameters(build_model(config.model, data.input_shape, data.num_classes))
+            return count_parameters(build_model(config.model, data.input_shape, outputs))
     except Exception:  # a builder that cannot run on meta: the message goes without the size
         return None
 
 
 def prepare(config: Config) -> Prepared:
-    """Load data, split it and build the model: raises a UserError on bad input, logs nothing."""
+    """Load data, check its targets against the task, split it and build the model: raises a UserError on bad
+    input, logs nothing."""
     config.validate()
     device = select_device(config.device)
     seed_everything(config.seed, config.train.deterministic)
-    data = load_dataset(config.data, device)
+    data = load_dataset(tasks.data_config(config), device)
+    task = tasks.for_run(config, data.train_y, data.test_y)
     split_seed = config.split.seed if config.split.seed >= 0 else config.seed
-    train_idx, val_idx = make_split(data.train_y.cpu().numpy(), config.split, split_seed)
+    train_idx, val_idx = make_split(len(data.train_y), task.strata(data.train_y.cpu().numpy()), config.split,
+                                    split_seed)
     channels_last = device.type == "cuda" and len(data.input_shape) == 3
-    model = build_on_device(config, data, device, channels_last)
+    model = build_on_device(config, data, task.outputs, device, channels_last)
     train_part = data.train_x[torch.as_tensor(train_idx, device=device)]
+    task.fit(data.train_y[torch.as_tensor(train_idx, device=device)])  # target statistics: training part only
     mean, std = channel_stats(train_part)  # from the training part only; per feature for vectors (N, D)
     normalize = Normalizer(mean, std, data.is_image, channels_last)
     if user_code.is_reference(config.model.name):
-        check_forward(model, normalize(train_part[:2]), data.num_classes, config.model.name)
-    run_metrics.check(config.track.metrics, data.num_classes)
-    return Prepared(config, device, data, train_idx, val_idx, model, normalize)
+        check_forward(model, normalize(train_part[:2]), task.outputs, config.model.name)
+    prepared = Prepared(config, device, data, train_idx, val_idx, model, normalize, task,
+                        user_code.load(config.train.step, "train.step") if config.train.step else None)
+    check_user_parts(prepared)
+    return prepared
+
+
+def check_user_parts(prepared: Prepared) -> None:
+    """The user's loss, training step and metrics, each tried once on two training samples (the model and the
+    random streams are left as they were), so a broken one fails before any run."""
+    config, model = prepared.config, prepared.model
+    if not (user_code.is_reference(config.train.loss) or prepared.step or config.track.metrics):
+        return
+    x, y = prepared.part(prepared.train_idx[:2])
+    inputs, targets = prepared.normalize(x), prepared.task.model_targets(y)
+    with torch.random.fork_rng(devices=[prepared.device] if prepared.device.type == "cuda" else []):
+        if user_code.is_reference(config.train.loss):
+            with torch.no_grad():
+                tasks.check_loss(prepared.task.criterion, model.eval()(inputs).float(), targets, config.train.loss)
+        if prepared.step is not None:
+            tasks.check_step(prepared.step, model, inputs, targets, prepared.task.criterion, config.train.step)
+    if config.track.metrics:  # enough samples for a metric that needs several classes
+        x, y = prepared.part(prepared.train_idx[:max(16, 2 * prepared.task.outputs)])
+        predictions = predict(model, x, prepared.normalize, prepared.task).cpu().numpy()
+        run_metrics.check(config.track.metrics, prepared.task, y.cpu().numpy(), predictions)
 
 
 class LossWatch:
@@ -299,8 +358,9 @@ def epoch_state(prepared: Prepared, optimizer: torch.optim.Optimizer, on_flush: 
     config, device, model = prepared.config, prepared.device, prepared.model
     return EpochState(
         x=prepared.data.train_x, y=prepared.data.train_y, indices=torch.as_tensor(prepared.train_idx, device=device),
-        batch_size=config.train.batch_size, normalize=prepared.normalize, optimizer=optimizer,
-        loss_fn=nn.CrossEntropyLoss(), l1=L1Penalty(model, config.reg.l1) if config.reg.l1 > 0 else None,
+        batch_size=config.train.batch_size, normalize=prepared.normalize, optimizer=optimizer, task=prepared.task,
+        loss_fn=prepared.task.criterion, step_fn=prepared.step, step_name=config.train.step,
+        l1=L1Penalty(model, config.reg.l1) if config.reg.l1 > 0 else None,
         generator=torch.Generator(device=device).manual_seed(config.seed + 1), autocast=device.type == "cuda",
         augment_shift=config.train.shift if config.train.augment == "shift" else 0,
         flush_every=config.track.flush_every, on_flush=on_flush)
@@ -328,7 +388,7 @@ def fit(what: Config | Prepared, tracker: Tracker | None = None, should_stop: Sh
     with tqdm(range(loop.first_epoch, config.train.epochs), desc=run_label(config), unit="epoch",
               disable=not progress, leave=False) as epochs:
         for epoch in epochs:
-            watch.epoch = epoch
+            watch.epoch = state.epoch = epoch
             try:
                 metrics = train_and_validate(compiled, state, val_x, val_y)
                 history.append(metrics)
@@ -338,7 +398,8 @@ def fit(what: Config | Prepared, tracker: Tracker | None = None, should_stop: Sh
             except NonFiniteLoss as bad:
                 stop = Stop("non_finite", str(bad))
                 break
-            epochs.set_postfix(train_loss=f"{metrics['train_loss']:.4f}", val_acc=f"{metrics['val_acc']:.4f}")
+            main = f"val_{prepared.task.names.epoch[0]}"
+            epochs.set_postfix({"train_loss": f"{metrics['train_loss']:.4f}", main: f"{metrics[main]:.4f}"})
             step_scheduler(loop.scheduler, config, metrics["val_loss"])
             stop = stop_after(epoch, metrics, stopper, model, should_stop)
             if stop.reason != "completed":
@@ -422,8 +483,8 @@ def train_and_validate(model: nn.Module, state: EpochState, val_x: torch.Tensor,
     tick = time.perf_counter()
     lr = state.optimizer.param_groups[0]["lr"]
     trained = train_one_epoch(model, state)
-    val = evaluate(model, val_x, val_y, state.normalize, autocast=state.autocast)
-    return {**trained, "val_loss": val["loss"], "val_acc": val["acc"], "lr": lr,
+    val = evaluate(model, val_x, val_y, state.normalize, state.task, autocast=state.autocast)
+    return {**trained, **{f"val_{name}": value for name, value in val.items()}, "lr": lr,
             "epoch_seconds": time.perf_counter() - tick}
 
 
@@ -450,29 +511,35 @@ def stop_after(epoch: int, metrics: dict[str, float], stopper: EarlyStopping, mo
 
 def final_metrics(model: nn.Module, prepared: Prepared, best_epoch: int, history: list[dict[str, float]],
                   steps: int) -> dict[str, float]:
-    """Metrics of the model as it is returned: on the training part (eval mode), validation and test."""
-    autocast = prepared.device.type == "cuda"
-    train = evaluate(model, *prepared.part(prepared.train_idx), prepared.normalize, autocast=autocast)
-    test = evaluate(model, prepared.data.test_x, prepared.data.test_y, prepared.normalize, autocast=autocast)
+    """Metrics of the model as it is returned: on the training part (eval mode), validation (the chosen epoch's)
+    and test; then the task's scores beyond the epoch's (r2, macro F1, mAP) and track.metrics."""
+    autocast, task = prepared.device.type == "cuda", prepared.task
     chosen = history[best_epoch] if prepared.config.early_stop.patience > 0 and best_epoch >= 0 else history[-1]
-    return {"final_train_loss": train["loss"], "final_train_acc": train["acc"],
-            "final_val_loss": chosen["val_loss"], "final_val_acc": chosen["val_acc"],
-            "test_loss": test["loss"], "test_acc": test["acc"],
-            "best_epoch": float(best_epoch), "epochs_run": float(len(history)), "steps_run": float(steps),
-            **extra_metrics(model, prepared)}
+    train = evaluate(model, *prepared.part(prepared.train_idx), prepared.normalize, task, autocast=autocast)
+    test = evaluate(model, prepared.data.test_x, prepared.data.test_y, prepared.normalize, task, autocast=autocast)
+    val = {key.removeprefix("val_"): value for key, value in chosen.items() if key.startswith("val_")}
+    values = {f"{prefix}{name}": value for prefix, scores in (("final_train_", train), ("final_val_", val),
+                                                              ("test_", test)) for name, value in scores.items()}
+    return {**values, "best_epoch": float(best_epoch), "epochs_run": float(len(history)), "steps_run": float(steps),
+            **prediction_scores(model, prepared)}
 
 
-def extra_metrics(model: nn.Module, prepared: Prepared) -> dict[str, float]:
-    """`track.metrics` on the returned model's validation and test predictions."""
-    names = prepared.config.track.metrics
-    if not names:
+def prediction_scores(model: nn.Module, prepared: Prepared) -> dict[str, float]:
+    """The task's scores of whole predictions (r2, macro F1, mAP) on the three parts, and `track.metrics` on
+    validation and test."""
+    task, extra = prepared.task, prepared.config.track.metrics
+    beyond_epoch = [name for name in task.names.final if name not in task.names.epoch]
+    if not beyond_epoch and not extra:
         return {}
-    val_x, val_y = prepared.part(prepared.val_idx)
-    parts = {"final_val_": (val_x, val_y), "test_": (prepared.data.test_x, prepared.data.test_y)}
+    parts = {"final_train_": prepared.part(prepared.train_idx), "final_val_": prepared.part(prepared.val_idx),
+             "test_": (prepared.data.test_x, prepared.data.test_y)}
     values: dict[str, float] = {}
     for prefix, (x, y) in parts.items():
-        probabilities = predict_proba(model, x, prepared.normalize).cpu().numpy()
-        values.update(run_metrics.score(names, y.cpu().numpy(), probabilities, prefix))
+        predictions = predict(model, x, prepared.normalize, task, autocast=prepared.device.type == "cuda")
+        truth, predicted = y.cpu().numpy(), predictions.cpu().numpy()
+        values.update({prefix + name: value for name, value in task.final_scores(truth, predicted).items()})
+        if prefix != "final_train_":
+            values.update(run_metrics.score(extra, truth, predicted, prefix, task))
     return values
 
 

@@ -70,7 +70,7 @@ def test_summary_rows_gaps_ranks_and_adjusted_tests():
     assert rows[BASELINE]["gap"] == pytest.approx(0.15) and rows["better"]["gap"] == pytest.approx(0.05)
     assert [rows[n]["rank"] for n in ("better", BASELINE, "worse")] == [1, 2, 3]
     assert [rows[n]["test_rank"] for n in ("worse", BASELINE, "better")] == [1, 2, 3]
-    assert rows["better"]["val_acc_std"] == pytest.approx(np.std([0.9, 0.92, 0.90], ddof=1))
+    assert rows["better"]["val_std"] == pytest.approx(np.std([0.9, 0.92, 0.90], ddof=1))
     better = corrected_t_test([0.1, 0.02, 0.05], 100 / 200)
     assert (rows["better"]["val_diff"], rows["better"]["val_diff_low"], rows["better"]["val_p"]) == pytest.approx(
         (better.difference, better.low, better.p))

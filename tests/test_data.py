@@ -113,4 +113,4 @@ def test_bad_k():
     with pytest.raises(ConfigError, match="rarest class"):
         kfold(LABELS, 11, seed=0, stratified=True)
     with pytest.raises(ConfigError, match="training samples"):
-        make_split(LABELS[:5], SplitConfig(kind="kfold", k=6, fold=0), seed=0)
+        make_split(5, LABELS[:5], SplitConfig(kind="kfold", k=6, fold=0), seed=0)

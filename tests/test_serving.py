@@ -32,13 +32,17 @@ def wait_for(url: str, process: subprocess.Popen, seconds: float = 180) -> None:
 
 
 @pytest.mark.slow
-def test_the_served_best_model_takes_raw_inputs_and_predicts_what_evaluate_does(tmp_path):
-    config = {**TINY_CONFIG, "track": {**TINY_CONFIG["track"], "log_model": True}}
-    outcome = run_study(load_spec(tiny_study_spec(tmp_path, name="serve", trials=2, config=config)))
+@pytest.mark.parametrize("task, objective", [("auto", "val_acc"), ("regression", "val_rmse")])
+def test_the_served_best_model_takes_raw_inputs_and_predicts_what_evaluate_does(tmp_path, task, objective):
+    """Classification: class probabilities; regression: values in the targets' own units (the targets'
+    statistics are inside the served model), equal to what `predict` gives of the logged weights."""
+    config = {**TINY_CONFIG, "task": task, "track": {**TINY_CONFIG["track"], "log_model": True}}
+    spec = tiny_study_spec(tmp_path, name="serve", trials=2, config=config, objective={"metric": objective})
+    outcome = run_study(load_spec(spec))
     (logged,) = mlflow_client().search_logged_models([mlflow_client().get_experiment_by_name("serve").experiment_id]
                                                      ).to_list()
     _, prepared = load_logged_weights(outcome.best_run_id)  # what evaluate loads: weights + the run's normaliser
-    expected = predict(prepared.model, prepared.data.test_x, prepared.normalize).cpu().numpy()
+    expected = predict(prepared.model, prepared.data.test_x, prepared.normalize, prepared.task).cpu().numpy()
     raw = prepared.data.test_x.cpu().numpy()
     assert raw.dtype == np.uint8  # as the data set stores them: 0-255 pixels, not normalised floats
 
@@ -55,10 +59,12 @@ def test_the_served_best_model_takes_raw_inputs_and_predicts_what_evaluate_does(
                                          data=json.dumps({"inputs": raw.tolist()}).encode(),
                                          headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(request, timeout=60) as response:
-            probabilities = np.asarray(json.loads(response.read())["predictions"])
+            served = np.asarray(json.loads(response.read())["predictions"])
     finally:
         server.terminate()
         server.wait(30)
-    assert probabilities.shape == (len(raw), 4)
-    assert np.allclose(probabilities.sum(axis=1), 1, atol=1e-5)
-    assert (probabilities.argmax(axis=1) == expected).all(), (tmp_path / "server.log").read_text()[-2000:]
+    assert served.shape == expected.shape == (len(raw), 4 if task == "auto" else 1)
+    assert np.allclose(served, expected, rtol=1e-5, atol=1e-5), (tmp_path / "server.log").read_text()[-2000:]
+    if task == "regression":  # the synthetic targets are about 50 +- 10: the original units, not standardised ones
+        truth = prepared.data.test_y.cpu().numpy()
+        assert abs(served.mean() - truth.mean()) < 10 and served.std() > 1

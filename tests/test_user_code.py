@@ -78,12 +78,12 @@ def test_config_checks_of_user_parts_import_nothing(overrides, words):
 
 @pytest.mark.parametrize("arrays, words", [
     ((np.zeros((5, 3)), np.zeros(4, dtype=int)), ["5 samples", "4 labels"]),
-    ((np.zeros((4, 3)), np.array([0, 1, 0.5, 1])), ["whole-number"]),
-    ((np.zeros((4, 3)), np.array([0, 1, -1, 1])), ["negative"]),
-    ((np.zeros((4, 3)), np.zeros(4, dtype=int)), ["one class"]),
+    ((np.zeros((4, 3)), np.array([0, 1, np.nan, 1])), ["NaN"]),
+    ((np.zeros((4, 3)), np.zeros((4, 2, 2))), ["(N,)", "(N, D)"]),
     ((np.zeros(4), np.zeros(4, dtype=int)), ["first axis"]),
 ])
 def test_bad_arrays_are_one_clear_error(arrays, words):
+    """What no task takes; targets that do not fit the run's task are tests/test_tasks.py's."""
     with pytest.raises(DataError) as error:
         from_arrays("mine", *arrays)
     assert all(word in str(error.value) for word in words)

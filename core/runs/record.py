@@ -8,22 +8,24 @@ every training run in the store is recorded the same way.
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 
-from core import provenance, report, serving, user_code
+from core import names, provenance, report, serving, user_code
 from core.config import Config
 from core.names import ON_DISK, epoch_key, step_key, summary_key
 from core.runs.place import Place
 from core.tracking import Tracker, mlflow_store
 from core.tracking.mlflow_sink import MLflowTracker
-from core.tracking.visdom_sink import LIVE_METRICS
 from core.train import FitResult, Prepared, predict, run_label
 
 CODE_TAG = "code."  # code.<path> = the SHA-256 of a user source file the run used
 CONFIG_ARTIFACT = "config.yaml"  # the whole flat config: params hold only the keys that apply
+# the task, its output width and what it learnt from the training part (regression: the targets' mean and std)
+TASK_ARTIFACT = "task.json"
 
 
 class CurveKeys:
@@ -64,7 +66,9 @@ def live_metrics(config: Config) -> tuple[str, ...]:
     """Visdom's windows for this run: each run is its own line (the label ends with its run id, so a rerun
     of the same config does not continue the last one's line), and no learning-rate window when the rate
     is constant (a flat line on an axis Visdom stretches to -1..1)."""
-    return tuple(key for key in LIVE_METRICS if key != "lr" or config.sched.name != "none")
+    epoch = names.task_names(config.task).epoch
+    return ("train_loss", "val_loss", *(f"{part}_{metric}" for metric in epoch for part in ("train", "val")),
+            *(("lr",) if config.sched.name != "none" else ()))
 
 
 def run_params(config: Config, place: Place) -> dict[str, object]:
@@ -83,7 +87,8 @@ def log_inputs(record: MLflowTracker, prepared: Prepared, place: Place) -> None:
     record.log_text(report.config_yaml(config), CONFIG_ARTIFACT)
     record.log_dataset(data.name, data.fingerprint, data_source(config),
                        {"train_samples": len(data.train_y), "test_samples": len(data.test_y),
-                        "sample_shape": list(data.input_shape), "classes": data.num_classes})
+                        "sample_shape": list(data.input_shape), "outputs": prepared.task.outputs})
+    record.log_text(json.dumps(prepared.task.record(), indent=1), TASK_ARTIFACT)
 
 
 def log_user_code(record: MLflowTracker, config: Config) -> None:
@@ -129,11 +134,14 @@ def log_outcome(record: MLflowTracker, prepared: Prepared, result: FitResult, mo
 
 
 def log_figures(record: Tracker, prepared: Prepared, result: FitResult) -> None:
-    data = prepared.data
-    record.log_figure(report.learning_curves(result.history, run_label(prepared.config)), "learning_curves.png")
-    predictions = predict(result.model, data.test_x, prepared.normalize).cpu().numpy()
-    record.log_figure(report.confusion_matrix(data.test_y.cpu().numpy(), predictions, data.num_classes),
-                      "confusion_matrix.png")
+    """Learning curves (the loss and the task's main metric), then the task's own figures of the test part."""
+    data, task = prepared.data, prepared.task
+    record.log_figure(report.learning_curves(result.history, run_label(prepared.config), task.names.epoch[0]),
+                      "learning_curves.png")
+    predictions = predict(result.model, data.test_x, prepared.normalize, task,
+                          autocast=prepared.device.type == "cuda").cpu().numpy()
+    for filename, figure in task.figures(data.test_y.cpu().numpy(), predictions).items():
+        record.log_figure(figure, filename)
 
 
 def log_served_model(record: MLflowTracker, prepared: Prepared, network: torch.nn.Module, name: str) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 
 import optuna
 
+from core import names
 from core.config import (
     MAX_SEED,
     Config,
@@ -34,10 +35,8 @@ SAMPLERS = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomS
 PRUNERS = {"median": optuna.pruners.MedianPruner, "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
            "hyperband": optuna.pruners.HyperbandPruner, "none": optuna.pruners.NopPruner,
            "wilcoxon": optuna.pruners.WilcoxonPruner}  # K-fold only: a signed-rank test on each fold's value
-# What a trial can be scored on: the validation metrics of fit(), or the model's size.
-METRICS = {"val_acc": "final_val_acc", "val_loss": "final_val_loss", "train_acc": "final_train_acc",
-           "parameters": "parameters", "seconds": "seconds"}
-PER_EPOCH = {"val_acc", "val_loss", "train_acc"}  # metrics that can be reported to the pruner each epoch
+# Besides the task's metrics (objective_metrics), a trial can be scored on the model's size or its time.
+OWN_METRICS = ("parameters", "seconds")
 # Parameter importance: PED-ANOVA is fast and fine with few trials; fANOVA (a random forest) on request.
 IMPORTANCE_EVALUATORS = {"ped_anova": optuna.importance.PedAnovaImportanceEvaluator,
                          "fanova": optuna.importance.FanovaImportanceEvaluator}
@@ -51,10 +50,12 @@ STUDY_KEYS = {
     "space.<key>": Key("a searched config key: {type: float | int, low, high, log: true, step} or {type: "
                        "categorical, choices: [...]}; `when: {key: value or [values]}` makes it conditional",
                        choices=KINDS, shown_default="(one entry or more)"),
-    "objective.metric": Key("what a trial is scored on (val_<name> for a metric named in track.metrics)",
-                            default="val_acc", choices=tuple(METRICS)),
-    "objective.direction": Key("whether the metric is maximized or minimized", default="maximize",
-                               choices=DIRECTIONS),
+    "objective.metric": Key("what a trial is scored on: val_ or train_ of the task's metrics or loss, val_<name> "
+                            "for a metric named in track.metrics, parameters, seconds",
+                            shown_default="the task's: val_acc, val_rmse (regression), val_micro_f1 (multilabel)"),
+    "objective.direction": Key("whether the metric is maximized or minimized", choices=DIRECTIONS,
+                               shown_default="the metric's (minimize: loss, rmse, mae, log_loss, parameters, "
+                                             "seconds; else maximize)"),
     "objective.metrics": Key("several metrics instead of one: a multi-objective study (no pruning, target or "
                              "patience)", shown_default="[metric]"),
     "objective.directions": Key("one direction per metric of objective.metrics", shown_default="[direction]"),
@@ -150,16 +151,31 @@ def _seconds(path, value: Any) -> float | None:
     return float(value)
 
 
+def objective_metrics(base: Config) -> list[str]:
+    """What a trial of this base config can be scored on: the task's metrics and loss on validation and training,
+    the validation value of each track.metrics, the model's size and the trial's time."""
+    task = names.task_names(base.task)
+    own = ["loss", *dict.fromkeys([*task.epoch, *task.final])]
+    return ([f"val_{name}" for name in own] + [f"train_{name}" for name in own]
+            + [f"val_{metric_name(m)}" for m in base.track.metrics] + list(OWN_METRICS))
+
+
+def per_epoch_metrics(base: Config) -> set[str]:
+    """The objective metrics every epoch has, which can be reported to the pruner."""
+    return {f"{part}_{name}" for name in ("loss", *names.task_names(base.task).epoch) for part in ("val", "train")}
+
+
 def _objective(path, objective: Any, base: Config) -> tuple[list[str], list[str]]:
-    metrics = objective.get("metrics") or [objective.get("metric", default("objective.metric"))]
-    directions = objective.get("directions") or [objective.get("direction", default("objective.direction"))]
+    metrics = objective.get("metrics") or [objective.get("metric", f"val_{names.main_metric(base.task)}")]
+    directions = objective.get("directions") or ([objective["direction"]] if "direction" in objective else
+                                                 [names.direction(str(metric)) for metric in metrics])
     if len(metrics) != len(directions):
         raise ConfigError(f"{path}: objective has {len(metrics)} metrics but {len(directions)} directions")
-    extra = [f"val_{metric_name(m)}" for m in base.track.metrics]
+    allowed = objective_metrics(base)
     for metric in metrics:
-        if metric not in METRICS and metric not in extra:
-            raise ConfigError(f"{path}: objective metric {metric!r} is not one of {', '.join([*METRICS, *extra])} "
-                              f"(val_<name> for a metric named in track.metrics)")
+        if metric not in allowed:
+            raise ConfigError(f"{path}: objective metric {metric!r} is not one of task={base.task}'s "
+                              f"{', '.join(allowed)} (val_<name> for a metric named in track.metrics)")
     for direction in directions:
         if direction not in STUDY_KEYS["objective.direction"].choices:
             raise ConfigError(f"{path}: direction {direction!r} must be maximize or minimize")
@@ -246,8 +262,8 @@ def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
 
 
 def result_key(metric: str) -> str:
-    """The FitResult metric an objective metric reads: val_acc -> final_val_acc, val_macro_f1 -> final_val_macro_f1."""
-    return METRICS.get(metric, f"final_{metric}")
+    """The FitResult metric an objective metric reads: val_acc -> final_val_acc, val_rmse -> final_val_rmse."""
+    return metric if metric in OWN_METRICS else f"final_{metric}"
 
 
 def trial_seed(study_seed: int, number: int) -> int:

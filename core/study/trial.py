@@ -26,7 +26,7 @@ from core.runs.folds import FoldPlan, fold_plan
 from core.runs.record import run_params
 from core.study.outcome import TrialOutcome
 from core.study.space import sample
-from core.study.spec import PER_EPOCH, StudySpec, result_key, trial_seed
+from core.study.spec import StudySpec, per_epoch_metrics, result_key, trial_seed
 from core.train import FitResult, prepare
 
 log = logging.getLogger(__name__)
@@ -126,7 +126,7 @@ class Pruning:
 
     def __init__(self, spec: StudySpec, trial: optuna.Trial, resume: Resume | None):
         self.spec, self.trial = spec, trial
-        self.reports = not spec.multi_objective and spec.metrics[0] in PER_EPOCH
+        self.reports = not spec.multi_objective and spec.metrics[0] in per_epoch_metrics(spec.base)
         if resume is not None and self.reports:  # the pruner sees them as if the trial had never stopped
             for epoch, metrics in enumerate(resume.state["history"]):
                 trial.report(metrics[spec.metrics[0]], epoch)

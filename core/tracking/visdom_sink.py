@@ -26,6 +26,12 @@ LIVE_METRICS = ("train_loss", "val_loss", "train_acc", "val_acc", "lr")
 TITLES = {"train_loss_step": "train loss per step", "train_loss": "train loss per epoch",
           "val_loss": "validation loss per epoch", "train_acc": "train accuracy per epoch",
           "val_acc": "validation accuracy per epoch", "lr": "learning rate", "best_value": "best value so far"}
+
+
+def title(window: str) -> str:
+    """A window's title: val_rmse -> "validation rmse per epoch"."""
+    part, _, metric = window.partition("_")
+    return TITLES.get(window) or f"{ {'train': 'train', 'val': 'validation'}.get(part, part)} {metric} per epoch"
 SEND_INTERVAL = 1.0  # seconds points may wait: about one request a second per window
 MAX_QUEUED = 50_000
 
@@ -70,7 +76,7 @@ class VisdomTracker(NullTracker):
             exists = window in self._windows or self.client.win_exists(window, env=self.env)
             self.client.line(Y=np.asarray(values), X=np.asarray(steps), win=window, env=self.env, name=line,
                              update="append" if exists else None,
-                             opts={"title": TITLES.get(window, window), "showlegend": True,
+                             opts={"title": title(window), "showlegend": True,
                                    "xlabel": "trial" if window == "best_value" else
                                    ("step" if window.endswith("_step") else "epoch")})
             self._windows.add(window)
