@@ -13,7 +13,8 @@ import time
 
 from benchmarks.table import markdown, save
 
-MODULES = ["benchmarks.trainer", "benchmarks.tracking_overhead", "benchmarks.study", "benchmarks.gpu"]
+MODULES = ["benchmarks.trainer", "benchmarks.tracking_overhead", "benchmarks.study", "benchmarks.regression",
+           "benchmarks.gpu"]
 
 
 def main() -> None:

@@ -7,14 +7,28 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from core import serving
 from core.__main__ import main
-from core.compare import BASELINE, Compared, FoldResult, markdown_table, summarize
+from core.compare import (
+    BASELINE,
+    Compared,
+    FoldResult,
+    csv_table,
+    load_experiment,
+    markdown_report,
+    markdown_table,
+    run_comparison,
+    summarize,
+)
 from core.errors import ConfigError, DataError, UserError
+from core.reproduce import evaluate_logged_model, reproduce
+from core.study import run_study
 from core.study.spec import load_spec
+from core.tracking import mlflow_store
 from core.train import fit, predict, prepare
-from tests.helpers import all_runs, tiny_config, tiny_overrides, tiny_study_spec
+from tests.helpers import TINY_CONFIG, all_runs, load_study, tiny_config, tiny_overrides, tiny_study_spec
 
 
 @pytest.fixture
@@ -192,3 +206,60 @@ def test_a_comparison_on_rmse_ranks_lower_as_better():
 
 def test_user_errors_are_user_errors():
     assert issubclass(DataError, UserError)
+
+
+def regression_config(**extra) -> dict:
+    """TINY_CONFIG as a deterministic regression on the synthetic set's values."""
+    return {**TINY_CONFIG, "task": "regression",
+            "train": {"epochs": 3, "batch_size": 32, "deterministic": True, **extra}}
+
+
+@pytest.mark.slow
+def test_a_regression_study_reproduces_and_evaluates_its_best_trial_bit_for_bit(tmp_path):
+    spec = tiny_study_spec(tmp_path, name="reg", trials=3, config=regression_config(), objective={})
+    outcome = run_study(load_spec(spec))
+    assert outcome.finished == 3
+    run = mlflow_store.client().get_run(outcome.best_run_id)
+    assert "summary/test_rmse" in run.data.metrics and "summary/final_val_r2" in run.data.metrics
+    assert len(mlflow_store.client().get_metric_history(outcome.best_run_id, "epoch/val_rmse")) == 3
+    study = load_study("reg")
+    assert study.direction.name == "MINIMIZE" and study.best_value == run.data.metrics["summary/final_val_rmse"]
+    result = reproduce(outcome.best_run_id)
+    assert result.exact and result.agree and {key for _, key, _, _ in result.rows} >= {"val_rmse", "train_mae"}
+    logged, now = evaluate_logged_model(outcome.best_run_id)
+    assert set(now) == {"test_loss", "test_rmse", "test_mae"} and now == pytest.approx(logged, abs=1e-6)
+
+
+@pytest.mark.slow
+def test_a_multilabel_study_and_a_study_with_ones_own_step_run_and_reproduce(tmp_path):
+    config = {**TINY_CONFIG, "task": "multilabel", "data": {**TINY_CONFIG["data"], "shape": [10]}}
+    outcome = run_study(load_spec(tiny_study_spec(tmp_path, name="labels", trials=2, config=config, objective={})))
+    assert outcome.finished == 2 and load_study("labels").direction.name == "MAXIMIZE"
+    assert "summary/test_map" in mlflow_store.client().get_run(outcome.best_run_id).data.metrics
+    config = {**TINY_CONFIG, "train": {"epochs": 2, "batch_size": 32, "deterministic": True,
+                                       "step": "experiments.my_losses:mixup",
+                                       "loss": "experiments.my_losses:focal"}}
+    outcome = run_study(load_spec(tiny_study_spec(tmp_path, name="mixup", trials=2, config=config)))
+    assert outcome.finished == 2
+    tags = mlflow_store.client().get_run(outcome.best_run_id).data.tags
+    assert "code.experiments/my_losses.py" in tags  # logged and hashed like the user's other code
+    result = reproduce(outcome.best_run_id)
+    assert result.exact and result.agree
+
+
+@pytest.mark.slow
+def test_a_comparison_on_a_regression_task_tests_rmse(tmp_path):
+    spec = {"name": "reg compare", "seed": 0, "k": 2, "repeats": 2, "config": regression_config(),
+            "remedies": {"baseline": {}, "l2": {"optim.weight_decay": 0.05}}}
+    path = tmp_path / "compare.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    experiment = load_experiment(str(path))
+    assert experiment.base.split.kind == "kfold" and experiment.metric == Compared("rmse")
+    result = run_comparison(experiment)
+    report = markdown_report(result)
+    assert "val rmse" in report and "Nadeau-Bengio corrected resampled t-test on validation rmse" in report
+    assert all(fold.val > 1 for fold in result.folds[BASELINE])  # in the targets' units (about 50 +- 10)
+    rows = {row["remedy"]: row for row in result.table}
+    ranked = sorted(rows.values(), key=lambda row: row["val"])
+    assert [row["rank"] for row in ranked] == [1, 2]  # the lower RMSE ranks first
+    assert csv_table(result.table, experiment.metric).splitlines()[0].startswith("remedy,train_rmse,train_rmse_std")

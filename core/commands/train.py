@@ -86,7 +86,8 @@ def report(tracked) -> None:
     result, metrics = tracked.result, tracked.result.metrics
     print(f"run {tracked.run_id} ({result.stop.reason} after {result.epochs_run} epochs, {result.seconds:.1f} s)")
     if metrics:
-        print(f"  validation accuracy {metrics['final_val_acc']:.4f}   test accuracy {metrics['test_acc']:.4f}")
+        main = tracked.prepared.task.names.epoch[0]  # the task's: acc, rmse, micro_f1
+        print(f"  validation {main} {metrics[f'final_val_{main}']:.4f}   test {main} {metrics[f'test_{main}']:.4f}")
     if result.stop.detail:
         print(f"  {result.stop.detail}")
     print(f"  store: {mlflow_store.tracking_uri()}")

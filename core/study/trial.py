@@ -132,7 +132,7 @@ class Pruning:
                 trial.report(metrics[spec.metrics[0]], epoch)
 
     def __call__(self, epoch: int, metrics: dict[str, float]) -> str:
-        if not self.reports:
+        if not self.reports or self.spec.metrics[0] not in metrics:  # train_<metric> under the user's own step
             return ""
         self.trial.report(metrics[self.spec.metrics[0]], epoch)
         if self.trial.should_prune():
