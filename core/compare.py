@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -149,6 +150,7 @@ class ComparisonResult:
     table: list[dict[str, Any]]
     sweeps: dict[str, list[SweepPoint]]
     parent_run_id: str = ""
+    resumption: Resumption | None = None  # what it found in the store: a comparison gone on in, or a new one
 
 
 def load_experiment(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentSpec:
@@ -419,35 +421,40 @@ def plan_jobs(spec: ExperimentSpec) -> tuple[list[tuple[str, Config, dict[str, A
     return jobs, sources
 
 
-def run_comparison(spec: ExperimentSpec, progress: bool = False) -> ComparisonResult:
-    """Train every remedy on every fold of every repeat, log it all, and return the table."""
+def run_comparison(spec: ExperimentSpec, progress: bool = False,
+                   on_start: Callable[[Resumption], None] | None = None) -> ComparisonResult:
+    """Train every remedy on every fold of every repeat, log it all, and return the table. An unfinished run of the
+    same comparison is gone on in (`find_resumable`); `on_start` is told which, or that it is a new one."""
     from tqdm.auto import tqdm
 
     from core.runs import Place, open_run
-    from core.runs.run import sweep_stale_runs
     from core.train import prepare
 
     for remedy in spec.remedies:  # every remedy's data and model are checked before anything is logged
         prepare(fold_config(remedy.config, 0))
     jobs, sources = plan_jobs(spec)
-    sweep_stale_runs([spec.name])  # creates the experiment (and the store's schema) when it is new
+    resumption = find_resumable(spec, jobs)  # creates the experiment (and the store's schema) when it is new
+    if on_start is not None:
+        on_start(resumption)
     started = time.perf_counter()
     warm_up(jobs)
     warm_up_seconds = time.perf_counter() - started
     bar = tqdm(total=len(jobs) * spec.repeats * spec.k, desc=f"compare {spec.name}", unit="fold",
                disable=not progress)
-    with bar, open_run(Place(spec.name, f"compare {spec.name}", tags={"kind": "comparison"})) as parent:
+    tags = {"kind": "comparison", FINGERPRINT_TAG: resumption.fingerprint}
+    place = Place(spec.name, f"compare {spec.name}", tags=tags, reopen=resumption.parent_run_id)
+    with bar, open_run(place) as parent:
         with parent.recorder() as record:
             record.log_params({**spec.base.to_params(), "compare.k": spec.k, "compare.repeats": spec.repeats,
                                "compare.remedies": ",".join(r.name for r in spec.remedies)})
             # Closing sends it now: the sender thread's first send (imports, SQL) is over before any fold is timed.
             record.log_metrics({"warm_up_seconds": warm_up_seconds}, step=0)
-        folds = {name: _train_remedy(spec, Job(name, config, overrides), parent, bar)
+        folds = {name: _train_remedy(spec, Job(name, config, overrides), parent, bar, resumption.groups.get(name, ""))
                  for name, config, overrides in jobs}
         main = {r.name: folds[r.name] for r in spec.remedies}
         sweeps = {name: [SweepPoint(value, source, folds[source]) for value, source in zip(values, sources[name])]
                   for name, (_, values) in spec.sweeps.items()}
-        result = ComparisonResult(spec, main, summarize(main, spec.metric), sweeps, parent.id)
+        result = ComparisonResult(spec, main, summarize(main, spec.metric), sweeps, parent.id, resumption)
         _log_parent(result, parent)
     return result
 
@@ -470,8 +477,9 @@ class Job:
     overrides: dict[str, Any]
 
 
-def _train_remedy(spec: ExperimentSpec, job: Job, parent, bar) -> list[FoldResult]:
-    """The remedy's group run (a child of the comparison) with a run per fold of every repeat."""
+def _train_remedy(spec: ExperimentSpec, job: Job, parent, bar, reopen: str = "") -> list[FoldResult]:
+    """The remedy's group run (a child of the comparison) with a run per fold of every repeat. `reopen`: the
+    group of a resumed comparison, whose finished folds are reused (read back, not trained)."""
     from core.runs import FitHooks, Place, fit_folds, open_run
     from core.runs.folds import fold_plan
 
@@ -487,12 +495,12 @@ def _train_remedy(spec: ExperimentSpec, job: Job, parent, bar) -> list[FoldResul
         bar.update(1)
         return True
 
-    place = Place(spec.name, f"remedy {job.name}", parent.id, {**tags, "kind": "remedy"})
+    place = Place(spec.name, f"remedy {job.name}", parent.id, {**tags, "kind": "remedy"}, reopen=reopen)
     with open_run(place) as group:
         plans = [fold_plan(group, job.name, fold_config(job.config, fold, repeat), tags,
                            {"repeat": repeat, "fold": fold})
                  for repeat in range(spec.repeats) for fold in range(spec.k)]
-        fit_folds(plans, FitHooks(), after_fold)
+        fit_folds(plans, FitHooks(), after_fold, reuse=bool(reopen))
         with group.recorder() as summary:
             summary.log_params({**job.config.to_params(), "remedy": job.name, "compare.k": spec.k,
                                 "compare.repeats": spec.repeats})
@@ -543,3 +551,60 @@ def _log_parent(result: ComparisonResult, parent) -> None:
             tracker.log_metrics({f"{prefix}.{metric.column(key)}": row[key] for key in keys}, step=0)
     spec = result.spec
     parent.set_tags({NOTE_TAG: f"## Comparison `{spec.name}` ({spec.repeats} x {spec.k} folds)\n\n{text}"})
+
+
+# Resuming. A rerun of the same comparison (same spec, overrides and user code: one fingerprint, a tag of its parent
+# run) goes on in the unfinished parent run and its remedy runs, and reuses the folds that FINISHED there
+# (runs.fit_folds reads them back; `_fold_result` reads their metrics as it reads a trained fold's). Kept apart from
+# the statistics and tables above, which do not know whether a fold was trained now or read back.
+
+FINGERPRINT_TAG = "fingerprint"
+UNFINISHED = ("FAILED", "KILLED")  # a killed comparison is FAILED once the stale-run sweep has seen it
+
+
+@dataclass(frozen=True)
+class Resumption:
+    """What a comparison found in the store before training: the facts the CLI prints."""
+
+    fingerprint: str
+    parent_run_id: str = ""  # the unfinished comparison of this fingerprint that goes on; "" starts a new one
+    groups: dict[str, str] = field(default_factory=dict)  # its remedy runs by job name (remedy, remedy@value)
+    finished_folds: int = 0  # its fold runs that FINISHED: reused, not trained again
+    total_folds: int = 0
+    changed: str = ""  # the latest comparison of this name, unfinished and left alone: its spec or code differ
+
+
+def fingerprint(spec: ExperimentSpec, jobs: list[tuple[str, Config, dict[str, Any]]]) -> str:
+    """What makes two runs one comparison: the folds, every job's whole config (overrides included), the sweeps,
+    and the SHA-256 of the user's code the jobs import (a changed model file makes another comparison)."""
+    import hashlib
+    import json
+
+    from core import user_code
+
+    code = {source.relative: source.sha256 for _, config, _ in jobs
+            for source in user_code.sources(config.user_references())}
+    content = {"k": spec.k, "repeats": spec.repeats, "seed": spec.seed, "sweeps": spec.sweeps, "code": code,
+               "jobs": [[name, config.to_flat(), overrides] for name, config, overrides in jobs]}
+    return hashlib.sha256(json.dumps(content, sort_keys=True, default=repr).encode()).hexdigest()
+
+
+def find_resumable(spec: ExperimentSpec, jobs: list[tuple[str, Config, dict[str, Any]]]) -> Resumption:
+    """Runs left RUNNING by dead processes are marked FAILED first; then the newest comparison of this name with
+    this fingerprint goes on if it did not finish, with its remedy runs and their finished folds."""
+    from core.runs.logged import children, finished_children, runs_tagged
+    from core.runs.run import sweep_stale_runs
+
+    sweep_stale_runs([spec.name])  # creates the experiment (and the store's schema) when it is new
+    mark, total = fingerprint(spec, jobs), len(jobs) * spec.repeats * spec.k
+    comparisons = runs_tagged(spec.name, "kind", "comparison")
+    same = next((run for run in comparisons if run.tags.get(FINGERPRINT_TAG) == mark), None)
+    if same is None or same.status not in UNFINISHED:
+        latest = comparisons[0] if comparisons else None
+        changed = latest.id if latest and latest.status in UNFINISHED and latest is not same else ""
+        return Resumption(mark, total_folds=total, changed=changed)
+    names = {name for name, _, _ in jobs}
+    groups = {child.tags["remedy"]: child.id for child in reversed(children(spec.name, same.id))  # newest wins
+              if child.tags.get("kind") == "remedy" and child.tags.get("remedy") in names}
+    finished = sum(len(finished_children(spec.name, group)) for group in groups.values())
+    return Resumption(mark, same.id, groups, finished, total)

@@ -10,10 +10,12 @@ from core.compare import (
     BASELINE,
     FoldResult,
     corrected_t_test,
+    fingerprint,
     fold_config,
     holm,
     load_experiment,
     markdown_report,
+    plan_jobs,
     run_comparison,
     summarize,
 )
@@ -168,3 +170,18 @@ def test_cli_bad_input_logs_nothing_and_good_input_prints_the_tables(tmp_path):
     assert good.returncode == 0, good.stderr
     assert "| rank | remedy |" in good.stdout and "dropout" in good.stdout and "comparison run:" in good.stdout
     assert "p (Holm)" in good.stdout and "| optim.weight_decay | val acc |" in good.stdout
+
+
+def test_the_fingerprint_that_resumes_a_comparison_follows_spec_overrides_and_user_code(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(tmp_path))
+    net = tmp_path / "resume_fingerprint_net.py"
+    net.write_text("import torch\n\ndef build(shape, classes):\n    return torch.nn.Linear(64, classes)\n")
+
+    def mark(*overrides: str) -> str:
+        spec = load_experiment(write_spec(tmp_path), ["model.name=resume_fingerprint_net:build", *overrides])
+        return fingerprint(spec, plan_jobs(spec)[0])
+
+    first = mark()
+    assert mark() == first and mark("optim.lr=0.07") != first
+    net.write_text(net.read_text() + "# changed\n")  # the same config, other code: another comparison
+    assert mark() != first

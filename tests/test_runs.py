@@ -52,3 +52,23 @@ def test_a_resumed_parent_is_reopened_and_an_outage_is_not_taken_for_a_missing_r
         with open_run(Place("parent", "study", reopen=first.id)):
             pass  # a store that did not answer is not "no such run": no second parent run is made
     assert len(all_runs("parent")) == 2
+
+
+def test_a_reopened_run_forgets_how_it_ended_before():
+    with pytest.raises(ZeroDivisionError), open_run(Place("again", "broken")) as broken:
+        raise ZeroDivisionError("killed, as the stale-run sweep would say")
+    with open_run(Place("again", "broken", reopen=broken.id)):
+        pass
+    [run] = all_runs("again")
+    assert run.info.status == "FINISHED" and not {"state", "error", "traceback"} & set(run.data.tags)
+
+
+def test_a_finished_fit_reads_back_as_it_was_trained():
+    from core.runs.logged import finished_children, logged_fit
+
+    with open_run(Place("read back", "group")) as group:
+        tracked = tracked_fit(tiny_config(), group.child("fold 0", {}))
+    logged = logged_fit(tracked.run_id)  # what a resumed comparison reads instead of training the fold again
+    result = tracked.result
+    assert (logged.history, logged.metrics, logged.stop) == (result.history, result.metrics, result.stop)
+    assert finished_children("read back", group.id) == {"fold 0": tracked.run_id}

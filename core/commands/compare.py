@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from core import signals
-from core.compare import load_experiment, markdown_report, run_comparison
+from core.compare import Resumption, load_experiment, markdown_report, run_comparison
 
 HELP = "compare overfitting remedies with repeated K-fold cross-validation (paired against the baseline)"
 OVERRIDES = "overrides"  # key=value items after the options join these
@@ -21,7 +21,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     spec = load_experiment(args.spec, args.overrides)
     signals.install_signal_handlers()
-    result = run_comparison(spec, progress=True)
+    result = run_comparison(spec, progress=True, on_start=print_resumption)
     print(markdown_report(result))
     print(f"\ncomparison run: {result.parent_run_id} (experiment {spec.name!r}); browse: python -m core ui")
     return 0
+
+
+def print_resumption(found: Resumption) -> None:
+    """One line when a rerun goes on in an unfinished comparison, or when it does not because something changed."""
+    if found.parent_run_id:
+        print(f"resuming comparison {found.parent_run_id}: {found.finished_folds} of {found.total_folds} folds "
+              f"finished there and are reused, {found.total_folds - found.finished_folds} to train", flush=True)
+    elif found.changed:
+        print(f"new comparison: the spec, overrides or code differ from the unfinished comparison {found.changed} "
+              "(left as it is; rerun its own command to go on in it)", flush=True)

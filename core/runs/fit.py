@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from core.config import Config
 from core.resume import Resume, checkpoint_file, remove_checkpoints
 from core.runs import record
+from core.runs.logged import LoggedFit
 from core.runs.place import Place
 from core.runs.run import Run, open_run
 from core.tracking import CompositeTracker
@@ -29,8 +30,9 @@ class FitHooks:
 @dataclass
 class TrackedRun:
     run_id: str
-    result: FitResult
+    result: FitResult | LoggedFit  # LoggedFit: a finished run read back, not trained again (runs.folds)
     prepared: Prepared
+    reused: bool = False
 
 
 def tracked_fit(what: Config | Prepared, place: Place | None = None, hooks: FitHooks | None = None,

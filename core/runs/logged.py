@@ -1,9 +1,11 @@
 """Reading a logged training run back: its run and whole config (refusing runs that train nothing), the user
-code it used (checked against now), and its model rebuilt with the logged weights."""
+code it used (checked against now), and its model rebuilt with the logged weights; finding runs by tag, and a
+finished run's fit read back (`logged_fit`) for a resumed comparison that reuses its folds."""
 
 from __future__ import annotations
 
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -13,12 +15,13 @@ from mlflow.entities import Run
 from core import outages, user_code
 from core.config import Config
 from core.errors import ConfigError, UserError
+from core.names import EPOCH_PREFIX, SUMMARY_PREFIX
 from core.runs import record
 from core.runs.place import PLACE_KEYS
 from core.runs.record import CODE_TAG, CONFIG_ARTIFACT
 from core.runs.run import Run as OpenRun
 from core.tracking import mlflow_store
-from core.train import Prepared, prepare
+from core.train import Prepared, Stop, prepare
 
 SUMMARY_KINDS = {"study": "a study's parent run", "comparison": "a comparison's parent run",
                  "remedy": "a remedy's summary run"}
@@ -108,3 +111,69 @@ def logged_params(run_id: str) -> dict[str, str] | None:
         return dict(mlflow_store.existing_run(run_id).data.params)
     except UserError:
         return None
+
+
+# Going on in an unfinished comparison: finding its runs and reading back the folds it finished.
+
+
+@dataclass(frozen=True)
+class Found:
+    """A run found in the store, as much as a caller deciding whether to go on in it needs."""
+
+    id: str
+    name: str
+    status: str  # RUNNING, FINISHED, FAILED, KILLED
+    tags: dict[str, str]
+
+
+def runs_tagged(experiment: str, key: str, value: str) -> list[Found]:
+    """The experiment's runs whose tag `key` is `value`, newest first. `value` is ours (a kind, a fingerprint, a
+    run id): user-given names are compared by the caller, since MLflow's filter strings do not escape quotes."""
+    client = mlflow_store.client()
+    found = client.search_runs([mlflow_store.experiment_id(experiment)], f"tags.`{key}` = '{value}'",
+                               max_results=5000, order_by=["attributes.start_time DESC"])
+    return [Found(run.info.run_id, run.info.run_name or "", run.info.status, dict(run.data.tags)) for run in found]
+
+
+def children(experiment: str, run_id: str) -> list[Found]:
+    """A run's child runs, newest first."""
+    return runs_tagged(experiment, mlflow_store.PARENT_TAG, run_id)
+
+
+def finished_children(experiment: str, run_id: str) -> dict[str, str]:
+    """{name: run id} of a run's FINISHED children (the newest of a name): folds a resumed group need not train."""
+    finished: dict[str, str] = {}
+    for child in children(experiment, run_id):
+        if child.status == "FINISHED":
+            finished.setdefault(child.name, child.id)
+    return finished
+
+
+@dataclass(frozen=True)
+class LoggedFit:
+    """A FINISHED training run read back where its fit is reused instead of trained again (a resumed comparison's
+    fold): what a caller reads of a FitResult, from the run's summary/ and epoch/ metrics, under plain names."""
+
+    history: list[dict[str, float]]  # per epoch: train_acc, val_acc, epoch_seconds, ...
+    metrics: dict[str, float]  # the summary: final_val_acc, test_acc, ...
+    stop: Stop
+
+    @property
+    def epochs_run(self) -> int:
+        return len(self.history)
+
+
+def logged_fit(run_id: str) -> LoggedFit:
+    """The run's summary values, its whole per-epoch history (every epoch/ metric by step) and why it stopped."""
+    client = mlflow_store.client()
+    run = client.get_run(run_id)
+    logged = run.data.metrics
+    summary = {key.removeprefix(SUMMARY_PREFIX): value for key, value in logged.items()
+               if key.startswith(SUMMARY_PREFIX)}
+    epochs: dict[int, dict[str, float]] = {}
+    for key in sorted(key for key in logged if key.startswith(EPOCH_PREFIX)):
+        for point in client.get_metric_history(run_id, key):
+            epochs.setdefault(point.step, {})[key.removeprefix(EPOCH_PREFIX)] = point.value
+    tags = run.data.tags
+    stop = Stop(tags.get("stop_reason", Stop().reason), tags.get("stop_detail", ""))
+    return LoggedFit([epochs[step] for step in sorted(epochs)], summary, stop)

@@ -17,7 +17,7 @@ class Place:
     tags: dict[str, str] = field(default_factory=dict)
     live_label: str = ""  # the run's line in Visdom ("" = its name)
     live_env: str = ""  # the Visdom environment ("" = the experiment)
-    reopen: str = ""  # a run id to go on in (a resumed study's parent run) instead of starting one, if it exists
+    reopen: str = ""  # a run id to go on in (a resumed study's parent, a resumed comparison's runs) if it exists
 
     @property
     def label(self) -> str:

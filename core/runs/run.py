@@ -140,12 +140,21 @@ def _start(place: Place) -> str:
                              tags=tags).info.run_id
 
 
+# What an earlier end wrote on a run (the stale-run sweep's error, a killed run's state): gone once it goes on, so
+# a reopened run that ends FINISHED does not still read as failed or killed.
+END_TAGS = ("error", "traceback", "state")
+
+
 def _reopen(place: Place) -> str:
     """The run goes on, owned by this process now."""
     client = mlflow_store.client()
     client.update_run(place.reopen, status="RUNNING")
     for key, value in mlflow_store.owner_tags().items():
         client.set_tag(place.reopen, key, value)
+    ended = client.get_run(place.reopen).data.tags
+    for key in END_TAGS:
+        if key in ended:
+            client.delete_tag(place.reopen, key)
     return place.reopen
 
 
