@@ -216,7 +216,8 @@ def regression_config(**extra) -> dict:
 
 @pytest.mark.slow
 def test_a_regression_study_reproduces_and_evaluates_its_best_trial_bit_for_bit(tmp_path):
-    spec = tiny_study_spec(tmp_path, name="reg", trials=3, config=regression_config(), objective={})
+    config = {**regression_config(), "track": {**TINY_CONFIG["track"], "log_model": True}}  # evaluate: weights
+    spec = tiny_study_spec(tmp_path, name="reg", trials=3, config=config, objective={})
     outcome = run_study(load_spec(spec))
     assert outcome.finished == 3
     run = mlflow_store.client().get_run(outcome.best_run_id)
