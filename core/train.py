@@ -328,7 +328,7 @@ def check_user_parts(prepared: Prepared) -> None:
         return
     x, y = prepared.part(prepared.train_idx[:2])
     inputs, targets = prepared.normalize(x), prepared.task.model_targets(y)
-    with torch.random.fork_rng(devices=[prepared.device] if prepared.device.type == "cuda" else []):
+    with torch.random.fork_rng(devices=[torch.cuda.current_device()] if prepared.device.type == "cuda" else []):
         if user_code.is_reference(config.train.loss):
             with torch.no_grad():
                 tasks.check_loss(prepared.task.criterion, model.eval()(inputs).float(), targets, config.train.loss)
