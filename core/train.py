@@ -13,7 +13,6 @@ job of `core.runs`.
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,8 +28,9 @@ from core import checkpoint, names, user_code
 from core import metrics as run_metrics
 from core.config import Config
 from core.data import Dataset, channel_stats, load_dataset
+from core.device import Compiler, rng_states, set_rng_states
 from core.errors import ConfigError, DataError
-from core.models import build_model, check_forward, count_parameters
+from core.models import build_model, check_deterministic, check_forward, count_parameters
 from core.regularizers import EarlyStopping, L1Penalty, parameter_groups
 from core.splits import make_split
 from core.tracking.base import NullTracker, Tracker
@@ -81,9 +81,10 @@ class Normalizer:
         self.channels_last = channels_last
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        # copy=True even for float input: x may be a view of the stored data (evaluate slices it)
-        x = x.to(torch.float32, copy=True).mul_(self.scale).add_(self.shift)
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+        # one float copy in the model's memory format (in-place ops keep it); copy=True even for float input: x
+        # may be a view of the stored data (evaluate slices it)
+        layout = {"memory_format": torch.channels_last} if self.channels_last and x.dim() == 4 else {}
+        return x.to(torch.float32, copy=True, **layout).mul_(self.scale).add_(self.shift)
 
 
 def select_device(name: str) -> torch.device:
@@ -97,8 +98,6 @@ def select_device(name: str) -> torch.device:
 def seed_everything(seed: int, deterministic: bool) -> None:
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
-    if deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # needed by deterministic cuBLAS
     if torch.are_deterministic_algorithms_enabled() != deterministic:
         torch.use_deterministic_algorithms(deterministic)  # imports torch's compiler stack: seconds, so only on change
     torch.backends.cudnn.benchmark = not deterministic
@@ -272,6 +271,7 @@ def prepare(config: Config) -> Prepared:
     train_idx, val_idx = make_split(data.train_y.cpu().numpy(), config.split, split_seed)
     channels_last = device.type == "cuda" and len(data.input_shape) == 3
     model = build_on_device(config, data, device, channels_last)
+    check_deterministic(model, device, config.train.deterministic)
     train_part = data.train_x[torch.as_tensor(train_idx, device=device)]
     mean, std = channel_stats(train_part)  # from the training part only; per feature for vectors (N, D)
     normalize = Normalizer(mean, std, data.is_image, channels_last)
@@ -321,7 +321,8 @@ def fit(what: Config | Prepared, tracker: Tracker | None = None, should_stop: Sh
     started = time.perf_counter()
     watch = LossWatch(tracker)
     loop = TrainingLoop.start(prepared, watch, resume_from)
-    compiled = torch.compile(model) if config.train.compile else model
+    compiler = Compiler(model, config.train.compile)  # Dynamo reset for this fit; its compile time kept apart
+    compiled = compiler.module
     val_x, val_y = prepared.part(prepared.val_idx)
     history, stopper, state = loop.history, loop.stopper, loop.state
     stop = Stop()
@@ -351,7 +352,8 @@ def fit(what: Config | Prepared, tracker: Tracker | None = None, should_stop: Sh
         if stop.reason != "non_finite" and history else {}
     return FitResult(history=history, best_epoch=stopper.best_epoch, stop=stop,
                      metrics=final, model=model, seconds=time.perf_counter() - started, steps=state.step,
-                     first_epoch=loop.first_epoch, extra={"parameters": float(count_parameters(model))})
+                     first_epoch=loop.first_epoch,
+                     extra={"parameters": float(count_parameters(model)), **compiler.extra()})
 
 
 @dataclass
@@ -395,25 +397,6 @@ class TrainingLoop:
         self.state.step = int(saved["step"])
         set_rng_states(saved["rng"], self.state.generator)  # last: loading above draws no random numbers
         self.first_epoch = int(saved["epoch"]) + 1
-
-
-def rng_states(generator: torch.Generator) -> dict[str, Any]:
-    """Every random stream training draws from: torch (CPU, CUDA), numpy, and the trainer's own generator."""
-    _, keys, position, has_gauss, cached = np.random.get_state()
-    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else []
-    return {"torch": torch.get_rng_state(), "cuda": cuda, "generator": generator.get_state(),
-            "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "position": int(position),
-                      "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}}  # tensors: the safe loader
-
-
-def set_rng_states(states: dict[str, Any], generator: torch.Generator) -> None:
-    torch.set_rng_state(states["torch"])
-    if states["cuda"] and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(states["cuda"])
-    generator.set_state(states["generator"])
-    saved = states["numpy"]
-    np.random.set_state(("MT19937", saved["keys"].numpy().astype(np.uint32), saved["position"], saved["has_gauss"],
-                         saved["cached_gaussian"]))
 
 
 def train_and_validate(model: nn.Module, state: EpochState, val_x: torch.Tensor,

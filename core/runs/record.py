@@ -114,7 +114,8 @@ def log_outcome(record: MLflowTracker, prepared: Prepared, result: FitResult, mo
     config asks) figures, the weights and, when `model_name` is given, the model in MLflow's format under that name."""
     config = prepared.config
     if result.metrics:
-        record.log_metrics({summary_key(key): value for key, value in result.metrics.items()},
+        compiling = {key: result.extra[key] for key in ("compile_seconds", "compiled_graphs") if key in result.extra}
+        record.log_metrics({summary_key(key): value for key, value in {**result.metrics, **compiling}.items()},
                            step=result.epochs_run - 1)
         if config.track.figures:
             log_figures(record, prepared, result)
