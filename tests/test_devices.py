@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
+import torch
 
 from core import device
 from core.errors import UserError
@@ -59,8 +60,9 @@ def test_the_study_checks_its_base_config_on_the_cpu_and_keeps_no_data(monkeypat
     from core import data
 
     seen = []
-    monkeypatch.setattr(runner, "prepare", lambda config: seen.append(config.device) or data.load_dataset(
-        config.data, config.device))
+    loaded = lambda config: SimpleNamespace(data=data.load_dataset(config.data, config.device),  # noqa: E731
+                                            model=torch.nn.Linear(1, 1))
+    monkeypatch.setattr(runner, "prepare", lambda config: seen.append(config.device) or loaded(config))
     spec = SimpleNamespace(base=tiny_config(device="auto"))
     runner.check_base(spec, workers=2)
     assert seen == ["cpu"] and spec.base.device == "auto" and not data._CACHE

@@ -32,6 +32,7 @@ from core import backoff, outages
 from core.data import drop_cached_data
 from core.device import device_type, worker_gpus
 from core.errors import OutageError, UserError
+from core.models import check_deterministic
 from core.runs.run import open_run, open_store, sweep_stale_runs
 from core.signals import end_with_parent, exit_code, install_signal_handlers, interrupt_behind, process_alive
 from core.study import DEFAULT_STORAGE
@@ -165,7 +166,8 @@ def check_base(spec: StudySpec, workers: int) -> None:
     select_device(spec.base.device)
     base = copy.deepcopy(spec.base)
     base.device = "cpu"
-    prepare(base)
+    model = prepare(base).model  # what needs the trial's device is checked on the model built for the CPU
+    check_deterministic(model, torch.device(device_type(spec.base.device)), spec.base.train.deterministic)
     if workers > 1 or device_type(spec.base.device) != "cpu":  # workers load their own; one worker (this
         drop_cached_data()  # process) loads it again on its device
 
