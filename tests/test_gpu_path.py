@@ -146,3 +146,14 @@ def test_channel_stats_in_chunks_are_the_whole_sets(dtype):
     torch.testing.assert_close(mean.flatten().double(), values.mean(dim=1), rtol=1e-6, atol=0)
     torch.testing.assert_close(std.flatten().double(), values.std(dim=1), rtol=1e-6, atol=0)
     assert mean.shape == std.shape == (1, 3, 1, 1) and mean.dtype == torch.float32
+
+
+def test_reproduce_on_a_machine_with_a_gpu_reruns_a_cpu_run_on_the_cpu(monkeypatch):
+    from core.reproduce import reproduce
+    from core.runs import tracked_fit
+
+    run = tracked_fit(tiny_config(device="auto", **{"train.deterministic": True, "train.epochs": 2}))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # auto would now pick cuda (and bf16)
+    result = reproduce(run.run_id)
+    torch.use_deterministic_algorithms(False)
+    assert result.exact and result.agree
