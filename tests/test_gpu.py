@@ -139,6 +139,16 @@ def test_the_normalizer_gives_channels_last_for_images_of_three_channels():
     assert batch.is_cuda and batch.is_contiguous(memory_format=torch.channels_last)
 
 
+def test_gpus_are_checked_against_the_devices_this_machine_has():
+    from core.device import worker_gpus
+    from core.errors import UserError
+
+    count = torch.cuda.device_count()
+    assert len(worker_gpus(None)) == count and worker_gpus(["0"]) == worker_gpus(None)[:1]
+    with pytest.raises(UserError, match=f"GPU {count} is not there"):
+        worker_gpus([str(count)])
+
+
 @pytest.mark.xfail(reason="issue 37 item 9: predict_proba runs without bf16 autocast while evaluate (test_acc) "
                           "uses it; the trainer's predict functions are being rewritten", strict=False)
 def test_predictions_agree_with_test_acc():
