@@ -126,7 +126,8 @@ class Compiler:
     """torch.compile for one fit. Dynamo's caches are process-wide: a study's trials (each a new model, often
     of another width) would pile up recompiles until Dynamo gives up and runs eager without a word, so they
     are reset first. What compiling took is read from Dynamo's own timers (`extra`: compile_seconds,
-    compiled_graphs), as compiling happens inside the first epoch's steps and lands in its epoch_seconds."""
+    compiled_graphs): compiling happens inside an epoch's first steps, and `fit` takes it out of that epoch's
+    epoch_seconds."""
 
     def __init__(self, model: nn.Module, enabled: bool):
         self.enabled = enabled
@@ -134,7 +135,16 @@ class Compiler:
         if enabled:
             torch._dynamo.reset()
             self.started_seconds, self.started_graphs = compile_seconds(), compiled_graphs()
+            self.asked_at = self.started_seconds
             self.module = torch.compile(model)
+
+    def seconds_since_last_asked(self) -> float:
+        """Compile time since the last call (the first: since the fit began): what an epoch spent compiling."""
+        if not self.enabled:
+            return 0.0
+        total = compile_seconds()
+        spent, self.asked_at = total - self.asked_at, total
+        return spent
 
     def extra(self) -> dict[str, float]:
         if not self.enabled:
