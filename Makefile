@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup run train test lint test-fast bench ui visdom dashboard clean-venv
+.PHONY: setup run train test lint test-fast bench gpu-check ui visdom dashboard clean-venv
 
 setup: $(STAMP)
 
@@ -33,6 +33,10 @@ test-fast: setup lint
 
 bench: setup
 	$(PY) -m benchmarks
+
+# on a CUDA machine: every gpu test, every CUDA path once and the GPU benchmark rows -> test-artifacts/gpu-check.md
+gpu-check: setup
+	$(PY) -m benchmarks.gpu_check
 
 ui: setup
 	$(PY) -m core ui

@@ -4,8 +4,14 @@
     result = fit(Config().apply({"model.name": "mlp", "train.epochs": 5}))
 """
 
-from core.config import Config, load_config
-from core.errors import ConfigError, DataError, UserError
+import os
+
+# cuBLAS reads this once, at its first call in the process: set before torch is imported, always, so a
+# deterministic fit (train.deterministic) works after any earlier CUDA matmul. A user's own value is kept.
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+from core.config import Config  # noqa: E402, load_config
+from core.errors import ConfigError, DataError, UserError  # noqa: E402
 
 
 def __getattr__(name: str):

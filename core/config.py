@@ -141,7 +141,8 @@ class TrainConfig:
                            "seeded", choices=("none", "shift"))
     shift: int = setting(2, "augment=shift: largest shift in pixels", values=at_least(0),
                          used_when=unless("train.augment", "none"))
-    compile: bool = setting(False, "torch.compile the model (CUDA)")
+    compile: bool = setting(False, "torch.compile the model (CUDA); Dynamo is reset for each fit; compiling is "
+                                    "summary/compile_seconds, left out of epoch/epoch_seconds")
     checkpoint: bool = setting(False, "a checkpoint after every epoch (mlruns/checkpoints/<run_id>.pt), for train "
                                "--resume")
     loss: str = setting("auto", "the loss: auto = the task's first (cross_entropy, mse, bce); regression: mse, l1, "

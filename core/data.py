@@ -55,7 +55,9 @@ class Dataset:
         return self.train_x.dtype == torch.uint8
 
     def to(self, device: torch.device | str) -> Dataset:
-        move = lambda tensor: tensor.to(device, non_blocking=True)  # noqa: E731
+        # a plain copy: non_blocking from pageable memory is synchronous anyway, and pinning the whole set
+        # first would be one more host copy of it for a transfer made once
+        move = lambda tensor: tensor.to(device)  # noqa: E731
         return Dataset(self.name, move(self.train_x), move(self.train_y), move(self.test_x),
                        move(self.test_y), self.fingerprint)
 
@@ -89,6 +91,11 @@ def _load(config: DataConfig) -> Dataset:
 
 
 _CACHE: dict[tuple[str, str, str], Dataset] = {}
+
+
+def drop_cached_data() -> None:
+    """Forget the data set load_dataset keeps, so that its memory (host or GPU) is freed."""
+    _CACHE.clear()
 
 
 def _files_stamp(config: DataConfig) -> str:
@@ -142,15 +149,24 @@ def resize_images(images: torch.Tensor, size: int, chunk: int = 4096) -> torch.T
     return out
 
 
-def channel_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and std of `x` (N, C, ...) as floats shaped for broadcasting."""
-    values = x.float().transpose(0, 1).reshape(x.shape[1], -1)
+def channel_stats(x: torch.Tensor, chunk_values: int = 2**24) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std of `x` (N, C, ...) as floats shaped for broadcasting.
+
+    In chunks of samples, so that at most one chunk is ever a float copy (the whole training part of a large
+    set as float, several times over, does not fit beside it on a GPU); sums in float64, so that the chunks'
+    order costs no precision: the mean first, then the squared deviations from it (no cancellation)."""
+    chunk = max(1, chunk_values // max(1, x[:1].numel()))  # samples per chunk: 128 MiB of float64 at most
+    chunks = [x[start:start + chunk] for start in range(0, len(x), chunk)]
+    per_channel = lambda part: part.transpose(0, 1).reshape(x.shape[1], -1).double()  # noqa: E731
+    count = x.numel() // x.shape[1]
+    total = sum(per_channel(part).sum(dim=1) for part in chunks)
+    mean = total / count
+    squares = sum(((per_channel(part) - mean[:, None]) ** 2).sum(dim=1) for part in chunks)
+    std = (squares / max(count - 1, 1)).sqrt()
     if x.dtype == torch.uint8:
-        values = values / 255.0
-    mean = values.mean(dim=1)
-    std = values.std(dim=1).clamp_min(1e-6)
+        mean, std = mean / 255.0, std / 255.0
     shape = (1, -1) + (1,) * (x.dim() - 2)
-    return mean.view(shape), std.view(shape)
+    return mean.float().view(shape), std.float().clamp_min(1e-6).view(shape)
 
 
 # ---- loaders ---------------------------------------------------------------

@@ -130,6 +130,42 @@ class ConvNet(nn.Module):
         return self.head(torch.flatten(self.features(x), 1))
 
 
+class PoolTo(nn.Module):
+    """AdaptiveAvgPool2d(size), by an exact equivalent whose CUDA backward is deterministic where the input size
+    allows: the same size (identity), a multiple (avg_pool2d with a fixed window) or a divisor of it (each value
+    repeated: AlexNet's 2x2 maps at 96x96 become 6x6). AdaptiveAvgPool2d's own backward on CUDA has no
+    deterministic kernel (train.deterministic raises at the first step); `adaptive` says it is used."""
+
+    def __init__(self, size: tuple[int, int]):
+        super().__init__()
+        self.size = size
+        self.adaptive = False  # set by a forward pass (the builder's dummy one measures the head's input)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        (h, w), (out_h, out_w) = x.shape[-2:], self.size
+        if (h, w) == (out_h, out_w):
+            return x
+        if h % out_h == 0 and w % out_w == 0:
+            return nn.functional.avg_pool2d(x, (h // out_h, w // out_w))
+        if out_h % h == 0 and out_w % w == 0:  # every window is one value: repeat it (backward: a sum)
+            n, c = x.shape[:2]
+            grid = x[:, :, :, None, :, None].expand(n, c, h, out_h // h, w, out_w // w)
+            return grid.reshape(n, c, out_h, out_w)
+        self.adaptive = True
+        return nn.functional.adaptive_avg_pool2d(x, self.size)
+
+
+def check_deterministic(model: nn.Module, device: torch.device, deterministic: bool) -> None:
+    """One line before any run, instead of an error at the first step: a PoolTo that needs AdaptiveAvgPool2d
+    under train.deterministic on CUDA."""
+    if not (deterministic and device.type == "cuda"):
+        return
+    if any(isinstance(module, PoolTo) and module.adaptive for module in model.modules()):
+        raise ConfigError("train.deterministic=true on CUDA: this input size needs AdaptiveAvgPool2d, whose backward "
+                          "has no deterministic CUDA kernel; use a data.resize whose feature map divides or is a "
+                          "multiple of 6x6 (alexnet_cifar: 64, 96, 128, 224), train.deterministic=false or device=cpu")
+
+
 def _feature_size(features: nn.Module, input_shape: tuple[int, ...], name: str) -> int:
     was_training = features.training
     features.eval()
@@ -217,7 +253,7 @@ def alexnet_cifar(config: ModelConfig, input_shape: tuple[int, ...], num_classes
         *conv_block(widths[1], widths[2], 3, config, padding=1),
         *conv_block(widths[2], widths[3], 3, config, padding=1),
         *conv_block(widths[3], widths[4], 3, config, padding=1), nn.MaxPool2d(3, 2),
-        nn.AdaptiveAvgPool2d((6, 6)),
+        PoolTo((6, 6)),  # the notes' AdaptiveAvgPool2d((6, 6)), with a deterministic CUDA backward where it can
     )
     # The notes put Dropout(0.5) around the two big layers: set model.dropout=0.5 for that.
     return ConvNet(features, config.hidden, input_shape, num_classes, config, "alexnet_cifar")

@@ -16,6 +16,7 @@ import torch
 from mlflow.entities import Run
 
 from core import names, provenance
+from core.device import deterministic_reruns, rerun_device
 from core.errors import UserError
 from core.names import epoch_key, logged_summary
 from core.runs import Place, fit_in, open_run
@@ -65,9 +66,12 @@ def environment_warnings(tags: dict[str, str], device_name: str) -> list[str]:
 
 
 def reproduce(run_id: str, epochs: int | None = None, tolerance: float = 1e-4,
-              allow_data_change: bool = False, allow_code_change: bool = False) -> Reproduction:
+              allow_data_change: bool = False, allow_code_change: bool = False,
+              device: str | None = None) -> Reproduction:
+    """Rerun `run_id` from its logged config, on its logged device type unless `device` says otherwise."""
     run, config = logged_run(run_id)
     tags = run.data.tags
+    config.device = rerun_device(tags.get("device", ""), device)
     changed_code = code_warnings(tags, config, allow_code_change)
     if tags.get("torch_threads", "").isdigit():  # e.g. a study worker's share of the cores: the same sums again
         torch.set_num_threads(int(tags["torch_threads"]))
@@ -76,6 +80,7 @@ def reproduce(run_id: str, epochs: int | None = None, tolerance: float = 1e-4,
             raise UserError(f"--epochs={epochs}: must be at least 1")
         config.train.epochs = epochs
     prepared = prepare(config)
+    deterministic_reruns()
     logged_fingerprint = tags["data_fingerprint"]
     if prepared.data.fingerprint != logged_fingerprint and not allow_data_change:
         raise UserError(f"the data differs from the run's: fingerprint {prepared.data.fingerprint} now, "
@@ -151,12 +156,14 @@ def table_csv(rows: list[tuple[int, str, float, float]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def evaluate_logged_model(run_id: str, allow_code_change: bool = False) -> tuple[dict[str, float], dict[str, float]]:
-    """(logged test metrics, metrics of the logged weights re-evaluated on the test set now)."""
-    run, prepared = load_logged_weights(run_id, allow_code_change)
+def evaluate_logged_model(run_id: str, allow_code_change: bool = False,
+                          device: str | None = None) -> tuple[dict[str, float], dict[str, float]]:
+    """(logged test metrics, metrics of the logged weights re-evaluated on the test set now), on the run's
+    logged device type unless `device` says otherwise."""
+    run, prepared = load_logged_weights(run_id, allow_code_change, device=device)
+    deterministic_reruns()
     data = prepared.data
-    now = evaluate(prepared.model, data.test_x, data.test_y, prepared.normalize, prepared.task,
-                   autocast=prepared.device.type == "cuda")  # as final_metrics measured it
+    now = evaluate(prepared.model, data.test_x, data.test_y, prepared.normalize, prepared.task)
     now = {f"test_{name}": value for name, value in now.items()}
     logged = {key: logged_summary(run.data.metrics, key) for key in now}
     logged = {key: math.nan if value is None else value for key, value in logged.items()}

@@ -13,7 +13,6 @@ job of `core.runs`.
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,8 +28,9 @@ from core import checkpoint, names, tasks, user_code
 from core import metrics as run_metrics
 from core.config import Config
 from core.data import Dataset, channel_stats, load_dataset
+from core.device import Compiler, rng_states, set_rng_states
 from core.errors import ConfigError, DataError, UserError
-from core.models import build_model, check_forward, count_parameters
+from core.models import build_model, check_deterministic, check_forward, count_parameters
 from core.regularizers import EarlyStopping, L1Penalty, parameter_groups
 from core.splits import make_split
 from core.tasks import Loss, StepContext, Task
@@ -85,9 +85,10 @@ class Normalizer:
         self.channels_last = channels_last
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        # copy=True even for float input: x may be a view of the stored data (evaluate slices it)
-        x = x.to(torch.float32, copy=True).mul_(self.scale).add_(self.shift)
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+        # one float copy in the model's memory format (in-place ops keep it); copy=True even for float input: x
+        # may be a view of the stored data (evaluate slices it)
+        layout = {"memory_format": torch.channels_last} if self.channels_last and x.dim() == 4 else {}
+        return x.to(torch.float32, copy=True, **layout).mul_(self.scale).add_(self.shift)
 
 
 def select_device(name: str) -> torch.device:
@@ -101,8 +102,6 @@ def select_device(name: str) -> torch.device:
 def seed_everything(seed: int, deterministic: bool) -> None:
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
-    if deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # needed by deterministic cuBLAS
     if torch.are_deterministic_algorithms_enabled() != deterministic:
         torch.use_deterministic_algorithms(deterministic)  # imports torch's compiler stack: seconds, so only on change
     torch.backends.cudnn.benchmark = not deterministic
@@ -202,33 +201,33 @@ def _what(value: Any) -> str:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, normalize: Normalizer, task: Task,
-             autocast: bool = False) -> dict[str, float]:
-    """The mean loss and the task's epoch metrics over (x, y), in eval mode, with one sync at the end."""
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, normalize: Normalizer, task: Task) -> dict[str, float]:
+    """The mean loss and the task's epoch metrics over (x, y), in eval mode, with one sync at the end.
+
+    In float32 (bf16 autocast is for training steps only): the served model runs in float32 too, so it gives
+    what evaluate scored, on a GPU as on the CPU."""
     model.eval()
     device, batch_size = x.device, EVAL_BATCH
     loss_sum = torch.zeros((), device=device)
     tally = torch.zeros((), device=device)
     for start in range(0, len(y), batch_size):
         xb, yb = normalize(x[start:start + batch_size]), y[start:start + batch_size]
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            outputs = model(xb).float()
+        outputs = model(xb).float()
         loss_sum += task.criterion(outputs, task.model_targets(yb)).float() * len(yb)  # losses are batch means
         tally = tally + task.tally(outputs, yb)
     return {"loss": loss_sum.item() / max(len(y), 1), **task.from_tally(tally, len(y))}
 
 
 @torch.no_grad()
-def predict(model: nn.Module, x: torch.Tensor, normalize: Normalizer, task: Task, batch_size: int = 1024,
-            autocast: bool = False) -> torch.Tensor:
+def predict(model: nn.Module, x: torch.Tensor, normalize: Normalizer, task: Task,
+            batch_size: int = EVAL_BATCH) -> torch.Tensor:
     """The task's predictions (class probabilities, values in the targets' units, label probabilities), in eval
-    mode, under the same autocast as `evaluate`, so both see the same outputs."""
+    mode and float32 as `evaluate` and the served model, so all three see the same outputs."""
     model.eval()
     head = task.head().to(x.device)
     chunks = []
     for start in range(0, len(x), batch_size):
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=autocast):
-            chunks.append(head(model(normalize(x[start:start + batch_size])).float()))
+        chunks.append(head(model(normalize(x[start:start + batch_size])).float()))
     return torch.cat(chunks)
 
 
@@ -308,6 +307,7 @@ def prepare(config: Config) -> Prepared:
                                     split_seed)
     channels_last = device.type == "cuda" and len(data.input_shape) == 3
     model = build_on_device(config, data, task.outputs, device, channels_last)
+    check_deterministic(model, device, config.train.deterministic)
     train_part = data.train_x[torch.as_tensor(train_idx, device=device)]
     task.fit(data.train_y[torch.as_tensor(train_idx, device=device)])  # target statistics: training part only
     mean, std = channel_stats(train_part)  # from the training part only; per feature for vectors (N, D)
@@ -381,7 +381,8 @@ def fit(what: Config | Prepared, tracker: Tracker | None = None, should_stop: Sh
     started = time.perf_counter()
     watch = LossWatch(tracker)
     loop = TrainingLoop.start(prepared, watch, resume_from)
-    compiled = torch.compile(model) if config.train.compile else model
+    compiler = Compiler(model, config.train.compile)  # Dynamo reset for this fit; its compile time kept apart
+    compiled = compiler.module
     val_x, val_y = prepared.part(prepared.val_idx)
     history, stopper, state = loop.history, loop.stopper, loop.state
     stop = Stop()
@@ -391,6 +392,7 @@ def fit(what: Config | Prepared, tracker: Tracker | None = None, should_stop: Sh
             watch.epoch = state.epoch = epoch
             try:
                 metrics = train_and_validate(compiled, state, val_x, val_y)
+                metrics["epoch_seconds"] -= compiler.seconds_since_last_asked()  # kept as summary/compile_seconds
                 history.append(metrics)
                 tracker.log_metrics(metrics, step=epoch)
                 if not math.isfinite(metrics["val_loss"]):
@@ -412,7 +414,8 @@ def fit(what: Config | Prepared, tracker: Tracker | None = None, should_stop: Sh
         if stop.reason != "non_finite" and history else {}
     return FitResult(history=history, best_epoch=stopper.best_epoch, stop=stop,
                      metrics=final, model=model, seconds=time.perf_counter() - started, steps=state.step,
-                     first_epoch=loop.first_epoch, extra={"parameters": float(count_parameters(model))})
+                     first_epoch=loop.first_epoch,
+                     extra={"parameters": float(count_parameters(model)), **compiler.extra()})
 
 
 @dataclass
@@ -458,32 +461,13 @@ class TrainingLoop:
         self.first_epoch = int(saved["epoch"]) + 1
 
 
-def rng_states(generator: torch.Generator) -> dict[str, Any]:
-    """Every random stream training draws from: torch (CPU, CUDA), numpy, and the trainer's own generator."""
-    _, keys, position, has_gauss, cached = np.random.get_state()
-    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else []
-    return {"torch": torch.get_rng_state(), "cuda": cuda, "generator": generator.get_state(),
-            "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "position": int(position),
-                      "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}}  # tensors: the safe loader
-
-
-def set_rng_states(states: dict[str, Any], generator: torch.Generator) -> None:
-    torch.set_rng_state(states["torch"])
-    if states["cuda"] and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(states["cuda"])
-    generator.set_state(states["generator"])
-    saved = states["numpy"]
-    np.random.set_state(("MT19937", saved["keys"].numpy().astype(np.uint32), saved["position"], saved["has_gauss"],
-                         saved["cached_gaussian"]))
-
-
 def train_and_validate(model: nn.Module, state: EpochState, val_x: torch.Tensor,
                        val_y: torch.Tensor) -> dict[str, float] | None:
     """One epoch's training and validation metrics; NonFiniteLoss when a training loss is not finite."""
     tick = time.perf_counter()
     lr = state.optimizer.param_groups[0]["lr"]
     trained = train_one_epoch(model, state)
-    val = evaluate(model, val_x, val_y, state.normalize, state.task, autocast=state.autocast)
+    val = evaluate(model, val_x, val_y, state.normalize, state.task)
     return {**trained, **{f"val_{name}": value for name, value in val.items()}, "lr": lr,
             "epoch_seconds": time.perf_counter() - tick}
 
@@ -513,10 +497,10 @@ def final_metrics(model: nn.Module, prepared: Prepared, best_epoch: int, history
                   steps: int) -> dict[str, float]:
     """Metrics of the model as it is returned: on the training part (eval mode), validation (the chosen epoch's)
     and test; then the task's scores beyond the epoch's (r2, macro F1, mAP) and track.metrics."""
-    autocast, task = prepared.device.type == "cuda", prepared.task
+    task = prepared.task
     chosen = history[best_epoch] if prepared.config.early_stop.patience > 0 and best_epoch >= 0 else history[-1]
-    train = evaluate(model, *prepared.part(prepared.train_idx), prepared.normalize, task, autocast=autocast)
-    test = evaluate(model, prepared.data.test_x, prepared.data.test_y, prepared.normalize, task, autocast=autocast)
+    train = evaluate(model, *prepared.part(prepared.train_idx), prepared.normalize, task)
+    test = evaluate(model, prepared.data.test_x, prepared.data.test_y, prepared.normalize, task)
     val = {key.removeprefix("val_"): value for key, value in chosen.items() if key.startswith("val_")}
     values = {f"{prefix}{name}": value for prefix, scores in (("final_train_", train), ("final_val_", val),
                                                               ("test_", test)) for name, value in scores.items()}
@@ -535,7 +519,7 @@ def prediction_scores(model: nn.Module, prepared: Prepared) -> dict[str, float]:
              "test_": (prepared.data.test_x, prepared.data.test_y)}
     values: dict[str, float] = {}
     for prefix, (x, y) in parts.items():
-        predictions = predict(model, x, prepared.normalize, task, autocast=prepared.device.type == "cuda")
+        predictions = predict(model, x, prepared.normalize, task)
         truth, predicted = y.cpu().numpy(), predictions.cpu().numpy()
         values.update({prefix + name: value for name, value in task.final_scores(truth, predicted).items()})
         if prefix != "final_train_":

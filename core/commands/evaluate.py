@@ -13,6 +13,8 @@ TOLERANCE = 1e-6
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_id")
+    parser.add_argument("--device", choices=("logged", "cpu", "cuda", "auto"), default="logged",
+                        help="where to rerun: the run's logged device type (default), or cpu, cuda, auto")
     parser.add_argument("--allow-code-change", action="store_true",
                         help="evaluate even if the run's own model, data or metric code (logged under code/) changed")
 
@@ -23,7 +25,7 @@ def main(args: argparse.Namespace) -> int:
 
     mlflow_store.reading_only()  # an archived, read-only store can be evaluated
 
-    logged, now = evaluate_logged_model(args.run_id, args.allow_code_change)
+    logged, now = evaluate_logged_model(args.run_id, args.allow_code_change, args.device)
     print(f"{'metric':<16} {'logged':>12} {'now':>12}")
     agree = True
     for key in now:  # test_loss and the task's metrics: test_acc, test_rmse, ...

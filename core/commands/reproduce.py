@@ -15,6 +15,8 @@ EXAMPLES = ["python -m core reproduce RUN_ID                (the run id that tra
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_id")
+    parser.add_argument("--device", choices=("logged", "cpu", "cuda", "auto"), default="logged",
+                        help="where to rerun: the run's logged device type (default), or cpu, cuda, auto")
     parser.add_argument("--epochs", type=int, help="rerun only this many epochs (and compare those)")
     parser.add_argument("--tolerance", type=float, default=1e-4,
                         help="largest difference that still agrees when bit-identity is not expected (default 1e-4)")
@@ -52,7 +54,8 @@ def main(args: argparse.Namespace) -> int:
     from core.reproduce import TABLE_ARTIFACT, reproduce  # torch loads here, not for --help or a usage error
 
     signals.install_signal_handlers()
-    result = reproduce(args.run_id, args.epochs, args.tolerance, args.allow_data_change, args.allow_code_change)
+    result = reproduce(args.run_id, args.epochs, args.tolerance, args.allow_data_change, args.allow_code_change,
+                       args.device)
     for warning in result.warnings:
         sys.stderr.write(f"warning: {warning}\n")
     print_side_by_side(result)

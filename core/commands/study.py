@@ -39,7 +39,8 @@ def add_study_options(parser: argparse.ArgumentParser) -> None:
                              f"(default {DEFAULT_STORAGE})")
     parser.add_argument("--name", help="study name (default: the spec's name)")
     parser.add_argument("--gpus", type=gpu_list, metavar="0,1,...",
-                        help="with --workers: the GPUs to give the workers, round robin (default: every visible one)")
+                        help="with --workers: the GPUs to give the workers, round robin (default: every visible one); "
+                             "numbers as this process sees them (cuda:0, cuda:1, ...), also under CUDA_VISIBLE_DEVICES")
 
 
 def main(args: argparse.Namespace) -> int:

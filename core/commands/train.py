@@ -66,11 +66,13 @@ def resume(args: argparse.Namespace) -> int:
         raise UserError("train --resume RUN_ID takes no spec or overrides: the run goes on with its own config")
     signals.install_signal_handlers()
     from core import resume as resuming
+    from core.device import resume_device
     from core.runs import FitHooks, Place, tracked_fit
     from core.train import prepare
 
     found = resuming.find(args.resume)
     config = found.config
+    config.device = resume_device(config.device, found.state)  # device=auto: where the checkpoint was made
     prepared = prepare(config)
     if prepared.data.fingerprint != found.state.get("data_fingerprint"):
         raise UserError(f"run {found.run_id} was trained on other data (fingerprint "

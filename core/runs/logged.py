@@ -14,6 +14,7 @@ from mlflow.entities import Run
 
 from core import outages, user_code
 from core.config import Config
+from core.device import rerun_device
 from core.errors import ConfigError, UserError
 from core.names import EPOCH_PREFIX, SUMMARY_PREFIX
 from core.runs import record
@@ -76,10 +77,13 @@ def code_warnings(tags: dict[str, str], config: Config, allow_code_change: bool)
     return [f"code changed since the run: {where}"]
 
 
-def load_logged_weights(run_id: str, allow_code_change: bool = False) -> tuple[Run, Prepared]:
-    """(run, prepared) with the run's model rebuilt from its logged config and weights loaded."""
+def load_logged_weights(run_id: str, allow_code_change: bool = False,
+                        device: str | None = None) -> tuple[Run, Prepared]:
+    """(run, prepared) with the run's model rebuilt from its logged config and weights loaded: on `device`,
+    else on the run's logged device type (device.rerun_device)."""
     run, config = logged_run(run_id)
     code_warnings(run.data.tags, config, allow_code_change)
+    config.device = rerun_device(run.data.tags.get("device", ""), device)
     prepared = prepare(config)  # the normaliser comes from the training part, as in training
     client = mlflow_store.client()
     with tempfile.TemporaryDirectory() as folder:

@@ -119,7 +119,8 @@ def log_outcome(record: MLflowTracker, prepared: Prepared, result: FitResult, mo
     config asks) figures, the weights and, when `model_name` is given, the model in MLflow's format under that name."""
     config = prepared.config
     if result.metrics:
-        record.log_metrics({summary_key(key): value for key, value in result.metrics.items()},
+        compiling = {key: result.extra[key] for key in ("compile_seconds", "compiled_graphs") if key in result.extra}
+        record.log_metrics({summary_key(key): value for key, value in {**result.metrics, **compiling}.items()},
                            step=result.epochs_run - 1)
         if config.track.figures:
             log_figures(record, prepared, result)
@@ -138,8 +139,7 @@ def log_figures(record: Tracker, prepared: Prepared, result: FitResult) -> None:
     data, task = prepared.data, prepared.task
     record.log_figure(report.learning_curves(result.history, run_label(prepared.config), task.names.epoch[0]),
                       "learning_curves.png")
-    predictions = predict(result.model, data.test_x, prepared.normalize, task,
-                          autocast=prepared.device.type == "cuda").cpu().numpy()
+    predictions = predict(result.model, data.test_x, prepared.normalize, task).cpu().numpy()
     for filename, figure in task.figures(data.test_y.cpu().numpy(), predictions).items():
         record.log_figure(figure, filename)
 

@@ -13,6 +13,7 @@ when a study starts and whenever a worker asks for a trial.
 from __future__ import annotations
 
 import contextlib
+import copy
 import gc
 import logging
 import multiprocessing
@@ -28,7 +29,10 @@ import torch
 from tqdm.auto import tqdm
 
 from core import backoff, outages
+from core.data import drop_cached_data
+from core.device import device_type, worker_gpus
 from core.errors import OutageError, UserError
+from core.models import check_deterministic
 from core.runs.run import open_run, open_store, sweep_stale_runs
 from core.signals import end_with_parent, exit_code, install_signal_handlers, interrupt_behind, process_alive
 from core.study import DEFAULT_STORAGE
@@ -39,7 +43,7 @@ from core.study.stopping import stopped_by
 from core.study.storage import budget_lock, check_storage, experimental_heartbeat, is_rdb, open_storage
 from core.study.trial import run_trial
 from core.study.warm import WarmStart, enqueue
-from core.train import prepare, warm_up
+from core.train import prepare, select_device, warm_up
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +71,8 @@ def _run_study(spec: StudySpec, storage: str, workers: int, progress: bool, gpus
                warm_starts: list[WarmStart] | None) -> StudyOutcome:
     if workers < 1:
         raise UserError(f"--workers={workers}: must be at least 1")
-    prepare(spec.base)  # the base config's data and model load, before anything is written
+    gpus = worker_gpus(gpus)  # --gpus checked against the devices there are (one line), as CUDA_VISIBLE_DEVICES
+    check_base(spec, workers)
     check_storage(storage)
     open_store(spec.name)  # MLflow's schema and the experiment are created once, here, before any worker starts
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -126,7 +131,7 @@ def _run_workers(spec: StudySpec, storage: str, parent_run_id: str, workers: int
     stayed down, a full disk) comes back as its OutageError, once the workers have ended."""
     context = multiprocessing.get_context("spawn")
     threads = max(1, (os.cpu_count() or 1) // workers)  # no oversubscription of the cores
-    devices = assign_gpus(workers, visible_gpus() if gpus is None else gpus)
+    devices = assign_gpus(workers, gpus)
     outage_lines = context.SimpleQueue()  # a worker's outage line, for this process to report
     processes = [context.Process(target=_worker_entry, name=f"study-worker-{index}",
                                  args=(spec, storage, parent_run_id, Seat(index, threads, devices[index]),
@@ -154,12 +159,17 @@ def _run_workers(spec: StudySpec, storage: str, parent_run_id: str, workers: int
     return bool(failed)
 
 
-def visible_gpus() -> list[str]:
-    """The GPUs this process may use: CUDA_VISIBLE_DEVICES when set, else every one the driver reports."""
-    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if listed is not None:
-        return [gpu.strip() for gpu in listed.split(",") if gpu.strip()]
-    return [str(index) for index in range(torch.cuda.device_count())]  # asks the driver, starts no CUDA context
+def check_base(spec: StudySpec, workers: int) -> None:
+    """The base config's data and model load, before anything is written. On the CPU: this process keeps no CUDA
+    context and no data set on a GPU for the study's length (workers train; --gpus may leave GPU 0 out). The
+    device setting is still checked (device=cuda without a GPU is one line)."""
+    select_device(spec.base.device)
+    base = copy.deepcopy(spec.base)
+    base.device = "cpu"
+    model = prepare(base).model  # what needs the trial's device is checked on the model built for the CPU
+    check_deterministic(model, torch.device(device_type(spec.base.device)), spec.base.train.deterministic)
+    if workers > 1 or device_type(spec.base.device) != "cpu":  # workers load their own; one worker (this
+        drop_cached_data()  # process) loads it again on its device
 
 
 def assign_gpus(workers: int, gpus: list[str]) -> list[str | None]:

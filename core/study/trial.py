@@ -19,6 +19,7 @@ import torch
 from core import outages
 from core import resume as resuming
 from core.config import Config, fold_config
+from core.device import checkpoint_device, device_type
 from core.errors import OutageError, UserError
 from core.resume import Resume
 from core.runs import FitHooks, Place, Run, fit_folds, fit_in, open_run
@@ -202,6 +203,11 @@ def resume_of(trial: optuna.Trial, config: Config) -> Resume | None:
         return None
     if not same:
         log.warning("trial %d starts over: run %s trained another config", trial.number, run_id)
+        return None
+    made_on, trains_on = checkpoint_device(resume.state["rng"]), device_type(config.device)
+    if made_on != trains_on:  # random streams do not carry across device types (device.set_rng_states)
+        log.warning("trial %d starts over: run %s trained on %s, this worker on %s", trial.number, run_id,
+                    made_on, trains_on)
         return None
     trial.set_user_attr("resumed_from", run_id)
     trial.set_user_attr("resumed_at_epoch", resume.first_epoch)
