@@ -255,3 +255,47 @@ def test_the_default_space_gives_hidden_widths_to_the_mlp_only():
     assert mlp.model.hidden == [48, 48] and cnn.model.hidden == [] and cnn.train.augment == "shift"
     linear = [m for m in build_model(cnn.model, (1, 8, 8), 10).modules() if isinstance(m, nn.Linear)]
     assert [(m.in_features, m.out_features) for m in linear] == [(64 * 2 * 2, 10)]  # [32, 64] convs, 8 -> 4 -> 2
+
+
+def test_a_resumed_study_retries_what_was_stopped_and_proposes_nothing_it_has_tried(tmp_path, monkeypatch, caplog):
+    """Ctrl-C, then the same command: the stopped trial is retried (retry_of), the sampler does not start over
+    from its seed (it drew trial 0's parameters again), the study says it resumes, and its objective is named."""
+    import core.study.trial
+
+    path = tiny_study_spec(tmp_path, name="again", trials=2)
+    run_study(load_spec(path))
+    with monkeypatch.context() as patch:
+        patch.setattr(core.study.trial, "fit_in", lambda *args, **kwargs: (_ for _ in ()).throw(KeyboardInterrupt()))
+        with pytest.raises(KeyboardInterrupt):
+            run_study(load_spec(path, trials=5))
+    with caplog.at_level(logging.INFO, logger="core.study.runner"):
+        run_study(load_spec(path, trials=5))
+    assert "resuming study again: 2 finished, trial 2 retried" in caplog.messages
+    study = load_study("again")
+    retries = [t for t in study.trials if "retry_of" in t.user_attrs]
+    assert [(t.user_attrs["retry_of"], t.params) for t in retries] == [(2, study.trials[2].params)]
+    assert retries[0].user_attrs["retry_reason"] == "stopped by Ctrl-C (SIGINT)"
+    tried = [tuple(sorted(t.params.items())) for t in study.trials if "retry_of" not in t.user_attrs]
+    assert len(tried) == len(set(tried)) == 5
+    assert Counter(t.state for t in study.trials) == {COMPLETE: 5, FAIL: 1}
+    assert study.metric_names == ["val_acc"]  # optuna-dashboard's axis: not "Objective 0"
+
+
+def test_the_summary_gives_the_best_trials_test_score_and_says_when_trials_tie(tmp_path, capsys):
+    from core.commands.study import print_outcome
+    from core.study.report import tie_note
+
+    outcome = run_study(load_spec(tiny_study_spec(tmp_path, name="test-score", trials=2)))
+    logged = {r.info.run_id: r.data.metrics["summary/test_acc"] for r in all_runs("test-score")
+              if "summary/test_acc" in r.data.metrics}
+    assert outcome.best_test == ("test_acc", logged[outcome.best_run_id])
+    print_outcome(outcome, ["val_acc"], f"http://127.0.0.1:{free_port()}")
+    assert f"(test_acc={logged[outcome.best_run_id]:.4f}, as logged" in capsys.readouterr().out
+
+    trials = [optuna.trial.create_trial(value=value, user_attrs={"val_samples": 287})
+              for value in (0.9861, 0.9, 0.9861)]
+    for number, trial in enumerate(trials):
+        trial.number = number
+    assert tie_note(trials, trials[0], "val_acc") == ("2 trials tie at val_acc 0.9861 "
+                                                      "(one validation sample is 0.35 points): trials 0, 2")
+    assert tie_note(trials[:2], trials[0], "val_acc") == ""

@@ -87,7 +87,11 @@ def print_outcome(outcome, metrics: list[str], visdom_url: str) -> None:
         print_front(outcome.pareto_front, metrics)
     else:
         values = ", ".join(f"{metric}={value:.4f}" for metric, value in zip(metrics, outcome.best_values))
+        if outcome.best_test:  # what the validation value does not say: how the model does on unseen data
+            values += f" ({outcome.best_test[0]}={outcome.best_test[1]:.4f}, as logged in its run's summary/)"
         print(f"  best: trial {outcome.best_trial}, {values}")
+        if outcome.tie_note:
+            print(f"  {outcome.tie_note}")
         for key, value in outcome.best_params.items():
             print(f"    {key} = {value}")
         print(f"  best trial's MLflow run: {outcome.best_run_id}")

@@ -74,6 +74,7 @@ def _run_study(spec: StudySpec, storage: str, workers: int, progress: bool, gpus
     study = optuna.create_study(study_name=spec.name, storage=open_storage(storage), load_if_exists=True,
                                 directions=spec.directions, sampler=make_sampler(spec, 0), pruner=make_pruner(spec))
     _check_same_objective(study, spec)
+    name_objectives(study, spec)
     with budget_lock(storage, spec.name):  # no worker is between asking for a trial and naming its process
         sweep_dead_trials(study, storage)
     sweep_stale_runs()  # every experiment's, as at any command's start: 16 ms for 400 runs
@@ -87,9 +88,7 @@ def _run_study(spec: StudySpec, storage: str, workers: int, progress: bool, gpus
             return outcome
         # else its final report was cut short (a full disk): made again below, with no trial to run
 
-    queued = 0 if done else enqueue(study, warm_starts or [])
-    if queued:
-        log.info("queued %d warm-start configurations as the first trials", queued)
+    _say_what_is_queued(study, spec, [] if done else (warm_starts or []))
     reporter = StudyReporter(spec, study, storage)
     try:
         with open_run(reporter.parent_place()) as parent:  # ends KILLED on a stop, FAILED on an error or outage
@@ -113,11 +112,44 @@ def _run_study(spec: StudySpec, storage: str, workers: int, progress: bool, gpus
     return outcome
 
 
+def _say_what_is_queued(study: optuna.Study, spec: StudySpec, warm_starts: list[WarmStart]) -> None:
+    """Log what a resumed study holds (the CLI shows INFO lines), then queue the warm starts it lacks."""
+    note = resuming_note(study, spec.name)
+    if note:
+        log.info("%s", note)
+    queued = enqueue(study, warm_starts) if warm_starts else 0
+    if queued:
+        log.info("queued %d warm-start configurations as the first trials", queued)
+
+
+def resuming_note(study: optuna.Study, name: str) -> str:
+    """What a resumed study holds ("resuming study X: 5 finished, trial 2 retried"); "" for a new study."""
+    states = optuna.trial.TrialState
+    trials = study.get_trials(deepcopy=False)
+    if not trials:
+        return ""
+    finished = sum(t.state in (states.COMPLETE, states.PRUNED) for t in trials)
+    retried = [str(t.user_attrs["retry_of"]) for t in trials
+               if t.state == states.WAITING and "retry_of" in t.user_attrs]
+    note = f"resuming study {name}: {finished} finished"
+    if retried:
+        note += f", trial{'s' if len(retried) > 1 else ''} {', '.join(retried)} retried"
+    return note
+
+
 def _check_same_objective(study: optuna.Study, spec: StudySpec) -> None:
     directions = [d.name.lower() for d in study.directions]
     if directions != spec.directions:
         raise UserError(f"study {spec.name!r} exists with directions {directions}, not {spec.directions}; "
                         f"use another --name")
+
+
+def name_objectives(study: optuna.Study, spec: StudySpec) -> None:
+    """The objectives' names (val_acc, ...) on the study, so optuna-dashboard's axes say them, not "Objective 0"."""
+    if study.metric_names != spec.metrics:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # stable since 3.2, still marked
+            study.set_metric_names(list(spec.metrics))
 
 
 def _run_workers(spec: StudySpec, storage: str, parent_run_id: str, workers: int,
@@ -216,8 +248,8 @@ def objects_so_far_frozen() -> Iterator[None]:
 def work(spec: StudySpec, storage: str, parent_run_id: str, worker: int, progress: bool = False) -> int:
     """One worker's loop: take a trial while the budget allows, run it, report it. Returns trials run."""
     backend = open_storage(storage)
-    study = optuna.load_study(study_name=spec.name, storage=backend,
-                              sampler=make_sampler(spec, worker), pruner=make_pruner(spec))
+    study = optuna.load_study(study_name=spec.name, storage=backend, pruner=make_pruner(spec))
+    study.sampler = make_sampler(spec, worker, len(study.get_trials(deepcopy=False)))  # a resume: fresh proposals
     reporter = StudyReporter(spec, study, storage, parent_run_id)
     warm_up(spec.base)
     started = time.monotonic()

@@ -24,6 +24,7 @@ from core.resume import Resume
 from core.runs import FitHooks, Place, Run, fit_folds, fit_in, open_run
 from core.runs.folds import FoldPlan, fold_plan
 from core.runs.record import run_params
+from core.signals import stop_name
 from core.study.outcome import TrialOutcome
 from core.study.space import sample
 from core.study.spec import PER_EPOCH, StudySpec, result_key, trial_seed
@@ -45,8 +46,10 @@ def run_trial(spec: StudySpec, study: optuna.Study, trial: optuna.Trial,
             outcome = _train_folds(spec, trial, config, run) if spec.folds > 1 else \
                 _train_holdout(spec, trial, config, run, resume)
             run.conclude(outcome.tag, outcome.run_status)  # the state tag, written before the run ends
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        # the same command resumes the study: this trial first, from its checkpoint when it has one
+        _queue_retry(study, trial, f"stopped by {stop_name(stop)}", resume=True)
         raise
     except Exception as error:  # one bad trial must not end the study; an outage (a server, a full disk) does
         _stop_on_outage(study, trial, error)
@@ -93,9 +96,18 @@ def _tell_cut_off(study: optuna.Study, trial: optuna.Trial, error: OutageError) 
     """FAIL (its values may be missing from its run), and its parameters queued again for the next start."""
     trial.set_user_attr("fail_reason", f"OutageError: {error}"[:1000])
     study.tell(trial, state=optuna.trial.TrialState.FAIL)
-    if trial.params:
-        study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number, "retry_reason": "tracking outage"},
-                            skip_if_exists=False)
+    _queue_retry(study, trial, "tracking outage")
+
+
+def _queue_retry(study: optuna.Study, trial: optuna.Trial, reason: str, resume: bool = False) -> None:
+    """The trial's parameters queued again, the retry naming it (`retry_of`) and, with `resume`, its run, whose
+    checkpoint it goes on from (resume_of)."""
+    if not trial.params:
+        return
+    retry = {"retry_of": trial.number, "retry_reason": reason}
+    if resume and trial.user_attrs.get("mlflow_run_id"):
+        retry["resume_run_id"] = trial.user_attrs["mlflow_run_id"]
+    study.enqueue_trial(trial.params, user_attrs=retry, skip_if_exists=False)
 
 
 def _prepared(config: Config, run: Run):
@@ -112,7 +124,9 @@ def _prepared(config: Config, run: Run):
 def _train_holdout(spec: StudySpec, trial: optuna.Trial, config: Config, run: Run,
                    resume: Resume | None) -> TrialOutcome:
     pruning = Pruning(spec, trial, resume)
-    result = fit_in(run, _prepared(config, run), FitHooks(should_stop=pruning, served_model=False), resume)
+    prepared = _prepared(config, run)
+    trial.set_user_attr("val_samples", len(prepared.val_idx))  # the summary says what one sample is worth
+    result = fit_in(run, prepared, FitHooks(should_stop=pruning, served_model=False), resume)
     if result.stop.reason == "non_finite":
         return TrialOutcome.failed(f"non-finite loss: {result.stop.detail}", result.epochs_run)
     if result.stop.reason == "pruned":
