@@ -89,6 +89,18 @@ def test_pruned_and_failed_trials(tmp_path):
     assert failed.info.status == "FAILED" and failed.data.tags["state"] == "failed"
     assert "too deep" in failed.data.tags["error"] and "too deep" in trials[2].user_attrs["fail_reason"]
     assert failed.data.params["model.name"] == "alexnet_cifar" and failed.data.params["trial_number"] == "2"
+    # the runs table shows how each ended by its name, with no column added
+    assert [by_number[n].info.run_name for n in range(3)] == ["trial-000 mlp lr=0.3", "trial-001 pruned@1 mlp lr=1e-6",
+                                                              "trial-002 failed alexnet_cifar lr=0.3"]
+
+
+def test_trial_run_names_are_short_and_name_no_key_twice():
+    from core.study.trial import trial_run_name
+
+    params = {"model.name": "small_cnn", "train.augment": "none", "optim.name": "adam", "optim.lr": 0.0031416,
+              "model.args.lr": 2.0, "model.hidden": [256, 128], "train.dropout": 0.25}
+    assert trial_run_name(8, params) == "trial-008 small_cnn augment=none adam optim.lr=3.1e-3 args.lr=2 " \
+                                        "hidden=[256,128] dropout=0.25"
 
 
 def test_a_study_without_intermediate_values_has_no_such_plot_and_no_optuna_warning(tmp_path, caplog):

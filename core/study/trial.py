@@ -25,7 +25,7 @@ from core.runs import FitHooks, Place, Run, fit_folds, fit_in, open_run
 from core.runs.folds import FoldPlan, fold_plan
 from core.runs.record import run_params
 from core.signals import stop_name
-from core.study.outcome import TrialOutcome
+from core.study.outcome import State, TrialOutcome
 from core.study.space import sample
 from core.study.spec import PER_EPOCH, StudySpec, result_key, trial_seed
 from core.train import FitResult, prepare
@@ -59,7 +59,15 @@ def run_trial(spec: StudySpec, study: optuna.Study, trial: optuna.Trial,
     finally:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()  # the next trial gets the memory back
+    _name_the_state(spec, trial, place, outcome)
     return outcome.tell(study, trial)
+
+
+def _name_the_state(spec: StudySpec, trial: optuna.Trial, place: Place, outcome: TrialOutcome) -> None:
+    run_id = trial.user_attrs.get("mlflow_run_id")
+    renamed = finished_run_name(place.name, outcome)
+    if run_id and renamed != place.name:
+        Run.of(run_id, spec.name).rename(renamed)
 
 
 def trial_config(spec: StudySpec, trial: optuna.Trial) -> tuple[Config, Resume | None]:
@@ -234,10 +242,46 @@ def _value(metric: str, result: FitResult) -> float:
     return float(value)
 
 
+GENERIC_WORDS = {"none", "off", "on", "auto", "true", "false", "yes", "no"}  # say nothing without their key
+
+
 def trial_run_name(number: int, params: dict[str, Any]) -> str:
-    """e.g. `trial-007 lr=3.1e-03 hidden=256 optim=adam`."""
+    """e.g. `trial-007 small_cnn adam augment=none lr=3.1e-3`: a choice by its value alone (model.name and
+    optim.name would both read `name=`) unless the value is a word like none, a number by the shortest end of its
+    key no other key shares."""
     parts = [f"trial-{number:03d}"]
     for key, value in params.items():
-        short = key.split(".")[-1]
-        parts.append(f"{short}={value:.2g}" if isinstance(value, float) else f"{short}={value}")
+        if isinstance(value, str) and value.lower() not in GENERIC_WORDS:
+            parts.append(value)
+        else:
+            parts.append(f"{_short_key(key, params)}={_short_value(value)}")
     return " ".join(parts)[:250]
+
+
+def _short_key(key: str, params: dict[str, Any]) -> str:
+    words = key.split(".")
+    for size in range(1, len(words) + 1):
+        end = ".".join(words[-size:])
+        if not any(other != key and (other.endswith("." + end) or other == end) for other in params):
+            return end
+    return key
+
+
+def _short_value(value: Any) -> str:
+    """0.0031416 -> 3.1e-3, 0.25 -> 0.25, 256 -> 256, [256, 128] -> [256,128]."""
+    if isinstance(value, float) and value != 0 and not 0.01 <= abs(value) < 1000:
+        mantissa, exponent = f"{value:.1e}".split("e")
+        return f"{mantissa.removesuffix('.0')}e{int(exponent)}"
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value).replace(" ", "")
+
+
+def finished_run_name(name: str, outcome: TrialOutcome) -> str:
+    """A pruned or failed trial's run says so after its number (`trial-008 pruned@3 small_cnn ...`): the runs
+    table shows names, and the `state` tag only as a column added by hand. A complete trial's name is unchanged."""
+    state = {State.PRUNED: f"pruned@{outcome.epochs}", State.FAIL: "failed"}.get(outcome.state)
+    if state is None:
+        return name
+    number, _, rest = name.partition(" ")
+    return f"{number} {state} {rest}".strip()[:250]
