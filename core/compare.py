@@ -118,7 +118,8 @@ def load_experiment(path: str | Path, overrides: list[str] | tuple[str, ...] = (
     document = _shortened(document, shorter or {})
     command_line = parse_overrides(overrides)
     if any(key.startswith("split.") for key in command_line):
-        raise ConfigError("split.*: a comparison makes its own folds; set `k` and `repeats` in the spec, or --k, --repeats")
+        raise ConfigError("split.*: a comparison makes its own folds; set `k` and `repeats` in the spec "
+                          "(or --k, --repeats)")
     base = Config().apply(mapping(path, "config", document.get("config"))).apply(command_line).validate()
     k, repeats = _whole(document, "k"), _whole(document, "repeats")
     seed = base.seed if "seed" in command_line else _whole(document, "seed", base.seed)  # seed=1 wins

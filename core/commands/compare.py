@@ -11,7 +11,7 @@ HELP = "compare overfitting remedies with repeated K-fold cross-validation (pair
 OVERRIDES = "overrides"  # key=value items after the options join these
 EXAMPLES = ["python -m core compare experiments/overfitting.yaml",
             "python -m core compare experiments/overfitting.yaml seed=1 train.epochs=30",
-            "python -m core compare experiments/overfitting.yaml --k 3 --repeats 1 --remedies l2,dropout   (a quick look)"]
+            "python -m core compare experiments/overfitting.yaml --k 3 --repeats 1 --remedies l2,dropout"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
