@@ -6,13 +6,16 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup run train test lint test-fast bench ui visdom dashboard clean-venv
+.PHONY: setup run train test lint test-fast bench ui visdom dashboard stop clean-venv
 
 setup: $(STAMP)
 
-$(STAMP): requirements.txt constraints.txt core/visdom_assets.py
+# The pinned requirements, then core itself, editable (pyproject.toml, no dependencies of its own):
+# `python -m core` and `import core` work from any folder.
+$(STAMP): requirements.txt constraints.txt pyproject.toml core/visdom_assets.py
 	@test -x $(PY) || $(PYTHON_BIN) -m venv $(VENV)
 	PIP_CONSTRAINT=$(CURDIR)/constraints.txt $(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	$(PY) -m core.visdom_assets install
 	@touch $(STAMP)
 
@@ -42,6 +45,10 @@ visdom: setup
 
 dashboard: setup
 	$(PY) -m core dashboard
+
+# Ends the Visdom server `make run` left running (ui and dashboard run in the foreground: Ctrl-C ends them).
+stop: setup
+	$(PY) -m core visdom --stop
 
 clean-venv:
 	rm -rf $(VENV)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import socket
 import time
 
 import pytest
@@ -128,9 +129,9 @@ def test_a_full_queue_drops_the_oldest_and_counts(monkeypatch):
 
 
 def test_server_command_binds_loopback_unless_told():
-    command = visdom_server.server_command(8097, "127.0.0.1", visdom_server.ENV_PATH)
+    command = visdom_server.server_command(8097, "127.0.0.1", visdom_server.env_folder())
     assert "-bind_local" in command and command[command.index("--hostname") + 1] == "127.0.0.1"
-    assert "-bind_local" not in visdom_server.server_command(8097, "0.0.0.0", visdom_server.ENV_PATH)
+    assert "-bind_local" not in visdom_server.server_command(8097, "0.0.0.0", visdom_server.env_folder())
 
 
 @pytest.mark.slow
@@ -164,3 +165,25 @@ def test_a_server_of_another_store_on_the_port_is_named_not_reused(server, tmp_p
         visdom_server.ensure_server(port, env_path=tmp_path / "another checkout" / "visdom")
     message = str(error.value)
     assert f"port {port}" in message and str(tmp_path / "visdom") in message and "--no-visdom" in message
+
+
+def test_stop_ends_the_server_make_run_left_and_nothing_listens(tmp_path, capsys):
+    from core import servers
+    from core.__main__ import main
+
+    port = free_port()
+    url = visdom_server.ensure_server(port)  # as `make run` leaves it: detached, in this store's visdom/
+    marker = json.loads((visdom_server.env_folder() / visdom_server.MARKER).read_text())
+    assert servers.answers(url) and visdom_server.env_folder() == tmp_path / "mlruns" / "visdom"
+    assert main(["visdom", "--stop"]) == 0
+    assert capsys.readouterr().out == f"stopped the Visdom server on port {port} (process {marker['pid']})\n"
+    with pytest.raises(ConnectionRefusedError):  # nothing listens
+        socket.create_connection(("127.0.0.1", port), timeout=5)
+    assert not signals_alive(marker["pid"])
+    assert main(["visdom", "--stop"]) == 0 and "no Visdom server of this store" in capsys.readouterr().out
+
+
+def signals_alive(pid: int) -> bool:
+    import psutil
+
+    return psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE

@@ -31,7 +31,7 @@ from core import backoff, outages
 from core.errors import OutageError, UserError
 from core.runs.run import open_run, open_store, sweep_stale_runs
 from core.signals import end_with_parent, exit_code, install_signal_handlers, interrupt_behind, process_alive
-from core.study import DEFAULT_STORAGE
+from core.study import default_storage
 from core.study.heartbeat import beating
 from core.study.report import StudyOutcome, StudyReporter
 from core.study.spec import StudySpec, make_pruner, make_sampler
@@ -47,17 +47,18 @@ FAILURES_IN_A_ROW = 10  # a study stops when its last this-many trials all faile
 OUTAGE_EXIT = 3  # a worker's exit code when a server stayed down (as the CLI's for OutageError)
 
 
-def run_study(spec: StudySpec, storage: str = DEFAULT_STORAGE, workers: int = 1,
+def run_study(spec: StudySpec, storage: str | None = None, workers: int = 1,
               progress: bool = False, gpus: list[str] | None = None,
               warm_starts: list[WarmStart] | None = None) -> StudyOutcome:
     """Run `spec` until `spec.trials` trials are finished (complete or pruned) in the study.
 
     With several workers and several GPUs (`gpus`, default: every visible one), each worker gets its own.
     `warm_starts` (study.warm.plan) are queued first, those the study does not hold yet.
-    A full disk is one OutageError naming where, with the open runs closed.
+    A full disk is one OutageError naming where, with the open runs closed. `storage`: by default the journal
+    file in the nearest mlruns/ (core.store_dir).
     """
     try:
-        return _run_study(spec, storage, workers, progress, gpus, warm_starts)
+        return _run_study(spec, storage or default_storage(), workers, progress, gpus, warm_starts)
     except Exception as error:
         outages.raise_outage_behind(error)
         raise
