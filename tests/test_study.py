@@ -311,3 +311,19 @@ def test_the_summary_gives_the_best_trials_test_score_and_says_when_trials_tie(t
     assert tie_note(trials, trials[0], "val_acc") == ("2 trials tie at val_acc 0.9861 "
                                                       "(one validation sample is 0.35 points): trials 0, 2")
     assert tie_note(trials[:2], trials[0], "val_acc") == ""
+
+
+def test_a_study_saves_the_runs_tables_columns_and_ui_links_to_them(tmp_path):
+    import json
+
+    from core.commands.ui import last_experiment_url
+    from core.runs import views
+    from core.tracking import mlflow_store
+
+    run_study(load_spec(tiny_study_spec(tmp_path, name="columns", trials=1)))
+    experiment = mlflow_store.experiment_id("columns")
+    saved = json.loads(mlflow_client().get_experiment(experiment).tags[views.TAG_PREFIX + views.STUDY_VIEW])
+    assert json.loads(saved["state"]) == {"selectedColumns": ["tags.`state`", "metrics.`summary/final_val_acc`",
+                                                              "metrics.`summary/test_acc`"]}
+    assert last_experiment_url("http://b").endswith(f"/experiments/{experiment}/runs?workflowType=machine_learning"
+                                                    f"&viewStateShareKey={views.STUDY_VIEW}")

@@ -43,10 +43,13 @@ LAYOUT = "workflowType=machine_learning"  # MLflow 3's "Model training" layout, 
 
 def last_experiment_url(base: str) -> str:
     """The runs table of the last study or comparison, in the UI's "Model training" view."""
+    from core.runs import views
+
     experiment = last_experiment_id()
     if experiment is None:
         return base
-    return f"{base}/#/experiments/{experiment}/runs?{LAYOUT}"
+    view = f"&{views.URL_KEY}={views.STUDY_VIEW}" if views.has_view(experiment, views.STUDY_VIEW) else ""
+    return f"{base}/#/experiments/{experiment}/runs?{LAYOUT}{view}"
 
 
 def best_trial_url(base: str) -> str | None:

@@ -23,13 +23,13 @@ import optuna.visualization.matplotlib as png_plots
 import pandas as pd
 from matplotlib import pyplot as plt
 
-from core.names import logged_summary
+from core.names import logged_summary, summary_key
 from core.outages import best_effort
-from core.runs import Place, Run
+from core.runs import Place, Run, views
 from core.runs.logged import log_served_model_of
 from core.runs.run import NOTE_TAG, active
 from core.study import plots
-from core.study.spec import StudySpec, make_importance_evaluator
+from core.study.spec import StudySpec, make_importance_evaluator, result_key
 from core.study.stopping import stopped_by
 from core.tracking.visdom_sink import make_visdom_tracker
 
@@ -97,7 +97,17 @@ class StudyReporter:
             self.study.set_user_attr("mlflow_parent_run_id", parent.id)
             self._dashboard_note()
         parent.set_tags({"budget_trials": str(self.spec.trials)})
+        self._save_columns()
         return parent.id
+
+    def _save_columns(self) -> None:
+        """The study's view of the runs table (`python -m core ui` opens it): each trial's state, objective and
+        test score as columns."""
+        scores = [summary_key(result_key(m)) for m in self.spec.metrics if m.startswith("val_")]
+        tests = [summary_key("test_" + m.removeprefix("val_")) for m in self.spec.metrics if m.startswith("val_")]
+        with best_effort("no saved view of the runs table"):  # the study stands without it, not on a full disk
+            views.save_columns(self.spec.name, views.STUDY_VIEW, "study: state and scores",
+                               [views.tag("state"), *map(views.metric, scores + tests)])
 
     def _dashboard_note(self) -> None:
         """The study's note in optuna-dashboard (`python -m core dashboard`): where its MLflow runs are."""
