@@ -46,9 +46,12 @@ visdom: setup
 dashboard: setup
 	$(PY) -m core dashboard
 
-# Ends the Visdom server `make run` left running (ui and dashboard run in the foreground: Ctrl-C ends them).
+# Ends the servers this store's commands left running: the Visdom server `make run` starts in the background,
+# and a `make ui` or `make dashboard` still running in another terminal.
 stop: setup
 	$(PY) -m core visdom --stop
+	$(PY) -m core ui --stop
+	$(PY) -m core dashboard --stop
 
 clean-venv:
 	rm -rf $(VENV)

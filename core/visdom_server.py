@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from core import servers, signals
@@ -104,37 +102,7 @@ def _whose(port: int) -> str:
     return "its process is not visible to this user"
 
 
-def stop(env_path: Path | None = None, timeout: float = 15) -> tuple[int, int] | None:
+def stop(env_path: Path | None = None) -> tuple[int, int] | None:
     """End the server this store's commands started (`make run`, `visdom`: its marker), and wait until it no
-    longer listens. Returns its (port, process), or None when none of this store's is running. A process that
-    is no Visdom server of ours (its id reused since) is left alone."""
-    env_path = env_path or env_folder()
-    try:
-        marker = json.loads((env_path / MARKER).read_text())
-        port, pid = int(marker["port"]), int(marker["pid"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    import psutil
-
-    try:
-        process = psutil.Process(pid)
-        if "core.visdom_guarded" not in process.cmdline():
-            raise psutil.NoSuchProcess(pid)
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except psutil.TimeoutExpired:
-            process.kill()  # a server that ignores SIGTERM must still not outlive `stop`
-            process.wait(timeout)
-    except psutil.NoSuchProcess:
-        (env_path / MARKER).unlink(missing_ok=True)
-        return None
-    (env_path / MARKER).unlink(missing_ok=True)
-    _wait_until_silent(servers.url_for(servers.LOOPBACK, port), timeout)
-    return port, pid
-
-
-def _wait_until_silent(url: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while servers.answers(url) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    longer listens. Returns its (port, process), or None when none of this store's is running."""
+    return servers.stop_recorded((env_path or env_folder()) / MARKER, "core.visdom_guarded")

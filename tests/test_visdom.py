@@ -187,3 +187,34 @@ def signals_alive(pid: int) -> bool:
     import psutil
 
     return psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+
+
+def test_stop_ends_a_dashboard_left_running_and_its_server_with_it(tmp_path, capsys):
+    """`make stop` also ends a `python -m core dashboard` running in another terminal (its record under the store)."""
+    import optuna
+    import psutil
+
+    from core import servers
+    from core.__main__ import main
+    from core.study import default_storage
+    from core.study.storage import open_storage
+    from tests.helpers import start_cli
+
+    optuna.create_study(study_name="s", storage=open_storage(default_storage()))
+    port = free_port()
+    command = start_cli("dashboard", "--port", str(port), cwd=tmp_path)
+    try:
+        assert servers.wait_until_answers(f"http://127.0.0.1:{port}/api/studies", timeout=60, process=command)
+        record = json.loads(servers.record_file("dashboard").read_text())
+        children = psutil.Process(command.pid).children(recursive=True)
+        assert record == {"port": port, "pid": command.pid} and children
+        assert main(["dashboard", "--stop"]) == 0
+        assert capsys.readouterr().out == f"stopped the optuna-dashboard on port {port} (process {command.pid})\n"
+        assert command.wait(5) == 0 and not servers.record_file("dashboard").exists()  # a clean stop
+        with pytest.raises(ConnectionRefusedError):  # its optuna-dashboard process ended with it
+            socket.create_connection(("127.0.0.1", port), timeout=5)
+        assert not [child for child in children if child.is_running() and child.status() != psutil.STATUS_ZOMBIE]
+    finally:
+        if command.poll() is None:
+            command.kill()
+    assert main(["ui", "--stop"]) == 0 and "no MLflow UI of this store is running" in capsys.readouterr().out

@@ -17,6 +17,7 @@ EXAMPLES = ["python -m core dashboard", "python -m core dashboard --port 8081",
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     servers.add_address_arguments(parser, 8080)
+    servers.add_stop_argument(parser, "optuna-dashboard")
     parser.add_argument("--storage", default=None,
                         help="Optuna storage: a journal file, sqlite:///..., or postgresql://... "
                              "(default: optuna.journal in the nearest mlruns/ from here up)")
@@ -29,6 +30,9 @@ def dashboard_command(storage: str, host: str, port: int) -> list[str]:
 def main(args: argparse.Namespace) -> int:
     from core.study.storage import check_storage, is_rdb
 
+    if args.stop:
+        return servers.print_stopped(servers.stop_recorded(servers.record_file("dashboard"), "core dashboard"),
+                                     "optuna-dashboard")
     signals.install_signal_handlers()  # SIGTERM stops the server too, instead of orphaning it
     args.storage = args.storage or default_storage()
     servers.check_port(args.port, args.host)
@@ -44,6 +48,7 @@ def main(args: argparse.Namespace) -> int:
               flush=True)
         print("Ctrl-C stops it.", flush=True)
 
-    servers.serve(dashboard_command(args.storage, args.host, args.port), base, "/api/studies", "optuna-dashboard",
-                  ready)
+    with servers.recorded("dashboard", args.port):  # for `dashboard --stop` (make stop)
+        servers.serve(dashboard_command(args.storage, args.host, args.port), base, "/api/studies",
+                      "optuna-dashboard", ready)
     return 0

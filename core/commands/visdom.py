@@ -14,13 +14,12 @@ EXAMPLES = ["python -m core visdom", "python -m core visdom --port 8098   (then 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     servers.add_address_arguments(parser, visdom_server.DEFAULT_PORT)
-    parser.add_argument("--stop", action="store_true",
-                        help="stop the server this store's commands started (make run leaves it running)")
+    servers.add_stop_argument(parser, "Visdom server (make run leaves it running)")
 
 
 def main(args: argparse.Namespace) -> int:
     if args.stop:
-        return stop()
+        return servers.print_stopped(visdom_server.stop(), "Visdom server")
     signals.install_signal_handlers()  # SIGTERM stops the server too instead of orphaning it
     process, url = visdom_server.start(args.port, args.host)
     folder = visdom_server.env_folder()
@@ -29,11 +28,3 @@ def main(args: argparse.Namespace) -> int:
     servers.run_until_interrupted(process)
     return 0
 
-
-def stop() -> int:
-    stopped = visdom_server.stop()
-    if stopped is None:
-        print(f"no Visdom server of this store is running (store: {visdom_server.env_folder().parent})")
-    else:
-        print(f"stopped the Visdom server on port {stopped[0]} (process {stopped[1]})")
-    return 0
