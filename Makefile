@@ -6,13 +6,16 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup run train test lint test-fast bench gpu-check ui visdom dashboard clean-venv
+.PHONY: setup run train test lint test-fast bench gpu-check ui visdom dashboard stop clean-venv
 
 setup: $(STAMP)
 
-$(STAMP): requirements.txt constraints.txt core/visdom_assets.py
+# The pinned requirements, then core itself, editable (pyproject.toml, no dependencies of its own):
+# `python -m core` and `import core` work from any folder.
+$(STAMP): requirements.txt constraints.txt pyproject.toml core/visdom_assets.py
 	@test -x $(PY) || $(PYTHON_BIN) -m venv $(VENV)
 	PIP_CONSTRAINT=$(CURDIR)/constraints.txt $(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	$(PY) -m core.visdom_assets install
 	@touch $(STAMP)
 
@@ -46,6 +49,13 @@ visdom: setup
 
 dashboard: setup
 	$(PY) -m core dashboard
+
+# Ends the servers this store's commands left running: the Visdom server `make run` starts in the background,
+# and a `make ui` or `make dashboard` still running in another terminal.
+stop: setup
+	$(PY) -m core visdom --stop
+	$(PY) -m core ui --stop
+	$(PY) -m core dashboard --stop
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,7 +1,8 @@
 """An experiment-tracking research scaffold on PyTorch, MLflow, Optuna and Visdom.
 
-    from core import Config, fit
-    result = fit(Config().apply({"model.name": "mlp", "train.epochs": 5}))
+    from core import Config, fit, tracked_fit
+    result = fit(Config().apply({"model.name": "mlp", "train.epochs": 5}))    # trains only
+    run = tracked_fit(Config().apply({"model.name": "mlp", "train.epochs": 5}))  # and records one MLflow run
 """
 
 import os
@@ -20,7 +21,11 @@ def __getattr__(name: str):
         from core import train
 
         return getattr(train, name)
+    if name == "tracked_fit":
+        from core.runs import tracked_fit
+
+        return tracked_fit
     raise AttributeError(f"module 'core' has no attribute {name!r}")
 
 
-__all__ = ["Config", "ConfigError", "DataError", "FitResult", "UserError", "fit", "load_config"]
+__all__ = ["Config", "ConfigError", "DataError", "FitResult", "UserError", "fit", "load_config", "tracked_fit"]

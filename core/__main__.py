@@ -16,7 +16,7 @@ import logging
 import sys
 
 from core.errors import OutageError, UserError
-from core.signals import exit_code
+from core.signals import exit_code, stop_name
 
 VERBS = ["run", "train", "study", "compare", "reproduce", "evaluate", "visdom", "ui", "dashboard", "keys"]
 
@@ -83,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"error: the storage's database answered: {' '.join(answer.split())}\n")
         return 1
     except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: open runs are already marked KILLED
-        sys.stderr.write(f"stopped by {stop or 'Ctrl-C'}; finished work is kept\n")
+        # (an exception is always true, and a bare KeyboardInterrupt's text is empty: name the signal instead)
+        sys.stderr.write(f"stopped by {stop_name(stop)}; finished work is kept\n")
         return exit_code(stop)
 
 

@@ -153,15 +153,19 @@ class ComparisonResult:
     resumption: Resumption | None = None  # what it found in the store: a comparison gone on in, or a new one
 
 
-def load_experiment(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentSpec:
-    """Read and check an experiment spec; every problem is one ConfigError before anything runs."""
+def load_experiment(path: str | Path, overrides: list[str] | tuple[str, ...] = (),
+                    shorter: dict[str, Any] | None = None) -> ExperimentSpec:
+    """Read and check an experiment spec; every problem is one ConfigError before anything runs. `shorter`: the
+    command line's k, repeats and remedies (names), in place of the spec's and checked as they are."""
     document = read_yaml(path)
     unknown = set(document) - set(SPEC_KEYS)
     if unknown:
         raise ConfigError(f"{path}: unknown section(s) {', '.join(sorted(unknown))} (expected {', '.join(SPEC_KEYS)})")
+    document = _shortened(document, shorter or {})
     command_line = parse_overrides(overrides)
     if any(key.startswith("split.") for key in command_line):
-        raise ConfigError("split.*: a comparison makes its own folds; set `k` and `repeats` in the spec")
+        raise ConfigError("split.*: a comparison makes its own folds; set `k` and `repeats` in the spec "
+                          "(or --k, --repeats)")
     base = Config().apply(mapping(path, "config", document.get("config"))).apply(command_line).validate()
     k, repeats = _whole(document, "k"), _whole(document, "repeats")
     seed = base.seed if "seed" in command_line else _whole(document, "seed", base.seed)  # seed=1 wins
@@ -186,6 +190,24 @@ def load_experiment(path: str | Path, overrides: list[str] | tuple[str, ...] = (
             _remedy(f"{name} at {value}", {**(remedies_doc[name] or {}), sweep["key"]: value}, base)
         sweeps[name] = (sweep["key"], list(sweep["values"]))
     return ExperimentSpec(str(document.get("name") or Path(path).stem), base, remedies, k, seed, sweeps, repeats)
+
+
+def _shortened(document: dict[str, Any], shorter: dict[str, Any]) -> dict[str, Any]:
+    """The spec with the command line's `k` and `repeats` in place of its own, and only the `remedies` named
+    (the baseline always: everything is compared with it), with their sweeps."""
+    document = {**document, **{key: shorter[key] for key in ("k", "repeats") if shorter.get(key) is not None}}
+    names = shorter.get("remedies")
+    if names is None:
+        return document
+    known = document.get("remedies") if isinstance(document.get("remedies"), dict) else {}
+    unknown = [name for name in names if name not in known]
+    if unknown or not names:
+        raise ConfigError(f"--remedies: {'no remedy named ' + repr(unknown[0]) if unknown else 'give one or more'} "
+                          f"(the spec's: {', '.join(known)})")
+    kept = [BASELINE, *[name for name in names if name != BASELINE]]
+    document["remedies"] = {name: known[name] for name in kept if name in known}
+    document["sweeps"] = {name: sweep for name, sweep in (document.get("sweeps") or {}).items() if name in kept}
+    return document
 
 
 def _whole(document: dict[str, Any], key: str, default: int | None = None) -> int:

@@ -20,6 +20,7 @@ from core import checkpoint
 from core.config import Config
 from core.errors import UserError
 from core.names import safe_name
+from core.store_dir import store_dir
 from core.tracking import mlflow_store
 
 # what a checkpoint needs, besides model and config, to be resumed (older ones lack it)
@@ -48,10 +49,10 @@ class Resume:
 
 
 def checkpoint_file(run_id: str) -> Path:
-    """`checkpoints/<run_id>.pt` beside the SQLite store, else under mlruns/ (a tracking server's artifacts are
+    """`checkpoints/<run_id>.pt` beside the SQLite store, else in the nearest mlruns/ (a tracking server's artifacts are
     remote; checkpoints stay on the machine that trains)."""
     store = mlflow_store.sqlite_path(mlflow_store.tracking_uri())
-    folder = store.parent if store is not None else mlflow_store.STORE_DIR
+    folder = store.parent if store is not None else store_dir()
     return folder / "checkpoints" / f"{safe_name(run_id)}.pt"
 
 

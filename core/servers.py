@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
+import os
+import signal
 import socket
 import subprocess
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 from core.errors import UserError
+from core.store_dir import make_folder, store_dir
 
 LOOPBACK = "127.0.0.1"
 log = logging.getLogger(__name__)
@@ -19,6 +25,20 @@ def add_address_arguments(parser, default_port: int) -> None:
     """--port and --host of a command that starts a server (an argparse parser); bound to loopback by default."""
     parser.add_argument("--port", type=int, default=default_port, help=f"port (default {default_port})")
     parser.add_argument("--host", default=LOOPBACK, help=f"address to bind (default {LOOPBACK})")
+
+
+def add_stop_argument(parser, what: str) -> None:
+    parser.add_argument("--stop", action="store_true",
+                        help=f"stop the {what} this store's command started (in another terminal, the background)")
+
+
+def print_stopped(stopped: tuple[int, int] | None, what: str) -> int:
+    """The CLI's line for `--stop`; exit code 0 either way (nothing running is no error: make stop runs them all)."""
+    if stopped is None:
+        print(f"no {what} of this store is running (store: {store_dir()})")
+    else:
+        print(f"stopped the {what} on port {stopped[0]} (process {stopped[1]})")
+    return 0
 
 
 def check_port(port: int, host: str = LOOPBACK) -> None:
@@ -90,3 +110,49 @@ def run_until_interrupted(process) -> None:
         if process.poll() is None:
             process.terminate()
             process.wait(10)
+
+
+def record_file(name: str) -> Path:
+    """Where a foreground server of this store (ui, dashboard) records its process while it runs."""
+    return store_dir() / "servers" / f"{name}.json"
+
+
+@contextlib.contextmanager
+def recorded(name: str, port: int) -> Iterator[None]:
+    """While inside: this process (the command serving in the foreground) and its port in record_file(name), so
+    that `--stop` (make stop) can end a server left running in another terminal or the background."""
+    path = record_file(name)
+    make_folder(path.parent)
+    path.write_text(json.dumps({"port": port, "pid": os.getpid()}))
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def stop_recorded(path: Path, command_part: str, timeout: float = 15) -> tuple[int, int] | None:
+    """End the process a record names (SIGTERM, then SIGKILL after `timeout`) and wait until its port no longer
+    answers; (port, pid), or None when none runs. A process whose command line lacks `command_part` (its id was
+    reused since) is left alone."""
+    import psutil
+
+    try:
+        record = json.loads(path.read_text())
+        port, pid = int(record["port"]), int(record["pid"])
+        process = psutil.Process(pid)
+        if command_part not in " ".join(process.cmdline()):
+            raise psutil.NoSuchProcess(pid)
+        process.send_signal(signal.SIGTERM)  # Terminated in our commands: their own server ends with them
+        try:
+            process.wait(timeout)
+        except psutil.TimeoutExpired:
+            process.kill()
+            process.wait(timeout)
+    except (OSError, ValueError, KeyError, TypeError, psutil.NoSuchProcess):
+        path.unlink(missing_ok=True)
+        return None
+    path.unlink(missing_ok=True)
+    deadline = time.monotonic() + timeout
+    while answers(url_for(LOOPBACK, port)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return port, pid

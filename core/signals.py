@@ -50,6 +50,12 @@ def exit_code(interrupt: KeyboardInterrupt) -> int:
     return 128 + getattr(interrupt, "signum", signal.SIGINT)
 
 
+def stop_name(interrupt: KeyboardInterrupt) -> str:
+    """What stopped the command, as a user reads it: "Ctrl-C (SIGINT)" or the signal's name, e.g. "SIGTERM"."""
+    signum = getattr(interrupt, "signum", signal.SIGINT)
+    return "Ctrl-C (SIGINT)" if signum == signal.SIGINT else signal.Signals(signum).name
+
+
 def process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -1,4 +1,4 @@
-"""Starting the Visdom server: bound to 127.0.0.1, env files under mlruns/visdom/."""
+"""Starting and stopping the Visdom server: bound to 127.0.0.1, env files in visdom/ of the nearest mlruns/."""
 
 from __future__ import annotations
 
@@ -10,9 +10,14 @@ from pathlib import Path
 
 from core import servers, signals
 from core.errors import UserError
+from core.store_dir import make_folder, store_dir
 
 DEFAULT_PORT = 8097
-ENV_PATH = Path("mlruns") / "visdom"
+
+
+def env_folder() -> Path:
+    """Visdom's env files (and this store's server's marker and log): visdom/ in the nearest mlruns/."""
+    return store_dir() / "visdom"
 
 
 def server_command(port: int, host: str, env_path: Path) -> list[str]:
@@ -24,12 +29,13 @@ def server_command(port: int, host: str, env_path: Path) -> list[str]:
     return command
 
 
-def start(port: int = DEFAULT_PORT, host: str = servers.LOOPBACK, env_path: Path = ENV_PATH,
+def start(port: int = DEFAULT_PORT, host: str = servers.LOOPBACK, env_path: Path | None = None,
           detached: bool = False) -> tuple[subprocess.Popen, str]:
     """Start a server and wait until it answers; returns the process and its URL."""
+    env_path = env_path or env_folder()
     servers.check_port(port, host)
     servers.warn_if_exposed(host, "the Visdom server")
-    env_path.mkdir(parents=True, exist_ok=True)
+    make_folder(env_path)
     log_file = open(env_path / "server.log", "ab")
     # The lowest priority: updating the live view must not take CPU time from training.
     process = subprocess.Popen(server_command(port, host, env_path), stdout=log_file, stderr=subprocess.STDOUT,
@@ -54,12 +60,13 @@ def _with_core_importable() -> dict[str, str]:
 MARKER = "server.json"  # written by the server this store's commands started: its port and process
 
 
-def ensure_server(port: int = DEFAULT_PORT, env_path: Path = ENV_PATH) -> str:
+def ensure_server(port: int = DEFAULT_PORT, env_path: Path | None = None) -> str:
     """The URL of this store's Visdom server on this port, started in the background if none answers.
 
     A server on the port that another store (another checkout) started is not reused: its env files would
     land elsewhere, so this is one line saying whose it is and what to do.
     """
+    env_path = env_path or env_folder()
     url = servers.url_for(servers.LOOPBACK, port)
     if not servers.answers(url):
         start(port, servers.LOOPBACK, env_path, detached=True)  # outlives this command, like a daemon
@@ -93,3 +100,9 @@ def _whose(port: int) -> str:
     except (psutil.Error, OSError, ValueError):
         pass
     return "its process is not visible to this user"
+
+
+def stop(env_path: Path | None = None) -> tuple[int, int] | None:
+    """End the server this store's commands started (`make run`, `visdom`: its marker), and wait until it no
+    longer listens. Returns its (port, process), or None when none of this store's is running."""
+    return servers.stop_recorded((env_path or env_folder()) / MARKER, "core.visdom_guarded")

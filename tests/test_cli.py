@@ -6,9 +6,10 @@ import argparse
 
 import pytest
 
-from core.__main__ import VERBS, build_parser, parse_args
+from core.__main__ import VERBS, build_parser, main, parse_args
 from core.commands import keys
 from core.config import Config, descriptions, valid_keys
+from core.signals import Terminated
 from tests.helpers import end_run, run_cli, start_run
 
 
@@ -84,3 +85,13 @@ def test_ui_points_at_the_last_study_or_comparison_not_the_newest_experiment():
         end_run(start_run(experiment, "run", tags), "FINISHED")
         time.sleep(0.01)  # distinct start times
     assert last_experiment_id() == mlflow_store.experiment_id("a study")
+
+
+@pytest.mark.parametrize("stop, said", [(KeyboardInterrupt(), "stopped by Ctrl-C (SIGINT)"),
+                                        (Terminated(), "stopped by SIGTERM")])
+def test_a_stop_names_its_signal(monkeypatch, capsys, stop, said):
+    def stopped(args):
+        raise stop
+    monkeypatch.setattr(keys, "main", stopped)
+    assert main(["keys"]) == 128 + getattr(stop, "signum", 2)
+    assert capsys.readouterr().err == f"{said}; finished work is kept\n"

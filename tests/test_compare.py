@@ -162,6 +162,26 @@ def test_command_line_seed_wins_over_the_spec_and_split_overrides_are_refused(tm
         load_experiment(write_spec(tmp_path), ["split.k=5"])
 
 
+def test_the_command_line_shortens_a_comparison_with_the_spec_keys_checks(tmp_path, capsys):
+    from core.__main__ import main
+
+    spec = load_experiment(write_spec(tmp_path), (), {"k": 2, "repeats": 1, "remedies": ["l2"]})
+    assert (spec.k, spec.repeats, [r.name for r in spec.remedies]) == (2, 1, [BASELINE, "l2"])
+    assert all(remedy.config.split.k == 2 for remedy in spec.remedies) and list(spec.sweeps) == ["l2"]
+    assert load_experiment(write_spec(tmp_path), (), {"remedies": ["dropout"]}).sweeps == {}
+    assert load_experiment(write_spec(tmp_path), (), {"k": None}).k == 3  # not given: the spec's
+    for options, words in ((["--remedies", "l2,l3"], ["--remedies", "'l3'", "dropout"]),
+                           (["--k", "1"], ["k", "at least 2"]), (["--repeats", "0"], ["repeats", "at least 1"]),
+                           (["--k", "two"], ["--k", "two"])):
+        try:
+            code = main(["compare", write_spec(tmp_path), *options])
+        except SystemExit as usage:  # argparse's own: not a whole number
+            code = usage.code
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1 and all(word in err for word in words), err
+    assert not (tmp_path / "mlruns").exists()
+
+
 @pytest.mark.slow
 def test_cli_bad_input_logs_nothing_and_good_input_prints_the_tables(tmp_path):
     bad = run_cli("compare", write_spec(tmp_path, repeats=0), cwd=tmp_path)

@@ -104,3 +104,19 @@ def test_a_plot_page_opened_from_disk_draws_with_the_plotly_beside_it(tmp_path, 
         page.goto(page_file.as_uri())
         page.locator("svg.main-svg").first.wait_for(timeout=30_000)
     assert outside_loopback(requests) == []
+
+
+def test_the_printed_study_link_shows_each_trials_state_and_scores_as_columns(printed_urls, chromium_path,
+                                                                              artifacts_dir):
+    """The runs table's columns are chosen by the store (the study's saved view, an experiment tag) and the
+    URL (`viewStateShareKey`): no Columns menu to open first."""
+    _, urls = printed_urls
+    url = urls["MLflow UI"]
+    assert "viewStateShareKey=core-study" in url
+    with browser_page(chromium_path) as (page, requests):  # a fresh browser: no columns chosen before
+        page.goto(url)
+        page.locator('[role="gridcell"]').first.wait_for(timeout=90_000)
+        for column in ("state", "summary/final_val_acc", "summary/test_acc"):
+            page.locator('[role="columnheader"]', has_text=column).first.wait_for(timeout=30_000)
+        page.screenshot(path=str(artifacts_dir / "study-columns.png"))
+    assert outside_loopback(requests) == []

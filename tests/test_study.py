@@ -89,6 +89,18 @@ def test_pruned_and_failed_trials(tmp_path):
     assert failed.info.status == "FAILED" and failed.data.tags["state"] == "failed"
     assert "too deep" in failed.data.tags["error"] and "too deep" in trials[2].user_attrs["fail_reason"]
     assert failed.data.params["model.name"] == "alexnet_cifar" and failed.data.params["trial_number"] == "2"
+    # the runs table shows how each ended by its name, with no column added
+    assert [by_number[n].info.run_name for n in range(3)] == ["trial-000 mlp lr=0.3", "trial-001 pruned@1 mlp lr=1e-6",
+                                                              "trial-002 failed alexnet_cifar lr=0.3"]
+
+
+def test_trial_run_names_are_short_and_name_no_key_twice():
+    from core.study.trial import trial_run_name
+
+    params = {"model.name": "small_cnn", "train.augment": "none", "optim.name": "adam", "optim.lr": 0.0031416,
+              "model.args.lr": 2.0, "model.hidden": [256, 128], "train.dropout": 0.25}
+    assert trial_run_name(8, params) == "trial-008 small_cnn augment=none adam optim.lr=3.1e-3 args.lr=2 " \
+                                        "hidden=[256,128] dropout=0.25"
 
 
 def test_a_study_without_intermediate_values_has_no_such_plot_and_no_optuna_warning(tmp_path, caplog):
@@ -255,3 +267,63 @@ def test_the_default_space_gives_hidden_widths_to_the_mlp_only():
     assert mlp.model.hidden == [48, 48] and cnn.model.hidden == [] and cnn.train.augment == "shift"
     linear = [m for m in build_model(cnn.model, (1, 8, 8), 10).modules() if isinstance(m, nn.Linear)]
     assert [(m.in_features, m.out_features) for m in linear] == [(64 * 2 * 2, 10)]  # [32, 64] convs, 8 -> 4 -> 2
+
+
+def test_a_resumed_study_retries_what_was_stopped_and_proposes_nothing_it_has_tried(tmp_path, monkeypatch, caplog):
+    """Ctrl-C, then the same command: the stopped trial is retried (retry_of), the sampler does not start over
+    from its seed (it drew trial 0's parameters again), the study says it resumes, and its objective is named."""
+    import core.study.trial
+
+    path = tiny_study_spec(tmp_path, name="again", trials=2)
+    run_study(load_spec(path))
+    with monkeypatch.context() as patch:
+        patch.setattr(core.study.trial, "fit_in", lambda *args, **kwargs: (_ for _ in ()).throw(KeyboardInterrupt()))
+        with pytest.raises(KeyboardInterrupt):
+            run_study(load_spec(path, trials=5))
+    with caplog.at_level(logging.INFO, logger="core.study.runner"):
+        run_study(load_spec(path, trials=5))
+    assert "resuming study again: 2 finished, trial 2 retried" in caplog.messages
+    study = load_study("again")
+    retries = [t for t in study.trials if "retry_of" in t.user_attrs]
+    assert [(t.user_attrs["retry_of"], t.params) for t in retries] == [(2, study.trials[2].params)]
+    assert retries[0].user_attrs["retry_reason"] == "stopped by Ctrl-C (SIGINT)"
+    tried = [tuple(sorted(t.params.items())) for t in study.trials if "retry_of" not in t.user_attrs]
+    assert len(tried) == len(set(tried)) == 5
+    assert Counter(t.state for t in study.trials) == {COMPLETE: 5, FAIL: 1}
+    assert study.metric_names == ["val_acc"]  # optuna-dashboard's axis: not "Objective 0"
+
+
+def test_the_summary_gives_the_best_trials_test_score_and_says_when_trials_tie(tmp_path, capsys):
+    from core.commands.study import print_outcome
+    from core.study.report import tie_note
+
+    outcome = run_study(load_spec(tiny_study_spec(tmp_path, name="test-score", trials=2)))
+    logged = {r.info.run_id: r.data.metrics["summary/test_acc"] for r in all_runs("test-score")
+              if "summary/test_acc" in r.data.metrics}
+    assert outcome.best_test == ("test_acc", logged[outcome.best_run_id])
+    print_outcome(outcome, ["val_acc"], f"http://127.0.0.1:{free_port()}")
+    assert f"(test_acc={logged[outcome.best_run_id]:.4f}, as logged" in capsys.readouterr().out
+
+    trials = [optuna.trial.create_trial(value=value, user_attrs={"val_samples": 287})
+              for value in (0.9861, 0.9, 0.9861)]
+    for number, trial in enumerate(trials):
+        trial.number = number
+    assert tie_note(trials, trials[0], "val_acc") == ("2 trials tie at val_acc 0.9861 "
+                                                      "(one validation sample is 0.35 points): trials 0, 2")
+    assert tie_note(trials[:2], trials[0], "val_acc") == ""
+
+
+def test_a_study_saves_the_runs_tables_columns_and_ui_links_to_them(tmp_path):
+    import json
+
+    from core.commands.ui import last_experiment_url
+    from core.runs import views
+    from core.tracking import mlflow_store
+
+    run_study(load_spec(tiny_study_spec(tmp_path, name="columns", trials=1)))
+    experiment = mlflow_store.experiment_id("columns")
+    saved = json.loads(mlflow_client().get_experiment(experiment).tags[views.TAG_PREFIX + views.STUDY_VIEW])
+    assert json.loads(saved["state"]) == {"selectedColumns": ["tags.`state`", "metrics.`summary/final_val_acc`",
+                                                              "metrics.`summary/test_acc`"]}
+    assert last_experiment_url("http://b").endswith(f"/experiments/{experiment}/runs?workflowType=machine_learning"
+                                                    f"&viewStateShareKey={views.STUDY_VIEW}")

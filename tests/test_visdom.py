@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import socket
 import time
 
 import pytest
@@ -128,9 +129,9 @@ def test_a_full_queue_drops_the_oldest_and_counts(monkeypatch):
 
 
 def test_server_command_binds_loopback_unless_told():
-    command = visdom_server.server_command(8097, "127.0.0.1", visdom_server.ENV_PATH)
+    command = visdom_server.server_command(8097, "127.0.0.1", visdom_server.env_folder())
     assert "-bind_local" in command and command[command.index("--hostname") + 1] == "127.0.0.1"
-    assert "-bind_local" not in visdom_server.server_command(8097, "0.0.0.0", visdom_server.ENV_PATH)
+    assert "-bind_local" not in visdom_server.server_command(8097, "0.0.0.0", visdom_server.env_folder())
 
 
 @pytest.mark.slow
@@ -164,3 +165,56 @@ def test_a_server_of_another_store_on_the_port_is_named_not_reused(server, tmp_p
         visdom_server.ensure_server(port, env_path=tmp_path / "another checkout" / "visdom")
     message = str(error.value)
     assert f"port {port}" in message and str(tmp_path / "visdom") in message and "--no-visdom" in message
+
+
+def test_stop_ends_the_server_make_run_left_and_nothing_listens(tmp_path, capsys):
+    from core import servers
+    from core.__main__ import main
+
+    port = free_port()
+    url = visdom_server.ensure_server(port)  # as `make run` leaves it: detached, in this store's visdom/
+    marker = json.loads((visdom_server.env_folder() / visdom_server.MARKER).read_text())
+    assert servers.answers(url) and visdom_server.env_folder() == tmp_path / "mlruns" / "visdom"
+    assert main(["visdom", "--stop"]) == 0
+    assert capsys.readouterr().out == f"stopped the Visdom server on port {port} (process {marker['pid']})\n"
+    with pytest.raises(ConnectionRefusedError):  # nothing listens
+        socket.create_connection(("127.0.0.1", port), timeout=5)
+    assert not signals_alive(marker["pid"])
+    assert main(["visdom", "--stop"]) == 0 and "no Visdom server of this store" in capsys.readouterr().out
+
+
+def signals_alive(pid: int) -> bool:
+    import psutil
+
+    return psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+
+
+def test_stop_ends_a_dashboard_left_running_and_its_server_with_it(tmp_path, capsys):
+    """`make stop` also ends a `python -m core dashboard` running in another terminal (its record under the store)."""
+    import optuna
+    import psutil
+
+    from core import servers
+    from core.__main__ import main
+    from core.study import default_storage
+    from core.study.storage import open_storage
+    from tests.helpers import start_cli
+
+    optuna.create_study(study_name="s", storage=open_storage(default_storage()))
+    port = free_port()
+    command = start_cli("dashboard", "--port", str(port), cwd=tmp_path)
+    try:
+        assert servers.wait_until_answers(f"http://127.0.0.1:{port}/api/studies", timeout=60, process=command)
+        record = json.loads(servers.record_file("dashboard").read_text())
+        children = psutil.Process(command.pid).children(recursive=True)
+        assert record == {"port": port, "pid": command.pid} and children
+        assert main(["dashboard", "--stop"]) == 0
+        assert capsys.readouterr().out == f"stopped the optuna-dashboard on port {port} (process {command.pid})\n"
+        assert command.wait(5) == 0 and not servers.record_file("dashboard").exists()  # a clean stop
+        with pytest.raises(ConnectionRefusedError):  # its optuna-dashboard process ended with it
+            socket.create_connection(("127.0.0.1", port), timeout=5)
+        assert not [child for child in children if child.is_running() and child.status() != psutil.STATUS_ZOMBIE]
+    finally:
+        if command.poll() is None:
+            command.kill()
+    assert main(["ui", "--stop"]) == 0 and "no MLflow UI of this store is running" in capsys.readouterr().out

@@ -7,6 +7,7 @@ import logging
 
 from core import signals
 from core.commands.study import add_study_options, print_outcome
+from core.study import default_storage
 
 HELP = "run the default study (studies/digits_mlp.yaml) with a Visdom server for the live view"
 DEFAULT_SPEC = "studies/digits_mlp.yaml"
@@ -29,6 +30,7 @@ def main(args: argparse.Namespace) -> int:
     from core.study.spec import load_spec
 
     spec = load_spec(args.spec, args.overrides, name=args.name, trials=args.trials, timeout=args.timeout)
+    args.storage = args.storage or default_storage()
     signals.install_signal_handlers()
     if not args.no_visdom and spec.base.track.visdom != "off":
         from core.tracking.visdom_sink import env_url

@@ -7,7 +7,7 @@ import argparse
 from core import signals
 from core.commands.train import print_visdom_url
 from core.errors import UserError
-from core.study import DEFAULT_STORAGE
+from core.study import default_storage
 
 HELP = "run (or resume) an Optuna hyperparameter study; every trial is an MLflow run"
 OVERRIDES = "overrides"  # key=value items after the options join these
@@ -34,9 +34,9 @@ def add_study_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trials", type=int, help="finish this many trials in the study (default: the spec's budget)")
     parser.add_argument("--timeout", type=float, help="start no new trial after this many seconds")
     parser.add_argument("--workers", type=int, default=1, help="worker processes on this machine (default 1)")
-    parser.add_argument("--storage", default=DEFAULT_STORAGE,
+    parser.add_argument("--storage", default=None,
                         help="Optuna storage: a journal file, sqlite:///..., or postgresql://... "
-                             f"(default {DEFAULT_STORAGE})")
+                             "(default: optuna.journal in the nearest mlruns/ from here up)")
     parser.add_argument("--name", help="study name (default: the spec's name)")
     parser.add_argument("--gpus", type=gpu_list, metavar="0,1,...",
                         help="with --workers: the GPUs to give the workers, round robin (default: every visible one); "
@@ -45,6 +45,7 @@ def add_study_options(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     spec_path, overrides = args.spec, args.overrides
+    args.storage = args.storage or default_storage()
     if "=" in spec_path:
         raise UserError("give a study spec first, e.g. python -m core study studies/digits_mlp.yaml")
     from core.study.runner import run_study  # Optuna and torch load here, not for --help or a usage error
@@ -88,7 +89,11 @@ def print_outcome(outcome, metrics: list[str], visdom_url: str) -> None:
         print_front(outcome.pareto_front, metrics)
     else:
         values = ", ".join(f"{metric}={value:.4f}" for metric, value in zip(metrics, outcome.best_values))
+        if outcome.best_test:  # what the validation value does not say: how the model does on unseen data
+            values += f" ({outcome.best_test[0]}={outcome.best_test[1]:.4f}, as logged in its run's summary/)"
         print(f"  best: trial {outcome.best_trial}, {values}")
+        if outcome.tie_note:
+            print(f"  {outcome.tie_note}")
         for key, value in outcome.best_params.items():
             print(f"    {key} = {value}")
         print(f"  best trial's MLflow run: {outcome.best_run_id}")

@@ -17,6 +17,7 @@ EXAMPLES = ["python -m core ui", "python -m core ui --port 5001",
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     servers.add_address_arguments(parser, 5000)
+    servers.add_stop_argument(parser, "MLflow UI")
 
 
 # Runs of a study (its parent and trials carry the tag `study`) or of a comparison (parent and remedies: `kind`).
@@ -43,10 +44,13 @@ LAYOUT = "workflowType=machine_learning"  # MLflow 3's "Model training" layout, 
 
 def last_experiment_url(base: str) -> str:
     """The runs table of the last study or comparison, in the UI's "Model training" view."""
+    from core.runs import views
+
     experiment = last_experiment_id()
     if experiment is None:
         return base
-    return f"{base}/#/experiments/{experiment}/runs?{LAYOUT}"
+    view = f"&{views.URL_KEY}={views.STUDY_VIEW}" if views.has_view(experiment, views.STUDY_VIEW) else ""
+    return f"{base}/#/experiments/{experiment}/runs?{LAYOUT}{view}"
 
 
 def best_trial_url(base: str) -> str | None:
@@ -73,6 +77,8 @@ def ui_env() -> dict[str, str]:
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.stop:
+        return servers.print_stopped(servers.stop_recorded(servers.record_file("ui"), "core ui"), "MLflow UI")
     signals.install_signal_handlers()  # SIGTERM stops `mlflow ui` too, instead of orphaning it
     servers.check_port(args.port, args.host)
     uri = mlflow_store.tracking_uri()
@@ -90,5 +96,6 @@ def main(args: argparse.Namespace) -> int:
         print(f"  every experiment: {base}/#/experiments?{LAYOUT}", flush=True)
         print("Ctrl-C stops it.", flush=True)
 
-    servers.serve(ui_command(uri, args.host, args.port), base, "/health", "the MLflow UI", ready, env=ui_env())
+    with servers.recorded("ui", args.port):  # for `ui --stop` (make stop)
+        servers.serve(ui_command(uri, args.host, args.port), base, "/health", "the MLflow UI", ready, env=ui_env())
     return 0

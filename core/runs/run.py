@@ -89,6 +89,14 @@ class Run:
     def log_artifact(self, path: Path, folder: str) -> None:
         mlflow_store.client().log_artifact(self.id, str(path), folder)
 
+    def rename(self, name: str) -> None:
+        """A new run name (an ended run too: a trial's says how it ended)."""
+        mlflow_store.client().update_run(self.id, name=name)
+
+    def metrics(self) -> dict[str, float]:
+        """The run's latest value of each metric."""
+        return dict(mlflow_store.client().get_run(self.id).data.metrics)
+
     def tags(self) -> dict[str, str]:
         return dict(mlflow_store.client().get_run(self.id).data.tags)
 

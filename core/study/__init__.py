@@ -15,7 +15,15 @@ per trial (with k-fold, the trial's run has one child per fold). The modules:
 package pulls in Optuna and torch, which the CLI imports only once a command runs.
 """
 
-DEFAULT_STORAGE = "mlruns/optuna.journal"
+DEFAULT_STORAGE = "mlruns/optuna.journal"  # as shown; default_storage() is the file in the nearest mlruns/
+
+
+def default_storage() -> str:
+    """The journal file in the nearest mlruns/ from the current folder up (core.store_dir), as a path."""
+    from core.store_dir import store_dir
+
+    return str(store_dir() / "optuna.journal")
+
 
 _EXPORTS = {"load_spec": "core.study.spec", "trial_seed": "core.study.spec", "StudySpec": "core.study.spec",
             "run_study": "core.study.runner", "StudyOutcome": "core.study.report"}
@@ -29,4 +37,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'core.study' has no attribute {name!r}")
 
 
-__all__ = ["DEFAULT_STORAGE", "StudyOutcome", "StudySpec", "load_spec", "run_study", "trial_seed"]
+__all__ = ["DEFAULT_STORAGE", "default_storage", "StudyOutcome", "StudySpec", "load_spec", "run_study", "trial_seed"]

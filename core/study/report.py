@@ -23,12 +23,13 @@ import optuna.visualization.matplotlib as png_plots
 import pandas as pd
 from matplotlib import pyplot as plt
 
+from core.names import logged_summary, summary_key
 from core.outages import best_effort
-from core.runs import Place, Run
+from core.runs import Place, Run, views
 from core.runs.logged import log_served_model_of
 from core.runs.run import NOTE_TAG, active
 from core.study import plots
-from core.study.spec import StudySpec, make_importance_evaluator
+from core.study.spec import StudySpec, make_importance_evaluator, result_key
 from core.study.stopping import stopped_by
 from core.tracking.visdom_sink import make_visdom_tracker
 
@@ -59,6 +60,8 @@ class StudyOutcome:
     importance_note: str = ""  # why they were not computed, or that they are rough
     stopped_by: str = ""  # the budget rule that stopped the study: target, patience, or "" (trials, timeout)
     stopped_detail: str = ""
+    best_test: tuple[str, float] | None = None  # the best trial's test score as its run logged it (test_acc, 0.98)
+    tie_note: str = ""  # several trials share the best value: how many, and what one validation sample is worth
     interrupted: bool = False
     already_done: bool = False  # the study had its trials before this command: nothing was run
 
@@ -94,7 +97,17 @@ class StudyReporter:
             self.study.set_user_attr("mlflow_parent_run_id", parent.id)
             self._dashboard_note()
         parent.set_tags({"budget_trials": str(self.spec.trials)})
+        self._save_columns()
         return parent.id
+
+    def _save_columns(self) -> None:
+        """The study's view of the runs table (`python -m core ui` opens it): each trial's state, objective and
+        test score as columns."""
+        scores = [summary_key(result_key(m)) for m in self.spec.metrics if m.startswith("val_")]
+        tests = [summary_key("test_" + m.removeprefix("val_")) for m in self.spec.metrics if m.startswith("val_")]
+        with best_effort("no saved view of the runs table"):  # the study stands without it, not on a full disk
+            views.save_columns(self.spec.name, views.STUDY_VIEW, "study: state and scores",
+                               [views.tag("state"), *map(views.metric, scores + tests)])
 
     def _dashboard_note(self) -> None:
         """The study's note in optuna-dashboard (`python -m core dashboard`): where its MLflow runs are."""
@@ -259,7 +272,24 @@ class StudyReporter:
             best_trial=head.number if head else None, epochs_used=epochs,
             pareto_front=[(t.number, list(t.values)) for t in best] if self.spec.multi_objective else [],
             importances=self.importances, importance_note=self.importance_note,
-            stopped_by=rule[0] if rule else "", stopped_detail=rule[1] if rule else "")
+            stopped_by=rule[0] if rule else "", stopped_detail=rule[1] if rule else "",
+            best_test=self.test_score(head), tie_note=self.ties(head))
+
+    def ties(self, head) -> str:
+        if self.spec.multi_objective or head is None:
+            return ""
+        complete = self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        return tie_note(complete, head, self.spec.metrics[0])
+
+    def test_score(self, head) -> tuple[str, float] | None:
+        """The best trial's test score of the objective's metric (val_acc: its run's summary/test_acc), if it
+        logged one (a K-fold trial's are on its fold runs)."""
+        metric, run_id = self.spec.metrics[0], head.user_attrs.get("mlflow_run_id", "") if head else ""
+        if self.spec.multi_objective or not run_id or not metric.startswith("val_"):
+            return None
+        name = "test_" + metric.removeprefix("val_")
+        value = logged_summary(Run.of(run_id, self.spec.name).metrics(), name)
+        return None if value is None else (name, value)
 
     def log_best_model(self) -> None:
         """The best trial's model in MLflow's format, in that trial's run, rebuilt from its logged config and weights.
@@ -322,6 +352,19 @@ class StudyReporter:
                 plt.close(png_figure)
                 self.parent.log_artifact(png, plots.FOLDER)
         return made
+
+
+def tie_note(complete: list, best, metric: str) -> str:
+    """"3 trials tie at val_acc 0.9861 (one validation sample is 0.35 points)", or "" when the best is alone:
+    with a few hundred validation samples equal accuracies are common, and the one shown as best is no better."""
+    tied = [t.number for t in complete if t.value == best.value]
+    if len(tied) < 2:
+        return ""
+    note = f"{len(tied)} trials tie at {metric} {best.value:.4f}"
+    samples = best.user_attrs.get("val_samples")
+    if metric == "val_acc" and samples:
+        note += f" (one validation sample is {100 / samples:.2f} points)"
+    return f"{note}: trials {', '.join(map(str, tied))}"
 
 
 def _figure_of(axes):

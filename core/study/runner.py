@@ -35,7 +35,7 @@ from core.errors import OutageError, UserError
 from core.models import check_deterministic
 from core.runs.run import open_run, open_store, sweep_stale_runs
 from core.signals import end_with_parent, exit_code, install_signal_handlers, interrupt_behind, process_alive
-from core.study import DEFAULT_STORAGE
+from core.study import default_storage
 from core.study.heartbeat import beating
 from core.study.report import StudyOutcome, StudyReporter
 from core.study.spec import StudySpec, make_pruner, make_sampler
@@ -51,17 +51,18 @@ FAILURES_IN_A_ROW = 10  # a study stops when its last this-many trials all faile
 OUTAGE_EXIT = 3  # a worker's exit code when a server stayed down (as the CLI's for OutageError)
 
 
-def run_study(spec: StudySpec, storage: str = DEFAULT_STORAGE, workers: int = 1,
+def run_study(spec: StudySpec, storage: str | None = None, workers: int = 1,
               progress: bool = False, gpus: list[str] | None = None,
               warm_starts: list[WarmStart] | None = None) -> StudyOutcome:
     """Run `spec` until `spec.trials` trials are finished (complete or pruned) in the study.
 
     With several workers and several GPUs (`gpus`, default: every visible one), each worker gets its own.
     `warm_starts` (study.warm.plan) are queued first, those the study does not hold yet.
-    A full disk is one OutageError naming where, with the open runs closed.
+    A full disk is one OutageError naming where, with the open runs closed. `storage`: by default the journal
+    file in the nearest mlruns/ (core.store_dir).
     """
     try:
-        return _run_study(spec, storage, workers, progress, gpus, warm_starts)
+        return _run_study(spec, storage or default_storage(), workers, progress, gpus, warm_starts)
     except Exception as error:
         outages.raise_outage_behind(error)
         raise
@@ -79,6 +80,7 @@ def _run_study(spec: StudySpec, storage: str, workers: int, progress: bool, gpus
     study = optuna.create_study(study_name=spec.name, storage=open_storage(storage), load_if_exists=True,
                                 directions=spec.directions, sampler=make_sampler(spec, 0), pruner=make_pruner(spec))
     _check_same_objective(study, spec)
+    name_objectives(study, spec)
     with budget_lock(storage, spec.name):  # no worker is between asking for a trial and naming its process
         sweep_dead_trials(study, storage)
     sweep_stale_runs()  # every experiment's, as at any command's start: 16 ms for 400 runs
@@ -92,9 +94,7 @@ def _run_study(spec: StudySpec, storage: str, workers: int, progress: bool, gpus
             return outcome
         # else its final report was cut short (a full disk): made again below, with no trial to run
 
-    queued = 0 if done else enqueue(study, warm_starts or [])
-    if queued:
-        log.info("queued %d warm-start configurations as the first trials", queued)
+    _say_what_is_queued(study, spec, [] if done else (warm_starts or []))
     reporter = StudyReporter(spec, study, storage)
     try:
         with open_run(reporter.parent_place()) as parent:  # ends KILLED on a stop, FAILED on an error or outage
@@ -118,11 +118,44 @@ def _run_study(spec: StudySpec, storage: str, workers: int, progress: bool, gpus
     return outcome
 
 
+def _say_what_is_queued(study: optuna.Study, spec: StudySpec, warm_starts: list[WarmStart]) -> None:
+    """Log what a resumed study holds (the CLI shows INFO lines), then queue the warm starts it lacks."""
+    note = resuming_note(study, spec.name)
+    if note:
+        log.info("%s", note)
+    queued = enqueue(study, warm_starts) if warm_starts else 0
+    if queued:
+        log.info("queued %d warm-start configurations as the first trials", queued)
+
+
+def resuming_note(study: optuna.Study, name: str) -> str:
+    """What a resumed study holds ("resuming study X: 5 finished, trial 2 retried"); "" for a new study."""
+    states = optuna.trial.TrialState
+    trials = study.get_trials(deepcopy=False)
+    if not trials:
+        return ""
+    finished = sum(t.state in (states.COMPLETE, states.PRUNED) for t in trials)
+    retried = [str(t.user_attrs["retry_of"]) for t in trials
+               if t.state == states.WAITING and "retry_of" in t.user_attrs]
+    note = f"resuming study {name}: {finished} finished"
+    if retried:
+        note += f", trial{'s' if len(retried) > 1 else ''} {', '.join(retried)} retried"
+    return note
+
+
 def _check_same_objective(study: optuna.Study, spec: StudySpec) -> None:
     directions = [d.name.lower() for d in study.directions]
     if directions != spec.directions:
         raise UserError(f"study {spec.name!r} exists with directions {directions}, not {spec.directions}; "
                         f"use another --name")
+
+
+def name_objectives(study: optuna.Study, spec: StudySpec) -> None:
+    """The objectives' names (val_acc, ...) on the study, so optuna-dashboard's axes say them, not "Objective 0"."""
+    if study.metric_names != spec.metrics:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # stable since 3.2, still marked
+            study.set_metric_names(list(spec.metrics))
 
 
 def _run_workers(spec: StudySpec, storage: str, parent_run_id: str, workers: int,
@@ -226,8 +259,8 @@ def objects_so_far_frozen() -> Iterator[None]:
 def work(spec: StudySpec, storage: str, parent_run_id: str, worker: int, progress: bool = False) -> int:
     """One worker's loop: take a trial while the budget allows, run it, report it. Returns trials run."""
     backend = open_storage(storage)
-    study = optuna.load_study(study_name=spec.name, storage=backend,
-                              sampler=make_sampler(spec, worker), pruner=make_pruner(spec))
+    study = optuna.load_study(study_name=spec.name, storage=backend, pruner=make_pruner(spec))
+    study.sampler = make_sampler(spec, worker, len(study.get_trials(deepcopy=False)))  # a resume: fresh proposals
     reporter = StudyReporter(spec, study, storage, parent_run_id)
     warm_up(spec.base)
     started = time.monotonic()

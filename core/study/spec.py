@@ -241,10 +241,15 @@ def _section(path, document: dict, key: str) -> dict[str, Any]:
     return dict(value)
 
 
-def make_sampler(spec: StudySpec, worker: int) -> optuna.samplers.BaseSampler:
+def make_sampler(spec: StudySpec, worker: int, trials_so_far: int = 0) -> optuna.samplers.BaseSampler:
+    """The sampler of one worker. Workers explore differently, and a resumed worker (`trials_so_far`: the trials
+    the study already has) draws other random proposals than the first start did, which it would repeat from
+    the same seed. A new study's first workers keep the seeds they always had; trial seeds stay derived from
+    trial numbers."""
     options = {k: v for k, v in spec.sampler.items() if k != "name"}
-    # Workers explore differently; trial seeds stay derived from trial numbers.
-    seed = (int(options.pop("seed", spec.seed)) * 1000 + worker) % 2**32  # NumPy takes seeds below 2**32
+    # 1_000_003 > any worker count: (worker, trials_so_far) pairs never share a seed
+    seed = int(options.pop("seed", spec.seed)) * 1000 + worker + trials_so_far * 1_000_003
+    seed %= 2**32  # NumPy takes seeds below 2**32
     try:
         return SAMPLERS[spec.sampler["name"]](seed=seed, **options)
     except TypeError as error:

@@ -42,6 +42,7 @@ from core import backoff
 from core.errors import OutageError, UserError, cause_where
 from core.locks import folder_lock
 from core.runs.run import fail_tree
+from core.store_dir import make_folder
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +147,7 @@ def open_storage(url: str) -> BaseStorage:
             return wait_through_outage(lambda: ServerStorage(_sqlalchemy_url(url), engine_kwargs={
                 "pool_pre_ping": True}, **_heartbeat_kwargs()), url)
     path = Path(url)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(path.parent)  # says so when this starts a new store
     lock = JournalWriteLock(path)
     lock.acquire()  # no worker appends while the tail is checked
     try:

@@ -25,7 +25,8 @@ from core.resume import Resume
 from core.runs import FitHooks, Place, Run, fit_folds, fit_in, open_run
 from core.runs.folds import FoldPlan, fold_plan
 from core.runs.record import run_params
-from core.study.outcome import TrialOutcome
+from core.signals import stop_name
+from core.study.outcome import State, TrialOutcome
 from core.study.space import sample
 from core.study.spec import StudySpec, per_epoch_metrics, result_key, trial_seed
 from core.train import FitResult, prepare
@@ -46,8 +47,10 @@ def run_trial(spec: StudySpec, study: optuna.Study, trial: optuna.Trial,
             outcome = _train_folds(spec, trial, config, run) if spec.folds > 1 else \
                 _train_holdout(spec, trial, config, run, resume)
             run.conclude(outcome.tag, outcome.run_status)  # the state tag, written before the run ends
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        # the same command resumes the study: this trial first, from its checkpoint when it has one
+        _queue_retry(study, trial, f"stopped by {stop_name(stop)}", resume=True)
         raise
     except Exception as error:  # one bad trial must not end the study; an outage (a server, a full disk) does
         _stop_on_outage(study, trial, error)
@@ -57,7 +60,15 @@ def run_trial(spec: StudySpec, study: optuna.Study, trial: optuna.Trial,
     finally:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()  # the next trial gets the memory back
+    _name_the_state(spec, trial, place, outcome)
     return outcome.tell(study, trial)
+
+
+def _name_the_state(spec: StudySpec, trial: optuna.Trial, place: Place, outcome: TrialOutcome) -> None:
+    run_id = trial.user_attrs.get("mlflow_run_id")
+    renamed = finished_run_name(place.name, outcome)
+    if run_id and renamed != place.name:
+        Run.of(run_id, spec.name).rename(renamed)
 
 
 def trial_config(spec: StudySpec, trial: optuna.Trial) -> tuple[Config, Resume | None]:
@@ -94,9 +105,18 @@ def _tell_cut_off(study: optuna.Study, trial: optuna.Trial, error: OutageError) 
     """FAIL (its values may be missing from its run), and its parameters queued again for the next start."""
     trial.set_user_attr("fail_reason", f"OutageError: {error}"[:1000])
     study.tell(trial, state=optuna.trial.TrialState.FAIL)
-    if trial.params:
-        study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number, "retry_reason": "tracking outage"},
-                            skip_if_exists=False)
+    _queue_retry(study, trial, "tracking outage")
+
+
+def _queue_retry(study: optuna.Study, trial: optuna.Trial, reason: str, resume: bool = False) -> None:
+    """The trial's parameters queued again, the retry naming it (`retry_of`) and, with `resume`, its run, whose
+    checkpoint it goes on from (resume_of)."""
+    if not trial.params:
+        return
+    retry = {"retry_of": trial.number, "retry_reason": reason}
+    if resume and trial.user_attrs.get("mlflow_run_id"):
+        retry["resume_run_id"] = trial.user_attrs["mlflow_run_id"]
+    study.enqueue_trial(trial.params, user_attrs=retry, skip_if_exists=False)
 
 
 def _prepared(config: Config, run: Run):
@@ -113,7 +133,9 @@ def _prepared(config: Config, run: Run):
 def _train_holdout(spec: StudySpec, trial: optuna.Trial, config: Config, run: Run,
                    resume: Resume | None) -> TrialOutcome:
     pruning = Pruning(spec, trial, resume)
-    result = fit_in(run, _prepared(config, run), FitHooks(should_stop=pruning, served_model=False), resume)
+    prepared = _prepared(config, run)
+    trial.set_user_attr("val_samples", len(prepared.val_idx))  # the summary says what one sample is worth
+    result = fit_in(run, prepared, FitHooks(should_stop=pruning, served_model=False), resume)
     if result.stop.reason == "non_finite":
         return TrialOutcome.failed(f"non-finite loss: {result.stop.detail}", result.epochs_run)
     if result.stop.reason == "pruned":
@@ -226,10 +248,46 @@ def _value(metric: str, result: FitResult) -> float:
     return float(value)
 
 
+GENERIC_WORDS = {"none", "off", "on", "auto", "true", "false", "yes", "no"}  # say nothing without their key
+
+
 def trial_run_name(number: int, params: dict[str, Any]) -> str:
-    """e.g. `trial-007 lr=3.1e-03 hidden=256 optim=adam`."""
+    """e.g. `trial-007 small_cnn adam augment=none lr=3.1e-3`: a choice by its value alone (model.name and
+    optim.name would both read `name=`) unless the value is a word like none, a number by the shortest end of its
+    key no other key shares."""
     parts = [f"trial-{number:03d}"]
     for key, value in params.items():
-        short = key.split(".")[-1]
-        parts.append(f"{short}={value:.2g}" if isinstance(value, float) else f"{short}={value}")
+        if isinstance(value, str) and value.lower() not in GENERIC_WORDS:
+            parts.append(value)
+        else:
+            parts.append(f"{_short_key(key, params)}={_short_value(value)}")
     return " ".join(parts)[:250]
+
+
+def _short_key(key: str, params: dict[str, Any]) -> str:
+    words = key.split(".")
+    for size in range(1, len(words) + 1):
+        end = ".".join(words[-size:])
+        if not any(other != key and (other.endswith("." + end) or other == end) for other in params):
+            return end
+    return key
+
+
+def _short_value(value: Any) -> str:
+    """0.0031416 -> 3.1e-3, 0.25 -> 0.25, 256 -> 256, [256, 128] -> [256,128]."""
+    if isinstance(value, float) and value != 0 and not 0.01 <= abs(value) < 1000:
+        mantissa, exponent = f"{value:.1e}".split("e")
+        return f"{mantissa.removesuffix('.0')}e{int(exponent)}"
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value).replace(" ", "")
+
+
+def finished_run_name(name: str, outcome: TrialOutcome) -> str:
+    """A pruned or failed trial's run says so after its number (`trial-008 pruned@3 small_cnn ...`): the runs
+    table shows names, and the `state` tag only as a column added by hand. A complete trial's name is unchanged."""
+    state = {State.PRUNED: f"pruned@{outcome.epochs}", State.FAIL: "failed"}.get(outcome.state)
+    if state is None:
+        return name
+    number, _, rest = name.partition(" ")
+    return f"{number} {state} {rest}".strip()[:250]

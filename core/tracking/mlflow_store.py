@@ -1,7 +1,7 @@
 """The MLflow store: where it is, experiments, and runs whose end state is true.
 
-The store is `MLFLOW_TRACKING_URI`, or `sqlite:///mlruns/mlflow.db` with
-artifacts under `mlruns/artifacts/`. Every run we open is tagged with the host
+The store is `MLFLOW_TRACKING_URI`, or `mlflow.db` with artifacts under `artifacts/` in the
+nearest `mlruns/` from the current folder up (core.store_dir). Every run we open is tagged with the host
 and process that own it, ends FINISHED, FAILED or KILLED (`open_run`), and a
 run left RUNNING by a process that is gone is marked FAILED (`fail_stale_runs`).
 """
@@ -23,6 +23,7 @@ from core.errors import UserError
 from core.locks import folder_lock
 from core.names import safe_name
 from core.signals import process_alive
+from core.store_dir import make_folder, store_dir
 from core.tracking import outage
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no bars in logs and tests
@@ -32,13 +33,12 @@ os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 
 log = logging.getLogger(__name__)
 
-STORE_DIR = Path("mlruns")
 PARENT_TAG = "mlflow.parentRunId"
 NOTE_TAG = "mlflow.note.content"
 
 
 def tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(STORE_DIR / 'mlflow.db').resolve()}"
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(store_dir() / 'mlflow.db').resolve()}"
 
 
 def sqlite_path(uri: str) -> Path | None:
@@ -54,7 +54,7 @@ def artifact_root(uri: str) -> str | None:
     if path is not None:
         return (path.parent / "artifacts").resolve().as_uri()
     if uri.startswith(("postgresql", "mysql")):
-        return (STORE_DIR / "artifacts").resolve().as_uri()
+        return (store_dir() / "artifacts").resolve().as_uri()
     return None
 
 
@@ -105,7 +105,7 @@ def _client_for(uri: str):
     read_only = path is not None and _reading_only and path.is_file() and not os.access(path.parent, os.W_OK)
     if path is not None:
         _check_sqlite_file(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_folder(path.parent)
     if read_only:  # SQLite's WAL mode wants to write its -shm file even to read: opened immutable instead
         _OPENED[uri] = f"sqlite:///file:{urllib.parse.quote(str(path.resolve()))}?immutable=1&uri=true"
     mlflow.set_tracking_uri(_OPENED.get(uri, uri))
@@ -125,9 +125,9 @@ def _client_for(uri: str):
 
 
 def store_folder() -> Path:
-    """The folder of the store's files: the SQLite database's, else mlruns/ (artifacts, checkpoints)."""
+    """The folder of the store's files: the SQLite database's, else the nearest mlruns/ (artifacts, checkpoints)."""
     path = sqlite_path(tracking_uri())
-    return (path.parent if path is not None else STORE_DIR).resolve()
+    return (path.parent if path is not None else store_dir()).resolve()
 
 
 SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file

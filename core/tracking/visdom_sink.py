@@ -1,7 +1,7 @@
 """`VisdomTracker`: the live view of per-step loss and per-epoch metrics.
 
 One Visdom env per study or experiment, one window per metric, one line per
-run (its legend a label like `trial-007 lr=0.0031`), and a window for a study's
+run (its legend a label like `trial-007 mlp lr=3.1e-3`), and a window for a study's
 best value so far. Points go through a bounded queue to a background thread
 that sends them in batches, at most a few requests a second; a server that is
 down or dies costs one warning, never the run.

@@ -49,14 +49,19 @@ def test_signal_kills_runs_and_study_resumes(tmp_path, sent):
     parent = [r for r in runs if r.data.tags.get("kind") == "study"]
     assert [r.info.status for r in trial_runs] == ["KILLED"], stderr
     assert parent[0].info.status == "KILLED", stderr
-    assert [t.state for t in load_study("sig").trials] == [optuna.trial.TrialState.FAIL], stderr
+    states = optuna.trial.TrialState
+    trials = load_study("sig").trials  # the stopped trial is FAIL, its parameters queued again
+    assert [t.state for t in trials] == [states.FAIL, states.WAITING], stderr
+    assert trials[1].user_attrs["retry_of"] == 0
 
     # Resume with quick trials: exactly the budget, the same parent run, now FINISHED.
     quick = tiny_study_spec(tmp_path, name="sig", trials=3)
     finished = run_cli("study", str(quick))
     assert finished.returncode == 0, finished.stderr
-    states = [t.state for t in load_study("sig").trials]
-    assert states.count(optuna.trial.TrialState.COMPLETE) == 3
+    assert "resuming study sig: 0 finished, trial 0 retried" in finished.stderr
+    trials = load_study("sig").trials
+    assert [t.state for t in trials].count(optuna.trial.TrialState.COMPLETE) == 3
+    assert trials[1].params == trials[0].params  # the retry
     runs = all_runs("sig")
     parents = [r for r in runs if r.data.tags.get("kind") == "study"]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
