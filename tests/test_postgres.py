@@ -51,7 +51,7 @@ def test_two_workers_on_postgres_lose_and_duplicate_nothing(postgres, mlflow_ser
     spec = tiny_study_spec(tmp_path, name="shared", trials=8)
     env = cli_env(MLFLOW_TRACKING_URI=mlflow_server)
     command = [sys.executable, "-m", "core", "study", str(spec), "--storage", storage]
-    # The schemas are made once before the workers start, as the README tells.
+    # The schemas are made once before the workers start, as docs/studies.md tells.
     first = subprocess.run(command + ["--trials", "1"], cwd=tmp_path, env=env, capture_output=True, text=True,
                            timeout=300)
     assert first.returncode == 0, first.stderr

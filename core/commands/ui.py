@@ -39,7 +39,7 @@ def last_experiment_id() -> str | None:
     return max(experiments, key=lambda e: e.last_update_time or e.creation_time or 0).experiment_id
 
 
-LAYOUT = "workflowType=machine_learning"  # MLflow 3's "Model training" layout, not GenAI (README: Browsing)
+LAYOUT = "workflowType=machine_learning"  # MLflow 3's "Model training" layout, not GenAI (docs/studies.md: Browsing)
 
 
 def last_experiment_url(base: str) -> str:
