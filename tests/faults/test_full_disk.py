@@ -69,8 +69,10 @@ def running_runs(store: Path) -> list[str]:
 
 
 def error_lines(stderr: str, study: str) -> list[str]:
-    """stderr without the progress bar's frames (tqdm redraws `study NAME: ...` with carriage returns)."""
-    return [line for line in stderr.splitlines() if line.strip() and not line.startswith(f"study {study}:")]
+    """stderr without the progress bar's frames (tqdm redraws `study NAME: ...` with carriage returns) and the
+    notice that a rerun resumes the study."""
+    return [line for line in stderr.splitlines() if line.strip() and not line.startswith(f"study {study}:")
+            and f"resuming study {study}:" not in line]
 
 
 def assert_outage(result, store: Path, study: str) -> str:
