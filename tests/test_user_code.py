@@ -187,9 +187,9 @@ BAD_CODE = {
     "loader arrays disagree": ({"data": "import numpy as np\ndef load():\n    return np.zeros((5, 2)), [0, 1]\n"},
                                ["data.name=mylab.data:load"], ["5 samples", "2 labels"]),
     "non-integer labels": ({"data": "import numpy as np\ndef load():\n    return np.zeros((4, 2)), [0, 1.5, 1, 0]\n"},
-                           ["data.name=mylab.data:load"], ["whole-number"]),
+                           ["data.name=mylab.data:load"], ["real numbers", "task=regression"]),
     "negative labels": ({"data": "import numpy as np\ndef load():\n    return np.zeros((4, 2)), [0, -1, 1, 0]\n"},
-                        ["data.name=mylab.data:load"], ["negative"]),
+                        ["data.name=mylab.data:load"], ["0..C-1", "got -1..1"]),
     "metric returns text": ({"m": "def score(y, p, proba):\n    return 'good'\n"},
                             ["track.metrics=[mylab.m:score]"], ["mylab.m:score", "not a finite number"]),
 }
