@@ -12,11 +12,13 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-# Below this many floating-point operations in one sample's forward pass, one thread. Measured on a shared 2-core
-# EPYC VM, 20-epoch digits fits, median of 5, 1 thread against 2 (the machine otherwise quiet): mlp [200, 200]
-# (110k FLOPs) 0.35 s against 1.26 s, mlp [512, 512] (600k) 0.83 s against 0.80 s, small_cnn (632k) 1.53 s against
-# 1.02 s. Parameters are no measure: small_cnn has 21k, the [200, 200] mlp 56k.
-SMALL_MODEL_FLOPS = 500_000
+# Below this many floating-point operations in one sample's forward pass, one thread. Parameters are no measure
+# (small_cnn has 21k and 632k FLOPs, mlp [200, 200] 56k and 110k). Measured on a 2-core EPYC VM shared with other
+# jobs (load average 2 to 6 from them), digits fits, medians, 1 thread against 2: 10 epochs, small_cnn 0.96 s against
+# 6.43 s, mlp [2048, 2048] (8.7M FLOPs) 5.56 s against 14.30 s; 20 epochs in a quieter minute (my own jobs beside it),
+# mlp [200, 200] 0.35 s against 1.26 s, [512, 512] (600k) 0.83 against 0.80 s, small_cnn 1.53 against 1.02 s.
+# A second thread paid for no digits model under load, so the line sits above the largest one measured.
+SMALL_MODEL_FLOPS = 10_000_000
 ENVIRONMENT = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 _workers = 1  # the study's worker processes on this machine; set in each worker (set_workers)
