@@ -154,6 +154,9 @@ class TrainConfig:
     step: str = setting("", "your own training step, module:function(model, inputs, targets, context) -> loss "
                         "(mixup, auxiliary heads); \"\" = the scaffold's", pattern=user_code.PATTERN.pattern,
                         pattern_says="module:function")
+    threads: int = setting(0, "torch's intra-op CPU threads: 0 = auto (OMP_NUM_THREADS when set; else 1 for a model "
+                           "under 10M FLOPs a sample, else the cores over the study's workers), N = N",
+                           values=at_least(0))
 
 
 @dataclass

@@ -77,6 +77,22 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def forward_flops(model: nn.Module, sample: torch.Tensor) -> int:
+    """Floating-point operations of one forward pass of one sample (torch's flop counter: matmuls and
+    convolutions), in eval mode with no gradient; the parameter count twice over if the counter fails."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was_training = model.training
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model.eval()(sample)
+        return int(counter.get_total_flops())
+    except Exception:  # a user's model the counter cannot follow: its size stands in
+        return 2 * count_parameters(model)
+    finally:
+        model.train(was_training)
+
+
 # ---- fully connected -------------------------------------------------------
 
 def mlp_stack(in_features: int, widths: list[int], num_classes: int, config: ModelConfig) -> nn.Sequential:

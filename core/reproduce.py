@@ -22,6 +22,7 @@ from core.names import epoch_key, logged_summary
 from core.runs import Place, fit_in, open_run
 from core.runs.logged import code_warnings, load_logged_weights, logged_run
 from core.runs.place import PLACE_KEYS
+from core.threads import Threads
 from core.tracking import mlflow_store
 from core.train import evaluate, prepare
 
@@ -73,13 +74,14 @@ def reproduce(run_id: str, epochs: int | None = None, tolerance: float = 1e-4,
     tags = run.data.tags
     config.device = rerun_device(tags.get("device", ""), device)
     changed_code = code_warnings(tags, config, allow_code_change)
-    if tags.get("torch_threads", "").isdigit():  # e.g. a study worker's share of the cores: the same sums again
-        torch.set_num_threads(int(tags["torch_threads"]))
     if epochs is not None:
         if epochs < 1:
             raise UserError(f"--epochs={epochs}: must be at least 1")
         config.train.epochs = epochs
     prepared = prepare(config)
+    if tags.get("torch_threads", "").isdigit():  # the run's threads (its auto choice there): the same sums again
+        torch.set_num_threads(int(tags["torch_threads"]))  # in place of prepare's choice; the config stays the run's
+        prepared.threads = Threads(int(tags["torch_threads"]), "the reproduced run's torch_threads")
     deterministic_reruns()
     logged_fingerprint = tags["data_fingerprint"]
     if prepared.data.fingerprint != logged_fingerprint and not allow_data_change:

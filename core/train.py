@@ -30,10 +30,11 @@ from core.config import Config
 from core.data import Dataset, channel_stats, load_dataset
 from core.device import Compiler, rng_states, set_rng_states
 from core.errors import ConfigError, DataError, UserError
-from core.models import build_model, check_deterministic, check_forward, count_parameters
+from core.models import build_model, check_deterministic, check_forward, count_parameters, forward_flops
 from core.regularizers import EarlyStopping, L1Penalty, parameter_groups
 from core.splits import make_split
 from core.tasks import Loss, StepContext, Task
+from core.threads import Threads, apply_threads
 from core.tracking.base import NullTracker, Tracker
 
 EVAL_BATCH = 1024  # samples per forward pass when evaluating: no gradients, so larger than training's
@@ -263,6 +264,7 @@ class Prepared:
     normalize: Normalizer
     task: Task
     step: Step | None = None
+    threads: Threads = Threads(0, "")  # torch's intra-op threads as prepare chose them, and why
 
     def part(self, indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """(x, y) of the training set's samples at `indices` (the training or validation part)."""
@@ -312,10 +314,11 @@ def prepare(config: Config) -> Prepared:
     task.fit(data.train_y[torch.as_tensor(train_idx, device=device)])  # target statistics: training part only
     mean, std = channel_stats(train_part)  # from the training part only; per feature for vectors (N, D)
     normalize = Normalizer(mean, std, data.is_image, channels_last)
+    chosen = apply_threads(config.train.threads, forward_flops(model, normalize(train_part[:1])))  # before any step
     if user_code.is_reference(config.model.name):
         check_forward(model, normalize(train_part[:2]), task.outputs, config.model.name)
     prepared = Prepared(config, device, data, train_idx, val_idx, model, normalize, task,
-                        user_code.load(config.train.step, "train.step") if config.train.step else None)
+                        user_code.load(config.train.step, "train.step") if config.train.step else None, chosen)
     check_user_parts(prepared)
     return prepared
 

@@ -82,7 +82,9 @@ def log_inputs(record: MLflowTracker, prepared: Prepared, place: Place) -> None:
     (what `reproduce` rebuilds the config from)."""
     config, data = prepared.config, prepared.data
     record.log_params(run_params(config, place))
-    record.set_tags(provenance.run_tags(config, data.fingerprint, prepared.device))
+    record.set_tags(provenance.run_tags(config, data.fingerprint, prepared.device))  # torch_threads: prepare's choice
+    if prepared.threads.why:
+        record.set_tags({"torch_threads_from": prepared.threads.why})  # train.threads, OMP_NUM_THREADS, small model...
     log_user_code(record, config)
     record.log_text(report.config_yaml(config), CONFIG_ARTIFACT)
     record.log_dataset(data.name, data.fingerprint, data_source(config),

@@ -43,6 +43,7 @@ from core.study.stopping import stopped_by
 from core.study.storage import budget_lock, check_storage, experimental_heartbeat, is_rdb, open_storage
 from core.study.trial import run_trial
 from core.study.warm import WarmStart, enqueue
+from core.threads import available_cores, set_workers
 from core.train import prepare, select_device, warm_up
 
 log = logging.getLogger(__name__)
@@ -163,11 +164,11 @@ def _run_workers(spec: StudySpec, storage: str, parent_run_id: str, workers: int
     """N worker processes; True when one of them died (killed, crashed). A worker's outage (a server that
     stayed down, a full disk) comes back as its OutageError, once the workers have ended."""
     context = multiprocessing.get_context("spawn")
-    threads = max(1, (os.cpu_count() or 1) // workers)  # no oversubscription of the cores
+    threads = max(1, available_cores() // workers)  # no oversubscription of the cores
     devices = assign_gpus(workers, gpus)
     outage_lines = context.SimpleQueue()  # a worker's outage line, for this process to report
     processes = [context.Process(target=_worker_entry, name=f"study-worker-{index}",
-                                 args=(spec, storage, parent_run_id, Seat(index, threads, devices[index]),
+                                 args=(spec, storage, parent_run_id, Seat(index, threads, devices[index], workers),
                                        outage_lines))
                  for index in range(workers)]
     for process in processes:
@@ -219,6 +220,7 @@ class Seat:
     worker: int
     threads: int
     gpu: str | None
+    workers: int = 1  # the study's worker processes on this machine: each fit's auto threads take a share
 
 
 def _worker_entry(spec: StudySpec, storage: str, parent_run_id: str, seat: Seat,
@@ -228,7 +230,8 @@ def _worker_entry(spec: StudySpec, storage: str, parent_run_id: str, seat: Seat,
     logging.basicConfig(level=logging.WARNING, format=f"worker {seat.worker} %(levelname)s %(name)s: %(message)s")
     install_signal_handlers()
     end_with_parent()  # a kill -9 of the main process leaves no worker training unsupervised
-    torch.set_num_threads(seat.threads)
+    torch.set_num_threads(seat.threads)  # warm-up; each fit's prepare chooses again (core/threads.py)
+    set_workers(seat.workers)
     try:
         work(spec, storage, parent_run_id, seat.worker)
     except BaseException as error:
