@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -67,8 +68,9 @@ def for_run(config: Config, train_y: torch.Tensor, test_y: torch.Tensor) -> Task
     return task
 
 
-class Task:
-    """What every task answers; the subclasses below are the three built-in ones."""
+class Task(ABC):
+    """What every task answers (the abstract methods each task defines); the subclasses below are the three
+    built-in ones."""
 
     name = ""
     synthetic_targets = ""  # what data.name=synthetic makes for this task (data.targets)
@@ -80,11 +82,13 @@ class Task:
         self.criterion: Loss = self.builtin_loss(self.names.losses[0])  # the run's loss, set by for_run
 
     # ---- targets ----------------------------------------------------------
+    @abstractmethod
     def check_targets(self, train_y: torch.Tensor, test_y: torch.Tensor, source: str) -> None:
-        raise NotImplementedError
+        """Refuse targets the task cannot learn (a DataError naming the task to use); set `outputs`."""
 
     def fit(self, train_y: torch.Tensor) -> None:
         """Learn what the task needs from the training part's targets (regression: their statistics)."""
+        return  # classification and multi-label learn nothing from them
 
     def strata(self, y: np.ndarray) -> np.ndarray | None:
         """What a stratified split keeps the shares of (class labels); None: splits are not stratified."""
@@ -102,20 +106,22 @@ class Task:
             return user_code.load(chosen, "train.loss")
         return self.builtin_loss(self.names.losses[0] if chosen == "auto" else chosen)
 
+    @abstractmethod
     def builtin_loss(self, name: str) -> Loss:
-        raise NotImplementedError
+        """The built-in loss `name` (one of names.TASKS[task].losses)."""
 
+    @abstractmethod
     def tally(self, outputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Sums over a batch (on the device: no sync) from which `from_tally` makes the epoch's metrics."""
-        raise NotImplementedError
 
+    @abstractmethod
     def from_tally(self, sums: torch.Tensor, count: int) -> dict[str, float]:
-        raise NotImplementedError
+        """The epoch's metrics (plain names: acc, rmse, ...) from the summed tallies of `count` samples."""
 
     # ---- predictions --------------------------------------------------------
+    @abstractmethod
     def head(self) -> nn.Module:
         """Outputs -> predictions: what `predict` and the served model return."""
-        raise NotImplementedError
 
     def final_scores(self, y: np.ndarray, predictions: np.ndarray) -> dict[str, float]:
         """The metrics of the returned model that the epoch tally does not give (r2, macro_f1, map)."""
