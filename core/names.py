@@ -63,6 +63,12 @@ def task_names(task: str) -> TaskNames:
     return TASKS["classification" if task == "auto" else task]
 
 
+def epoch_keys(task: str) -> tuple[str, ...]:
+    """What every epoch of a run of this task has: train_loss, val_loss, then train_ and val_ of each epoch metric."""
+    return ("train_loss", "val_loss", *(f"{part}_{metric}" for metric in task_names(task).epoch
+                                        for part in ("train", "val")))
+
+
 def all_losses() -> tuple[str, ...]:
     return tuple(loss for task in TASKS.values() for loss in task.losses)
 

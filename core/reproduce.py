@@ -26,11 +26,6 @@ from core.threads import Threads
 from core.tracking import mlflow_store
 from core.train import evaluate, prepare
 
-
-def compared_keys(config) -> tuple[str, ...]:
-    """The per-epoch values compared: the losses and the task's epoch metrics (train_acc, val_rmse, ...)."""
-    epoch = names.task_names(config.task).epoch
-    return ("train_loss", "val_loss", *(f"{part}_{metric}" for part in ("train", "val") for metric in epoch))
 TABLE_ARTIFACT = "reproduction.csv"  # every epoch and metric of both runs, in the reproduced run
 
 
@@ -99,7 +94,8 @@ def reproduce(run_id: str, epochs: int | None = None, tolerance: float = 1e-4,
     place = Place(experiment, f"{run.info.run_name} (reproduced)", tags={**keep, "reproduced_from": run_id})
     with open_run(place) as rerun:
         fit_in(rerun, prepared)
-    rows, first = compare_histories(run_id, rerun.id, compared, 0.0 if exact else tolerance, compared_keys(config))
+    keys = names.epoch_keys(config.task)  # the losses and the task's epoch metrics (train_acc, val_rmse, ...)
+    rows, first = compare_histories(run_id, rerun.id, compared, 0.0 if exact else tolerance, keys)
     rerun.log_text(table_csv(rows), TABLE_ARTIFACT)
     return Reproduction(run_id, rerun.id, exact, 0.0 if exact else tolerance, rows, first, warnings)
 

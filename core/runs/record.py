@@ -66,9 +66,7 @@ def live_metrics(config: Config) -> tuple[str, ...]:
     """Visdom's windows for this run: each run is its own line (the label ends with its run id, so a rerun
     of the same config does not continue the last one's line), and no learning-rate window when the rate
     is constant (a flat line on an axis Visdom stretches to -1..1)."""
-    epoch = names.task_names(config.task).epoch
-    return ("train_loss", "val_loss", *(f"{part}_{metric}" for metric in epoch for part in ("train", "val")),
-            *(("lr",) if config.sched.name != "none" else ()))
+    return (*names.epoch_keys(config.task), *(("lr",) if config.sched.name != "none" else ()))
 
 
 def run_params(config: Config, place: Place) -> dict[str, object]:

@@ -162,7 +162,7 @@ def objective_metrics(base: Config) -> list[str]:
 
 def per_epoch_metrics(base: Config) -> set[str]:
     """The objective metrics every epoch has, which can be reported to the pruner."""
-    return {f"{part}_{name}" for name in ("loss", *names.task_names(base.task).epoch) for part in ("val", "train")}
+    return set(names.epoch_keys(base.task))
 
 
 def _objective(path, objective: Any, base: Config) -> tuple[list[str], list[str]]:
