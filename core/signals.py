@@ -25,7 +25,8 @@ class Terminated(KeyboardInterrupt):
 
 
 def install_signal_handlers() -> None:
-    """Turn SIGTERM into `Terminated` and make sure Ctrl-C raises (the CLI calls this; library code does not).
+    """Turn SIGTERM into `Terminated`, make sure Ctrl-C raises, and note the warning signal (SIGUSR1) for
+    `stop_if_warned` at the next safe point (the CLI calls this; library code does not).
 
     SIGINT is set explicitly because a process started in the background of a
     non-interactive shell inherits it ignored.
@@ -34,6 +35,18 @@ def install_signal_handlers() -> None:
         raise Terminated(signum)
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(WARNING_SIGNAL, lambda signum, frame: _WARNED.set())
+
+
+WARNING_SIGNAL = signal.SIGUSR1  # a scheduler's warning before a preemption or a time limit (SLURM's --signal)
+_WARNED = threading.Event()
+
+
+def stop_if_warned() -> None:
+    """At a point where stopping loses nothing (an epoch saved, between trials): the warning signal, if it came,
+    raised as a stop like SIGTERM's, so the open run ends KILLED and a study's trial is queued again to resume."""
+    if _WARNED.is_set():
+        raise Terminated(WARNING_SIGNAL)
 
 
 def interrupt_behind(error: BaseException | None) -> KeyboardInterrupt | None:

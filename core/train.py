@@ -406,11 +406,9 @@ def fit(what: Config | Prepared, tracker: Tracker | None = None, should_stop: Sh
             main = f"val_{prepared.task.names.epoch[0]}"
             epochs.set_postfix({"train_loss": f"{metrics['train_loss']:.4f}", main: f"{metrics[main]:.4f}"})
             step_scheduler(loop.scheduler, config, metrics["val_loss"])
-            stop = stop_after(epoch, metrics, stopper, model, should_stop)
+            stop = end_epoch(epoch, metrics, loop, prepared, should_stop, checkpoint_path)
             if stop.reason != "completed":
                 break
-            if checkpoint_path is not None:  # after the scheduler and early stopping: the epoch is whole
-                checkpoint.save(checkpoint_path, model, loop.optimizer, epoch, config, loop.extra(prepared))
     if config.early_stop.patience > 0:
         stopper.restore(model)
     final = final_metrics(model, prepared, stopper.best_epoch, history, state.step) \
@@ -484,15 +482,25 @@ def step_scheduler(scheduler, config: Config, val_loss: float) -> None:
         scheduler.step()
 
 
-def stop_after(epoch: int, metrics: dict[str, float], stopper: EarlyStopping, model: nn.Module,
-               should_stop: ShouldStop | None) -> Stop:
-    """Stop() (go on), early_stopping, or pruned (the caller's should_stop said why)."""
+def end_epoch(epoch: int, metrics: dict[str, float], loop: TrainingLoop, prepared: Prepared,
+              should_stop: ShouldStop | None, checkpoint_path: Path | None) -> Stop:
+    """After the scheduler: early stopping, the epoch's checkpoint (the epoch is whole), then the caller's
+    should_stop (pruned), asked last so that a caller who stops the fit by raising (a scheduler's warning
+    signal before a preemption) leaves this epoch saved to resume from."""
+    stop = early_stop(epoch, metrics, loop.stopper, prepared.model)
+    if stop.reason != "completed":
+        return stop
+    if checkpoint_path is not None:
+        checkpoint.save(checkpoint_path, prepared.model, loop.optimizer, epoch, prepared.config, loop.extra(prepared))
+    why = should_stop(epoch, metrics) if should_stop is not None else ""
+    return Stop("pruned", why) if why else stop
+
+
+def early_stop(epoch: int, metrics: dict[str, float], stopper: EarlyStopping, model: nn.Module) -> Stop:
+    """Stop() (go on) or early_stopping."""
     if stopper.step(metrics["val_loss"], epoch, model):
         return Stop("early_stopping", f"no val loss improvement for {stopper.patience} epochs after epoch "
                                       f"{stopper.best_epoch}")
-    why = should_stop(epoch, metrics) if should_stop is not None else ""
-    if why:
-        return Stop("pruned", why)
     return Stop()
 
 

@@ -44,7 +44,7 @@ class Preempted(Exception):
 def stop_at(epoch: int):
     def should_stop(current: int, metrics: dict[str, float]) -> str:
         if current == epoch:
-            raise Preempted  # after epoch - 1's checkpoint, in the middle of the run
+            raise Preempted  # after this epoch's checkpoint (the caller is asked last), in the middle of the run
         return ""
     return should_stop
 
@@ -61,9 +61,9 @@ def test_resumed_fit_equals_the_uninterrupted_one(tmp_path, deterministic):
     with pytest.raises(Preempted):
         fit(tiny_config(**RESUMABLE), should_stop=stop_at(3), checkpoint_path=path)
     saved = checkpoint.load(path)
-    assert saved["epoch"] == 2 and len(saved["history"]) == 3
+    assert saved["epoch"] == 3 and len(saved["history"]) == 4
     resumed = fit(tiny_config(**RESUMABLE), resume_from=saved)
-    assert resumed.first_epoch == 3 and resumed.steps == whole.steps
+    assert resumed.first_epoch == 4 and resumed.steps == whole.steps
     without_time = lambda history: [h | {"epoch_seconds": 0} for h in history]  # noqa: E731
     assert without_time(resumed.history) == without_time(whole.history)
     assert resumed.metrics == whole.metrics

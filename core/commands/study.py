@@ -28,6 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --warm-start STUDY: how many of its best complete trials (default 5)")
     parser.add_argument("--enqueue", action="append", default=[], metavar="key=value,...",
                         help="queue this configuration first (repeatable)")
+    parser.add_argument("--create-only", action="store_true",
+                        help="make the study and its parent run in the storage and exit, running no trial (what "
+                             "`launch` does before workers start elsewhere; nothing happens to a study that exists)")
 
 
 def add_study_options(parser: argparse.ArgumentParser) -> None:
@@ -55,6 +58,13 @@ def main(args: argparse.Namespace) -> int:
     spec = load_spec(spec_path, overrides, name=args.name, trials=args.trials, timeout=args.timeout)
     warm_starts = plan(spec, args.storage, args.warm_start, args.warm_start_top, args.enqueue)
     signals.install_signal_handlers()
+    if args.create_only:
+        from core.study.runner import create_for_workers
+
+        parent = create_for_workers(spec, args.storage)
+        print(f"study {spec.name} is in {args.storage} (parent run {parent}); its workers: the same command "
+              "without --create-only")
+        return 0
     print_visdom_url(spec.base.track, spec.name)
     outcome = run_study(spec, storage=args.storage, workers=args.workers, progress=True, gpus=args.gpus,
                         warm_starts=warm_starts)

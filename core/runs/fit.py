@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 
+from core import signals
 from core.config import Config
 from core.resume import Resume, checkpoint_file, remove_checkpoints
 from core.runs import record
@@ -62,12 +63,21 @@ def fit_in(run: Run, prepared: Prepared, hooks: FitHooks | None = None, resume: 
         writer = stack.enter_context(contextlib.closing(MLflowTracker(run.id, run.experiment)))
         stack.enter_context(record.system_metrics(run.id, config.track.system_metrics))
         record.log_inputs(writer, prepared, run.place)
-        result = fit(prepared, CompositeTracker(record.CurveKeys(writer), live), hooks.should_stop,
+        result = fit(prepared, CompositeTracker(record.CurveKeys(writer), live), _asking(hooks.should_stop),
                      progress=hooks.progress, resume_from=resume.state if resume else None,
                      checkpoint_path=checkpoint_file(run.id) if config.train.checkpoint else None)
         record.log_outcome(writer, prepared, result, run.place.name if hooks.served_model else "")
     run.when_finished(lambda: remove_checkpoints(run.id, resume))
     return result
+
+
+def _asking(should_stop: ShouldStop | None) -> ShouldStop:
+    """The caller's stopping rule, after the warning signal of a scheduler (signals.stop_if_warned): asked once
+    the epoch's checkpoint is saved, so a preempted run resumes from the epoch it finished."""
+    def ask(epoch: int, metrics: dict[str, float]) -> str:
+        signals.stop_if_warned()
+        return should_stop(epoch, metrics) if should_stop is not None else ""
+    return ask
 
 
 def _live_view(config: Config, run: Run) -> VisdomTracker | None:

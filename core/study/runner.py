@@ -34,7 +34,14 @@ from core.device import device_type, worker_gpus
 from core.errors import OutageError, UserError
 from core.models import check_deterministic
 from core.runs.run import open_run, open_store, sweep_stale_runs
-from core.signals import end_with_parent, exit_code, install_signal_handlers, interrupt_behind, process_alive
+from core.signals import (
+    end_with_parent,
+    exit_code,
+    install_signal_handlers,
+    interrupt_behind,
+    process_alive,
+    stop_if_warned,
+)
 from core.study import default_storage
 from core.study.heartbeat import beating
 from core.study.report import StudyOutcome, StudyReporter
@@ -75,13 +82,7 @@ def _run_study(spec: StudySpec, storage: str, workers: int, progress: bool, gpus
         raise UserError(f"--workers={workers}: must be at least 1")
     gpus = worker_gpus(gpus)  # --gpus checked against the devices there are (one line), as CUDA_VISIBLE_DEVICES
     check_base(spec, workers)
-    check_storage(storage)
-    open_store(spec.name)  # MLflow's schema and the experiment are created once, here, before any worker starts
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(study_name=spec.name, storage=open_storage(storage), load_if_exists=True,
-                                directions=spec.directions, sampler=make_sampler(spec, 0), pruner=make_pruner(spec))
-    _check_same_objective(study, spec)
-    name_objectives(study, spec)
+    study = create_study(spec, storage)
     with budget_lock(storage, spec.name):  # no worker is between asking for a trial and naming its process
         sweep_dead_trials(study, storage)
     sweep_stale_runs()  # every experiment's, as at any command's start: 16 ms for 400 runs
@@ -117,6 +118,33 @@ def _run_study(spec: StudySpec, storage: str, workers: int, progress: bool, gpus
         log.warning("while stopping: %s: %s", type(error).__name__, error)
         raise interrupt from None
     return outcome
+
+
+def create_study(spec: StudySpec, storage: str) -> optuna.Study:
+    """The study in its storage, made (or loaded) once, before any worker starts, its objectives checked and
+    named; MLflow's schema and the study's experiment likewise."""
+    check_storage(storage)
+    open_store(spec.name)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name=spec.name, storage=open_storage(storage), load_if_exists=True,
+                                directions=spec.directions, sampler=make_sampler(spec, 0), pruner=make_pruner(spec))
+    _check_same_objective(study, spec)
+    name_objectives(study, spec)
+    return study
+
+
+def create_for_workers(spec: StudySpec, storage: str) -> str:
+    """For workers started elsewhere (a cluster's job array): the study and its parent run made once, here, so
+    that workers starting at the same moment find them (no race to make either); the parent run's id.
+    Each worker reopens the parent run while it works; the last one to end leaves the final report."""
+    check_storage(storage)
+    with budget_lock(storage, spec.name):  # two creators at once (Kubernetes' workers): one makes, one finds
+        study = create_study(spec, storage)
+        reporter = StudyReporter(spec, study, storage)
+        if not study.user_attrs.get("mlflow_parent_run_id"):
+            with open_run(reporter.parent_place()) as parent:
+                reporter.started(parent)
+    return study.user_attrs["mlflow_parent_run_id"]
 
 
 def _say_what_is_queued(study: optuna.Study, spec: StudySpec, warm_starts: list[WarmStart]) -> None:
@@ -272,6 +300,7 @@ def work(spec: StudySpec, storage: str, parent_run_id: str, worker: int, progres
                disable=not progress)
     with objects_so_far_frozen(), bar:
         while spec.timeout is None or time.monotonic() - started < spec.timeout:
+            stop_if_warned()  # a scheduler's warning came during the last trial: no new one
             trial = _next_trial(spec, study, storage)
             if trial is None:
                 break
