@@ -83,6 +83,22 @@ def test_kubernetes_needs_an_image(tmp_path, capsys):
     assert code == 2 and "--image" in err and not out
 
 
+def test_create_only_makes_the_study_and_its_parent_once(tmp_path, capsys):
+    """What launch does before workers start (and each Kubernetes worker's init container): twice is once."""
+    from mlflow.tracking import MlflowClient
+
+    spec, storage = tiny_study_spec(tmp_path, name="made"), str(tmp_path / "made.journal")
+    for _ in range(2):
+        assert main(["study", str(spec), "--storage", storage, "--create-only"]) == 0
+    study = optuna.load_study(study_name="made", storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(storage)))
+    assert not study.trials
+    client = MlflowClient()
+    runs = client.search_runs([client.get_experiment_by_name("made").experiment_id])
+    assert [r.info.run_id for r in runs] == [study.user_attrs["mlflow_parent_run_id"]]
+    assert runs[0].info.status == "FINISHED"
+
+
 # ---- a real SLURM ---------------------------------------------------------------------------------------------------
 @pytest.fixture
 def slurm(monkeypatch):
@@ -95,6 +111,7 @@ def slurm(monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.slurm
 @pytest.mark.parametrize("option, said", [(("--partition", "nope"), "invalid partition"),
                                           (("--time", "bad"), "Invalid --time")])
 def test_a_refused_submission_is_one_line_and_makes_nothing(tmp_path, capsys, slurm, option, said):
@@ -106,10 +123,11 @@ def test_a_refused_submission_is_one_line_and_makes_nothing(tmp_path, capsys, sl
 
 
 PREEMPTED_CONFIG = {**TINY_CONFIG, "data": {**TINY_CONFIG["data"], "samples": 8000},
-                    "train": {"epochs": 30, "batch_size": 32, "deterministic": True}}
+                    "train": {"epochs": 20, "batch_size": 32, "deterministic": True}}
 
 
 @pytest.mark.slow
+@pytest.mark.slurm
 @pytest.mark.postgres
 def test_a_study_on_slurm_survives_preemption_and_the_warning_signal(tmp_path, capsys, monkeypatch, slurm):
     """One task is preempted (SIGTERM, requeued by SLURM), another gets SLURM's warning signal (it finishes its
@@ -133,7 +151,7 @@ def test_a_study_on_slurm_survives_preemption_and_the_warning_signal(tmp_path, c
         _wait_pending(slurm, f"{job}_{second}")  # the task's script requeued it (exit 138)
         for task in (first, second):
             slurm.run("scontrol", "update", f"jobid={job}_{task}", "StartTime=now")  # else held ~121 s
-        slurm.wait(lambda: not slurm.squeue("-j", job), 400, step=2)
+        slurm.wait(lambda: not slurm.squeue("-j", job), 400, step=1)
         _check_the_study(study, {preempted: "SIGTERM", warned: "SIGUSR1"})
     assert not [p for p in psutil.process_iter(["cmdline"]) if str(spec) in " ".join(p.info["cmdline"] or [])]
 
