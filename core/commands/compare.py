@@ -35,6 +35,8 @@ def main(args: argparse.Namespace) -> int:
     result = run_comparison(spec, progress=True, on_start=print_resumption)
     print(markdown_report(result))
     print(f"\ncomparison run: {result.parent_run_id} (experiment {spec.name!r}); browse: python -m core ui")
+    if result.report_page:
+        print(f"report page: {result.report_page}  (python -m core report {spec.name} --open)")
     return 0
 
 

@@ -102,6 +102,8 @@ def print_outcome(outcome, metrics: list[str], visdom_url: str) -> None:
         print(f"  stopped by the {outcome.stopped_by} rule: {outcome.stopped_detail}")
     print(f"  study's parent run:      {outcome.parent_run_id}")
     print(f"  Optuna storage:          {outcome.storage}")
+    if outcome.report_page:
+        print(f"  report page:             {outcome.report_page}  (python -m core report {outcome.name} --open)")
     print("  browse:  python -m core ui        (or: make ui)")
     print(f"  live:    {visdom_hint(outcome.name, visdom_url)}")
 
