@@ -13,7 +13,7 @@ from core.__main__ import main
 from core.runs import Run
 from core.runs.logged import artifact_paths
 from tests.browser import browser_page
-from tests.helpers import TINY_CONFIG, all_runs, tiny_study_spec
+from tests.helpers import TINY_CONFIG, all_runs, mlflow_client, tiny_study_spec
 
 NAME = "page study"
 HOSTILE = "<img src=x onerror=alert(1)>"  # a user-given value: shown as text, never markup
@@ -93,6 +93,7 @@ def test_report_of_an_unknown_name_is_one_line_and_writes_nothing(tmp_path, caps
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no study or comparison named 'no such study'" in err
     assert not Path("mlruns/reports/no_such_study.html").exists()
+    assert mlflow_client().get_experiment_by_name("no such study") is None  # looked up, not made
 
 
 def test_report_open_opens_the_page_in_a_browser(study, monkeypatch, capsys):
