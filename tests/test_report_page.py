@@ -64,7 +64,7 @@ def log_fixtures(parent_id: str, trials: list[str]) -> None:
 
 def test_the_study_writes_its_page_and_report_remakes_it_with_the_final_and_nested_sections(study, capsys):
     page = Path("mlruns/reports/page_study.html").resolve()
-    assert f"report page:             {page}" in study["printed"]
+    assert f"report page:             {page}  (python -m core report 'page study' --open)" in study["printed"]
     first = page.read_text()
     assert "Optimisation history" in first and "Learning curves of the top 3 trials" in first
     assert "Final training" not in first and "Nested estimate" not in first  # nothing logged: nothing shown
@@ -132,12 +132,14 @@ def offline_render(chromium_path: str, page_file: Path, screenshot: Path, ready:
 @pytest.mark.browser
 def test_the_study_page_renders_offline_in_chromium(study, chromium_path, artifacts_dir, capsys):
     log_fixtures(study["parent"], study["trials"])
+    Run.of(study["parent"], NAME).log_values({"importance/optim.lr": 0.8, "importance/model.name": 0.2}, 10)
     assert main(["report", NAME]) == 0
     page_file = Path(capsys.readouterr().out.splitlines()[0])
     shown = offline_render(chromium_path, page_file, artifacts_dir / "study_page.png",
-                           "document.querySelectorAll('.plot .main-svg').length >= 3")
+                           "document.querySelectorAll('.plot .main-svg').length >= 4")
     assert shown["refused"] == [] and all(url.startswith("file:") for url in shown["requests"])
-    assert len(shown["traces"]) == 3 and all(shown["traces"])  # history, parallel coordinates, learning curves
+    # history, parallel coordinates, the importances the study logged, learning curves
+    assert len(shown["traces"]) == 4 and all(shown["traces"])
     assert shown["tables"] == 4 and shown["hostile"] == 0 and HOSTILE in shown["text"]
     print(f"study page: {page_file.stat().st_size / 1e6:.2f} MB")
 

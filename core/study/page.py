@@ -19,6 +19,7 @@ import optuna
 import yaml
 
 from core import page
+from core.errors import UserError
 from core.names import epoch_keys, main_metric
 from core.page import Figure, Text, markdown_cell
 from core.runs import Run
@@ -57,7 +58,11 @@ def write_study_report(name: str, parent_run_id: str) -> Path:
 
 def study_blocks(name: str, parent: Run) -> list[Text | Figure]:
     tags = parent.tags()
-    study = optuna.load_study(study_name=tags.get("study", name), storage=open_storage(tags["storage"]))
+    try:
+        study = optuna.load_study(study_name=tags.get("study", name), storage=open_storage(tags["storage"]))
+    except KeyError:  # a relative storage path, read from another folder than the study's
+        raise UserError(f"study {name!r} is not in its storage {tags['storage']} as seen from here: "
+                        "run this from the folder the study ran in") from None
     blocks: list[Text | Figure] = [Text(tags.get(NOTE_TAG, f"## Study `{name}`").replace("## Study", "## Summary:"))]
     spec = artifact_bytes(parent.id, SPEC_ARTIFACT)
     if spec is not None:
