@@ -180,15 +180,17 @@ def _cells(row: str) -> list[str]:
 
 
 def _inline(text: str) -> str:
-    """`code` and **bold**, the rest escaped (a trailing two-space line break is dropped)."""
-    escaped = html.escape(text.rstrip())
+    """`code` and **bold**, the rest escaped (a trailing two-space line break is dropped; entities, as markdown_cell
+    writes them, are read as the characters they stand for)."""
+    escaped = html.escape(html.unescape(text.rstrip()))
     escaped = re.sub(r"`([^`]+)`", r"<code>\1</code>", escaped)
     return re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", escaped)
 
 
 def markdown_cell(value: object) -> str:
-    """A value as one pipe-table cell: pipes escaped, line breaks made spaces."""
-    return str(value).replace("|", "\\|").replace("\n", " ")
+    """A user-given value as one pipe-table cell: pipes escaped, line breaks made spaces, and no markup where a
+    Markdown viewer would render HTML (<, > and & as entities)."""
+    return html.escape(str(value), quote=False).replace("|", "\\|").replace("\n", " ")
 
 
 def json_block(value: object) -> str:

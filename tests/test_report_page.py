@@ -82,6 +82,7 @@ def test_the_study_writes_its_page_and_report_remakes_it_with_the_final_and_nest
         assert "0.9480 ± 0.0070 [0.9306, 0.9654] (n=3)" in text  # the outer folds' test_acc
         assert study["trials"][1] in text and f"{NAME}-outer-2" in text
     assert HOSTILE not in html and "&lt;img src=x onerror=alert(1)&gt;" in html
+    assert HOSTILE not in markdown and "&lt;img src=x onerror=alert(1)&gt;" in markdown  # text in a viewer too
     assert "http://" not in html.split("<script>")[0] and "src=\"http" not in html
 
 

@@ -85,8 +85,13 @@ def study_blocks(name: str, parent: Run) -> list[Text | Figure]:
 
 def _interval(scores: dict[str, Any]) -> str:
     """mean ± std [95% interval] (n), as final.json and nested.json hold them."""
-    return (f"{scores['mean']:.4f} ± {scores['std']:.4f} [{scores['ci_low']:.4f}, {scores['ci_high']:.4f}] "
-            f"(n={scores['n']})")
+    return (f"{_number(scores['mean'])} ± {_number(scores['std'])} [{_number(scores['ci_low'])}, "
+            f"{_number(scores['ci_high'])}] (n={scores['n']})")
+
+
+def _number(value: Any) -> str:
+    """A score as the tables show it; "-" for none (a spread over one seed may be written as null)."""
+    return f"{value:.4f}" if isinstance(value, int | float) else "-"
 
 
 def final_section(final: dict[str, Any]) -> str:
@@ -107,8 +112,8 @@ def final_section(final: dict[str, Any]) -> str:
               f"| rank | seed | {metric} | {test} | run |", "|---|---|---|---|---|"]
     for configuration in final["configurations"]:
         for run in configuration["runs"]:
-            lines.append(f"| {configuration['rank']} | {run['seed']} | {run['val']:.4f} | {run['test']:.4f} | "
-                         f"`{run['run_id']}` |")
+            lines.append(f"| {configuration['rank']} | {run['seed']} | {_number(run['val'])} | "
+                         f"{_number(run['test'])} | `{run['run_id']}` |")
     return "\n".join(lines)
 
 
@@ -125,7 +130,8 @@ def nested_section(nested: dict[str, Any]) -> str:
     for fold in nested["folds"]:
         params = ", ".join(f"{key}={_short(value)}" for key, value in fold["params"].items())
         lines.append(f"| {fold['fold']} | {markdown_cell(fold['study'])} | {fold['selected_trial']} | "
-                     f"{fold['inner_best']:.4f} | {fold['outer']:.4f} | {markdown_cell(params)} | `{fold['run_id']}` |")
+                     f"{_number(fold['inner_best'])} | {_number(fold['outer'])} | {markdown_cell(params)} | "
+                     f"`{fold['run_id']}` |")
     return "\n".join(lines)
 
 
