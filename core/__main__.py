@@ -18,7 +18,8 @@ import sys
 from core.errors import OutageError, UserError
 from core.signals import exit_code, stop_name
 
-VERBS = ["run", "train", "study", "launch", "compare", "reproduce", "evaluate", "visdom", "ui", "dashboard", "keys"]
+VERBS = ["run", "train", "study", "launch", "compare", "report", "reproduce", "evaluate", "visdom", "ui", "dashboard",
+         "keys"]
 
 
 class _Parser(argparse.ArgumentParser):

@@ -151,6 +151,7 @@ class ComparisonResult:
     sweeps: dict[str, list[SweepPoint]]
     parent_run_id: str = ""
     resumption: Resumption | None = None  # what it found in the store: a comparison gone on in, or a new one
+    report_page: str = ""  # its report page (mlruns/reports/<name>.html), "" when none was written
 
 
 def load_experiment(path: str | Path, overrides: list[str] | tuple[str, ...] = (),
@@ -478,7 +479,19 @@ def run_comparison(spec: ExperimentSpec, progress: bool = False,
                   for name, (_, values) in spec.sweeps.items()}
         result = ComparisonResult(spec, main, summarize(main, spec.metric), sweeps, parent.id, resumption)
         _log_parent(result, parent)
+        result.report_page = _write_page(spec.name, parent.id)
     return result
+
+
+def _write_page(name: str, parent_run_id: str) -> str:
+    """The comparison's report page (core/compare_page.py), from what `_log_parent` logged; its path, or "" when it
+    could not be made (the comparison stands without it, but not through an outage)."""
+    from core.compare_page import write_comparison_report
+    from core.outages import best_effort
+
+    with best_effort("the comparison's report page was not written"):
+        return str(write_comparison_report(name, parent_run_id))
+    return ""
 
 
 def warm_up(jobs: list[tuple[str, Config, dict[str, Any]]]) -> None:

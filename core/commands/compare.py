@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 
 from core import signals
 from core.compare import Resumption, load_experiment, markdown_report, run_comparison
@@ -35,6 +36,8 @@ def main(args: argparse.Namespace) -> int:
     result = run_comparison(spec, progress=True, on_start=print_resumption)
     print(markdown_report(result))
     print(f"\ncomparison run: {result.parent_run_id} (experiment {spec.name!r}); browse: python -m core ui")
+    if result.report_page:
+        print(f"report page: {result.report_page}  (python -m core report {shlex.quote(spec.name)} --open)")
     return 0
 
 

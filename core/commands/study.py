@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 
 from core import signals
 from core.commands.train import print_visdom_url
@@ -112,6 +113,9 @@ def print_outcome(outcome, metrics: list[str], visdom_url: str) -> None:
         print(f"  stopped by the {outcome.stopped_by} rule: {outcome.stopped_detail}")
     print(f"  study's parent run:      {outcome.parent_run_id}")
     print(f"  Optuna storage:          {outcome.storage}")
+    if outcome.report_page:
+        again = f"python -m core report {shlex.quote(outcome.name)} --open"
+        print(f"  report page:             {outcome.report_page}  ({again})")
     print("  browse:  python -m core ui        (or: make ui)")
     print(f"  live:    {visdom_hint(outcome.name, visdom_url)}")
 

@@ -181,3 +181,41 @@ def logged_fit(run_id: str) -> LoggedFit:
     tags = run.data.tags
     stop = Stop(tags.get("stop_reason", Stop().reason), tags.get("stop_detail", ""))
     return LoggedFit([epochs[step] for step in sorted(epochs)], summary, stop)
+
+
+# Reading back what a study or comparison logged on its parent run (its report page is made from it).
+
+GROUP_KINDS = ("study", "comparison")
+
+
+def newest_group(name: str) -> Found | None:
+    """The newest parent run of the study or comparison named `name` (its MLflow experiment), else None; a store or
+    experiment that is not there is None too, and nothing is created."""
+    mlflow_store.require_store()
+    client = mlflow_store.client()
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None or experiment.lifecycle_stage == "deleted":
+        return None
+    found = [run for kind in GROUP_KINDS
+             for run in client.search_runs([experiment.experiment_id], f"tags.kind = '{kind}'", max_results=1,
+                                           order_by=["attributes.start_time DESC"])]
+    if not found:
+        return None
+    run = max(found, key=lambda run: run.info.start_time)
+    return Found(run.info.run_id, run.info.run_name or "", run.info.status, dict(run.data.tags))
+
+
+def artifact_bytes(run_id: str, path: str) -> bytes | None:
+    """A file the run logged (e.g. `final/final.json`), or None when it has none at `path` (an outage goes
+    through)."""
+    client = mlflow_store.client()
+    folder = path.rpartition("/")[0]
+    if not any(item.path == path for item in client.list_artifacts(run_id, folder or None)):
+        return None
+    with tempfile.TemporaryDirectory() as temporary:
+        return Path(client.download_artifacts(run_id, path, temporary)).read_bytes()
+
+
+def artifact_paths(run_id: str, folder: str | None = None) -> list[str]:
+    """The paths of the files the run logged in `folder` (its top level by default)."""
+    return [item.path for item in mlflow_store.client().list_artifacts(run_id, folder) if not item.is_dir]

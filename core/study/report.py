@@ -28,7 +28,7 @@ from core.outages import best_effort
 from core.runs import Place, Run, views
 from core.runs.logged import log_served_model_of
 from core.runs.run import NOTE_TAG, active
-from core.study import plots
+from core.study import page, plots
 from core.study.spec import StudySpec, make_importance_evaluator, result_key
 from core.study.stopping import stopped_by
 from core.tracking.visdom_sink import make_visdom_tracker
@@ -64,6 +64,7 @@ class StudyOutcome:
     tie_note: str = ""  # several trials share the best value: how many, and what one validation sample is worth
     interrupted: bool = False
     already_done: bool = False  # the study had its trials before this command: nothing was run
+    report_page: str = ""  # the study's report page (mlruns/reports/<name>.html), "" when none was written
 
 
 class StudyReporter:
@@ -97,6 +98,7 @@ class StudyReporter:
             self.study.set_user_attr("mlflow_parent_run_id", parent.id)
             self._dashboard_note()
         parent.set_tags({"budget_trials": str(self.spec.trials)})
+        parent.log_text(page.spec_yaml(self.spec), page.SPEC_ARTIFACT)  # as run now: a resume may change the budget
         self._save_columns()
         return parent.id
 
@@ -254,6 +256,13 @@ class StudyReporter:
         if outcome.stopped_by:
             self.parent.set_tags({"stopped_by": outcome.stopped_by})
         return outcome
+
+    def write_page(self) -> str:
+        """The study's report page (core/study/page.py), after everything else the study logs; its path, or ""
+        when it could not be made (the study's results stand without it, but not through an outage)."""
+        with best_effort("the study's report page was not written"):
+            return str(page.write_study_report(self.spec.name, self.parent_run_id))
+        return ""
 
     def outcome(self) -> StudyOutcome:
         """What the study holds now: counts, the best trial (or the Pareto front), epochs trained."""

@@ -33,6 +33,7 @@ from core.data import drop_cached_data
 from core.device import device_type, worker_gpus
 from core.errors import OutageError, UserError
 from core.models import check_deterministic
+from core.page import existing_page
 from core.runs.run import open_run, open_store, sweep_stale_runs
 from core.signals import (
     end_with_parent,
@@ -93,6 +94,7 @@ def _run_study(spec: StudySpec, storage: str, workers: int, progress: bool, gpus
         if not reporter.report_unfinished():
             outcome = reporter.outcome()
             outcome.already_done = True
+            outcome.report_page = existing_page(spec.name)
             return outcome
         # else its final report was cut short (a full disk): made again below, with no trial to run
 
@@ -107,6 +109,7 @@ def _run_study(spec: StudySpec, storage: str, workers: int, progress: bool, gpus
             else:
                 interrupted = _run_workers(spec, storage, parent_run_id, workers, gpus)
             outcome = reporter.final_report()  # plots and the best model take seconds: a stop here ends KILLED too
+            outcome.report_page = reporter.write_page()  # last: it shows what the steps before logged
             outcome.interrupted = interrupted
             if interrupted:
                 parent.conclude("", "FAILED")  # a worker died

@@ -1,0 +1,42 @@
+"""`python -m core report NAME [--open]`: the report page of a study or a comparison, written from the store."""
+
+from __future__ import annotations
+
+import argparse
+
+from core.errors import UserError
+
+HELP = "write the report page of a study or comparison (HTML and Markdown, under mlruns/reports/) and print its path"
+EXAMPLES = ["python -m core report digits_mlp", "python -m core report digits_mlp --open",
+            "python -m core report overfitting"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", metavar="NAME", help="a study's name, or a comparison's (its MLflow experiment)")
+    parser.add_argument("--open", action="store_true", help="open the page in the web browser as well")
+
+
+def main(args: argparse.Namespace) -> int:
+    from core.hostile_values import check_printable
+    from core.runs.logged import newest_group
+
+    check_printable("NAME", args.name)
+    found = newest_group(args.name)
+    if found is None:
+        raise UserError(f"no study or comparison named {args.name!r} in this store (python -m core ui lists them)")
+    if found.tags.get("kind") == "study":
+        from core.study.page import write_study_report
+
+        path = write_study_report(args.name, found.id)
+    else:
+        from core.compare_page import write_comparison_report
+
+        path = write_comparison_report(args.name, found.id)
+    print(path)
+    print(f"  {path.with_suffix('.md')} (the same in Markdown); both logged on run {found.id}")
+    if args.open:
+        import webbrowser
+
+        if not webbrowser.open(path.resolve().as_uri()):
+            print("  no web browser to open it here: open the file above in one")
+    return 0
