@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import gc
+import json
 import logging
 import multiprocessing
 import os
@@ -36,6 +37,8 @@ from core.models import check_deterministic
 from core.runs.run import open_run, open_store, sweep_stale_runs
 from core.signals import end_with_parent, exit_code, install_signal_handlers, interrupt_behind, process_alive
 from core.study import default_storage
+from core.study.final import ARTIFACT as FINAL_ARTIFACT
+from core.study.final import plan_tag, run_final
 from core.study.heartbeat import beating
 from core.study.report import StudyOutcome, StudyReporter
 from core.study.spec import StudySpec, make_pruner, make_sampler
@@ -76,7 +79,7 @@ def _run_study(spec: StudySpec, storage: str, workers: int, progress: bool, gpus
     gpus = worker_gpus(gpus)  # --gpus checked against the devices there are (one line), as CUDA_VISIBLE_DEVICES
     check_base(spec, workers)
     check_storage(storage)
-    open_store(spec.name)  # MLflow's schema and the experiment are created once, here, before any worker starts
+    open_store(spec.experiment)  # MLflow's schema and the experiment are created once, here, before any worker starts
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(study_name=spec.name, storage=open_storage(storage), load_if_exists=True,
                                 directions=spec.directions, sampler=make_sampler(spec, 0), pruner=make_pruner(spec))
@@ -89,11 +92,12 @@ def _run_study(spec: StudySpec, storage: str, workers: int, progress: bool, gpus
     done = count_trials(study)[0] >= spec.trials or stopped_by(spec, study) is not None
     if done:
         reporter = StudyReporter(spec, study, storage, study.user_attrs.get("mlflow_parent_run_id", ""))
-        if not reporter.report_unfinished():
+        if not reporter.report_unfinished() and not final_missing(spec, reporter):
             outcome = reporter.outcome()
+            outcome.final = final_logged(reporter)
             outcome.already_done = True
             return outcome
-        # else its final report was cut short (a full disk): made again below, with no trial to run
+        # else its final report (or final phase) was cut short (a kill, a full disk): made below, with no trial
 
     _say_what_is_queued(study, spec, [] if done else (warm_starts or []))
     reporter = StudyReporter(spec, study, storage)
@@ -105,6 +109,8 @@ def _run_study(spec: StudySpec, storage: str, workers: int, progress: bool, gpus
                 interrupted = False
             else:
                 interrupted = _run_workers(spec, storage, parent_run_id, workers, gpus)
+            if spec.final and not interrupted:  # search -> final phase -> report (study.final)
+                reporter.final = run_final(spec, study, parent)
             outcome = reporter.final_report()  # plots and the best model take seconds: a stop here ends KILLED too
             outcome.interrupted = interrupted
             if interrupted:
@@ -117,6 +123,18 @@ def _run_study(spec: StudySpec, storage: str, workers: int, progress: bool, gpus
         log.warning("while stopping: %s: %s", type(error).__name__, error)
         raise interrupt from None
     return outcome
+
+
+def final_missing(spec: StudySpec, reporter: StudyReporter) -> bool:
+    """The spec asks for a final phase its finished study has not run (with this plan): a rerun runs it."""
+    return bool(spec.final) and bool(reporter.parent_run_id) and \
+        reporter.parent.tags().get("final_plan") != plan_tag(spec)
+
+
+def final_logged(reporter: StudyReporter) -> dict | None:
+    """The final phase's result on the parent run, when it has one."""
+    text = reporter.parent.read_text(FINAL_ARTIFACT) if reporter.parent_run_id else None
+    return json.loads(text) if text else None
 
 
 def _say_what_is_queued(study: optuna.Study, spec: StudySpec, warm_starts: list[WarmStart]) -> None:
