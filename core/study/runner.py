@@ -90,15 +90,8 @@ def _run_study(spec: StudySpec, storage: str, workers: int, progress: bool, gpus
     sweep_stale_runs()  # every experiment's, as at any command's start: 16 ms for 400 runs
     # e.g. `make run` again, or a study its target or patience rule stopped: say so rather than "resume" nothing
     done = count_trials(study)[0] >= spec.trials or stopped_by(spec, study) is not None
-    if done:
-        reporter = StudyReporter(spec, study, storage, study.user_attrs.get("mlflow_parent_run_id", ""))
-        if not reporter.report_unfinished() and not final_missing(spec, reporter):
-            outcome = reporter.outcome()
-            outcome.final = final_logged(reporter)
-            outcome.already_done = True
-            return outcome
-        # else its final report (or final phase) was cut short (a kill, a full disk): made below, with no trial
-
+    if done and (outcome := _already_done(spec, study, storage)) is not None:
+        return outcome
     _say_what_is_queued(study, spec, [] if done else (warm_starts or []))
     reporter = StudyReporter(spec, study, storage)
     try:
@@ -122,6 +115,18 @@ def _run_study(spec: StudySpec, storage: str, workers: int, progress: bool, gpus
         # Clean-up after Ctrl-C or SIGTERM failed too (a store call cut short): still a stop, not a crash.
         log.warning("while stopping: %s: %s", type(error).__name__, error)
         raise interrupt from None
+    return outcome
+
+
+def _already_done(spec: StudySpec, study: optuna.Study, storage: str) -> StudyOutcome | None:
+    """The outcome of a study that has its trials, its report and its final phase; None when its final report or
+    final phase was cut short (a kill, a full disk): then they are made again, with no trial to run."""
+    reporter = StudyReporter(spec, study, storage, study.user_attrs.get("mlflow_parent_run_id", ""))
+    if reporter.report_unfinished() or final_missing(spec, reporter):
+        return None
+    outcome = reporter.outcome()
+    outcome.final = final_logged(reporter)
+    outcome.already_done = True
     return outcome
 
 
