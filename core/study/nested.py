@@ -69,8 +69,8 @@ def run_nested(spec: StudySpec, folds: int, storage: str, workers: int = 1,
                gpus: list[str] | None = None) -> NestedOutcome:
     """Run (or go on with) each outer fold's study, then log and return the estimate."""
     check_nested(spec, folds)
-    check_storage(storage)
     check_base(fold_spec(spec, 0, folds), workers)  # the outer split and the data, before any run exists
+    check_storage(storage)
     sweep_stale_runs([spec.experiment])  # a killed estimate's parent is FAILED now, and goes on below
     with open_run(_parent_place(spec, folds)) as parent:
         rows, interrupted = [], False
