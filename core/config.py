@@ -80,6 +80,15 @@ class SplitConfig:
     seed: int = setting(-1, "the split's own seed; -1 = the run's seed (a fixed one: every trial of a study on the "
                         "same parts)",
                         values=Range(-1, MAX_SEED, says=f"must be -1 (the run's seed) or in 0..{MAX_SEED}"))
+    # A nested estimate (study --outer-folds) sets these: the training part becomes the outer fold's training
+    # part, and the fold's held-out part stands in for the test part (the data set's own is not looked at).
+    outer_k: int = setting(0, "a nested estimate's outer folds of the training part (study --outer-folds sets it); "
+                           "0 = none", values=Range(0, says="must be 0 (none) or at least 2"))
+    outer_fold: int = setting(0, "which outer fold is held out as the test part (0..outer_k-1)",
+                              values=at_least(0), used_when=unless("split.outer_k", 0))
+    outer_seed: int = setting(0, "the outer folds' seed (the study's: every trial of a fold on the same parts)",
+                              values=Range(0, MAX_SEED, says=f"must be in 0..{MAX_SEED}"),
+                              used_when=unless("split.outer_k", 0))
 
 
 @dataclass
@@ -251,6 +260,9 @@ class Config:
         if not self.split.fold < self.split.k:
             raise ConfigError(f"split.fold={self.split.fold}: must be in 0..{self.split.k - 1} "
                               f"(split.k={self.split.k})")
+        if self.split.outer_k == 1 or (self.split.outer_k and not self.split.outer_fold < self.split.outer_k):
+            raise ConfigError(f"split.outer_k={self.split.outer_k}, split.outer_fold={self.split.outer_fold}: "
+                              f"outer_k must be 0 or at least 2, and outer_fold in 0..outer_k-1")
         for key in ("track.experiment", "track.run_name"):
             check_name_length(key, self.get(key), allow_empty=True)  # "" is a default (from_flat of strings)
         hostile_values.check_config_values(self.to_flat())  # names shown raw in terminals, floats past float32

@@ -57,6 +57,17 @@ def make_split(samples: int, strata: np.ndarray | None, config: SplitConfig, see
     return kfold(labels, config.k, seed, stratified=config.kind == "stratified_kfold")[config.fold]
 
 
+def outer_split(samples: int, strata: np.ndarray | None, config: SplitConfig) -> Split:
+    """A nested estimate's outer fold of the training part: (the part its study searches on, the held-out part
+    that scores the configuration that study selects). Stratified when the task has classes (and enough of each)."""
+    if config.outer_k * 2 > samples:
+        raise ConfigError(f"split.outer_k={config.outer_k} (--outer-folds) leaves fewer than 2 samples per outer "
+                          f"fold of the {samples} training samples")
+    labels = np.zeros(samples, dtype=np.int64) if strata is None else strata
+    stratified = strata is not None and np.bincount(labels)[np.bincount(labels) > 0].min() >= config.outer_k
+    return kfold(labels, config.outer_k, config.outer_seed, stratified=stratified)[config.outer_fold]
+
+
 def _can_stratify(labels: np.ndarray, n_val: int) -> bool:
     counts = np.bincount(labels)
     counts = counts[counts > 0]

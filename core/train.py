@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +26,13 @@ from tqdm.auto import tqdm
 
 from core import checkpoint, names, tasks, user_code
 from core import metrics as run_metrics
-from core.config import Config
+from core.config import Config, SplitConfig
 from core.data import Dataset, channel_stats, load_dataset
 from core.device import Compiler, rng_states, set_rng_states
 from core.errors import ConfigError, DataError, UserError
 from core.models import build_model, check_deterministic, check_forward, count_parameters, forward_flops
 from core.regularizers import EarlyStopping, L1Penalty, parameter_groups
-from core.splits import make_split
+from core.splits import make_split, outer_split
 from core.tasks import Loss, StepContext, Task
 from core.threads import Threads, apply_threads
 from core.tracking.base import NullTracker, Tracker
@@ -304,6 +304,8 @@ def prepare(config: Config) -> Prepared:
     seed_everything(config.seed, config.train.deterministic)
     data = load_dataset(tasks.data_config(config), device)
     task = tasks.for_run(config, data.train_y, data.test_y)
+    if config.split.outer_k:
+        data = outer_part(data, task, config.split)
     split_seed = config.split.seed if config.split.seed >= 0 else config.seed
     train_idx, val_idx = make_split(len(data.train_y), task.strata(data.train_y.cpu().numpy()), config.split,
                                     split_seed)
@@ -321,6 +323,15 @@ def prepare(config: Config) -> Prepared:
                         user_code.load(config.train.step, "train.step") if config.train.step else None, chosen)
     check_user_parts(prepared)
     return prepared
+
+
+def outer_part(data: Dataset, task: Task, split: SplitConfig) -> Dataset:
+    """A nested estimate's outer fold (split.outer_*): its training part is what the run splits and trains on,
+    and its held-out part takes the place of the test part (the data set's own test part is left alone)."""
+    inner, held_out = outer_split(len(data.train_y), task.strata(data.train_y.cpu().numpy()), split)
+    pick = lambda tensor, rows: tensor[torch.as_tensor(rows, device=tensor.device)]  # noqa: E731
+    return replace(data, train_x=pick(data.train_x, inner), train_y=pick(data.train_y, inner),
+                   test_x=pick(data.train_x, held_out), test_y=pick(data.train_y, held_out))
 
 
 def check_user_parts(prepared: Prepared) -> None:

@@ -14,7 +14,9 @@ HELP = "run (or resume) an Optuna hyperparameter study; every trial is an MLflow
 OVERRIDES = "overrides"  # key=value items after the options join these
 EXAMPLES = ["python -m core study studies/digits_mlp.yaml",
             "python -m core study studies/digits_mlp.yaml --trials 10 --workers 2 train.epochs=5",
-            "python -m core study studies/digits_mlp.yaml --name digits-b --warm-start digits_mlp --warm-start-top 3"]
+            "python -m core study studies/digits_mlp.yaml --name digits-b --warm-start digits_mlp --warm-start-top 3",
+            "python -m core study studies/digits_mlp.yaml --final-top 3 --final-seeds 5",
+            "python -m core study studies/digits_mlp.yaml --outer-folds 3 --trials 10"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,6 +34,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--create-only", action="store_true",
                         help="make the study and its parent run in the storage and exit, running no trial (what "
                              "`launch` does before workers start elsewhere; nothing happens to a study that exists)")
+    parser.add_argument("--final-top", type=int, metavar="K",
+                        help="after the search, train the best K configurations again on fresh seeds (spec: final.top)")
+    parser.add_argument("--final-seeds", type=int, metavar="N",
+                        help="the fresh seeds each of them trains with (spec: final.seeds; at least 2)")
+    parser.add_argument("--outer-folds", type=int, metavar="F",
+                        help="a nested estimate: the whole study (search and selection) in each of F outer folds of "
+                             "the training part, each fold's held-out part scoring what its study selected")
 
 
 def add_study_options(parser: argparse.ArgumentParser) -> None:
@@ -56,7 +65,10 @@ def main(args: argparse.Namespace) -> int:
     from core.study.spec import load_spec
     from core.study.warm import plan
 
-    spec = load_spec(spec_path, overrides, name=args.name, trials=args.trials, timeout=args.timeout)
+    spec = load_spec(spec_path, overrides, name=args.name, trials=args.trials, timeout=args.timeout,
+                     final={"top": args.final_top, "seeds": args.final_seeds})
+    if args.outer_folds is not None:
+        return _nested(spec, args)
     warm_starts = plan(spec, args.storage, args.warm_start, args.warm_start_top, args.enqueue)
     signals.install_signal_handlers()
     if args.create_only:
@@ -71,6 +83,50 @@ def main(args: argparse.Namespace) -> int:
                         warm_starts=warm_starts)
     print_outcome(outcome, spec.metrics, spec.base.track.visdom_url)
     return 1 if outcome.interrupted else 0
+
+
+def _nested(spec, args: argparse.Namespace) -> int:
+    from core.study.nested import check_nested, run_nested
+
+    check_nested(spec, args.outer_folds)
+    if args.warm_start or args.enqueue:
+        raise UserError("--outer-folds runs a fresh study in each outer fold: --warm-start and --enqueue would "
+                        "bring in configurations chosen on data the outer folds hold out")
+    signals.install_signal_handlers()
+    outcome = run_nested(spec, args.outer_folds, storage=args.storage, workers=args.workers, gpus=args.gpus)
+    print_nested(outcome)
+    return 1 if outcome.interrupted else 0
+
+
+def print_nested(outcome) -> None:
+    from core.study.spread import shown
+
+    result = outcome.result
+    print(f"nested estimate of study {outcome.name}: {result['outer_folds']} outer folds, {outcome.trials} trials "
+          f"each, {result['metric']} selected ({result['direction']})")
+    for fold in result["folds"]:
+        outer = "no value" if fold["outer"] is None else f"{fold['outer']:.4f}"
+        inner = "none" if fold["inner_best"] is None else f"{fold['inner_best']:.4f}"
+        print(f"  outer fold {fold['fold']}: trial {fold['selected_trial']} selected ({result['metric']}={inner}), "
+              f"{result['outer_metric']} on the held-out part {outer}  [study {fold['study']}]")
+    print(f"  estimate of \"run this study and take its best\": {result['outer_metric']} {shown(result['outer'])}, "
+          f"95% t-interval")
+    print(f"  nested estimate's parent run: {outcome.parent_run_id}")
+    print(f"  Optuna storage:               {outcome.storage}")
+
+
+def print_final(final: dict) -> None:
+    """The final phase: each configuration's spread over the fresh seeds, and the one chosen and served."""
+    from core.study.spread import shown
+
+    print(f"  final phase: the best {len(final['configurations'])} configurations on {len(final['seeds'])} fresh "
+          f"seeds ({', '.join(map(str, final['seeds']))}), ranked by {final['ranked_by']}")
+    for row in final["configurations"]:
+        print(f"    {row['rank']}. trial {row['trial']}: {final['metric']} {shown(row['val'])}")
+        print(f"       {final['test_metric']} {shown(row['test'])}")
+    chosen = final["chosen"]
+    print(f"  chosen: trial {chosen['trial']}; served: its {chosen['why']} (seed {chosen['seed']}), "
+          f"run {chosen['run_id']}")
 
 
 def gpu_list(text: str) -> list[str]:
@@ -109,6 +165,8 @@ def print_outcome(outcome, metrics: list[str], visdom_url: str) -> None:
             print(f"    {key} = {value}")
         print(f"  best trial's MLflow run: {outcome.best_run_id}")
     print_importances(outcome)
+    if outcome.final:
+        print_final(outcome.final)
     if outcome.stopped_by and not outcome.already_done:
         print(f"  stopped by the {outcome.stopped_by} rule: {outcome.stopped_detail}")
     print(f"  study's parent run:      {outcome.parent_run_id}")

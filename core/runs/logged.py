@@ -25,7 +25,7 @@ from core.tracking import mlflow_store
 from core.train import Prepared, Stop, prepare
 
 SUMMARY_KINDS = {"study": "a study's parent run", "comparison": "a comparison's parent run",
-                 "remedy": "a remedy's summary run"}
+                 "remedy": "a remedy's summary run", "nested": "a nested estimate's parent run"}
 
 
 def logged_run(run_id: str) -> tuple[Run, Config]:

@@ -89,6 +89,17 @@ class Run:
     def log_artifact(self, path: Path, folder: str) -> None:
         mlflow_store.client().log_artifact(self.id, str(path), folder)
 
+    def read_text(self, path: str) -> str | None:
+        """A text artifact of the run (e.g. a study's final/final.json); None when it has none."""
+        import tempfile
+
+        client = mlflow_store.client()
+        folder, _, name = path.rpartition("/")
+        if not any(item.path == path for item in client.list_artifacts(self.id, folder or None)):
+            return None
+        with tempfile.TemporaryDirectory() as local:
+            return Path(client.download_artifacts(self.id, path, local)).read_text(encoding="utf-8")
+
     def rename(self, name: str) -> None:
         """A new run name (an ended run too: a trial's says how it ended)."""
         mlflow_store.client().update_run(self.id, name=name)

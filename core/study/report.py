@@ -62,6 +62,7 @@ class StudyOutcome:
     stopped_detail: str = ""
     best_test: tuple[str, float] | None = None  # the best trial's test score as its run logged it (test_acc, 0.98)
     tie_note: str = ""  # several trials share the best value: how many, and what one validation sample is worth
+    final: dict | None = None  # the final phase's result (final/final.json, study.final), when it ran
     interrupted: bool = False
     already_done: bool = False  # the study had its trials before this command: nothing was run
     report_page: str = ""  # the study's report page (mlruns/reports/<name>.html), "" when none was written
@@ -71,18 +72,21 @@ class StudyReporter:
     def __init__(self, spec: StudySpec, study: optuna.Study, storage: str, parent_run_id: str | None = None):
         self.spec, self.study, self.storage = spec, study, storage
         self.parent_run_id = parent_run_id or ""
-        self.parent = Run.of(self.parent_run_id, spec.name)
+        self.parent = Run.of(self.parent_run_id, spec.experiment)
         self._last_refresh = time.monotonic()
         self.importances: dict[str, float] | None = None
         self.importance_note = ""
         self._importance_trials = -1  # complete trials when they were last computed
+        self.final: dict | None = None  # the final phase's result (study.final): its chosen run is served
 
     # ---- the parent run's life (opened by the runner: core.runs.open_run) ---------------
     def parent_place(self) -> Place:
         """The study's parent run: reopened when the study resumes (and its run is still there), else new."""
         tags = {"study": self.spec.name, "kind": "study", "storage": self.storage,
                 "objective": ",".join(f"{m}:{d}" for m, d in zip(self.spec.metrics, self.spec.directions))}
-        return Place(self.spec.name, f"study {self.spec.name}", tags=tags,
+        if self.spec.within_run:  # a nested estimate's fold study: its parent is the outer fold's run
+            tags["within"] = self.spec.within_run
+        return Place(self.spec.experiment, f"study {self.spec.name}", self.spec.within_run or None, tags,
                      reopen=self.study.user_attrs.get("mlflow_parent_run_id", ""))
 
     def started(self, parent: Run) -> str:
@@ -108,7 +112,7 @@ class StudyReporter:
         scores = [summary_key(result_key(m)) for m in self.spec.metrics if m.startswith("val_")]
         tests = [summary_key("test_" + m.removeprefix("val_")) for m in self.spec.metrics if m.startswith("val_")]
         with best_effort("no saved view of the runs table"):  # the study stands without it, not on a full disk
-            views.save_columns(self.spec.name, views.STUDY_VIEW, "study: state and scores",
+            views.save_columns(self.spec.experiment, views.STUDY_VIEW, "study: state and scores",
                                [views.tag("state"), *map(views.metric, scores + tests)])
 
     def _dashboard_note(self) -> None:
@@ -117,8 +121,8 @@ class StudyReporter:
             import optuna_dashboard
 
             optuna_dashboard.save_note(self.study, (
-                f"MLflow experiment `{self.spec.name}`, parent run `{self.parent_run_id}`. Each trial's MLflow run "
-                f"id is its user attribute `mlflow_run_id`; open them with `python -m core ui`."))
+                f"MLflow experiment `{self.spec.experiment}`, parent run `{self.parent_run_id}`. Each trial's MLflow "
+                f"run id is its user attribute `mlflow_run_id`; open them with `python -m core ui`."))
 
     def report_unfinished(self) -> bool:
         """The parent run exists and did not end FINISHED: its final report (plots, the best model) was cut
@@ -282,7 +286,7 @@ class StudyReporter:
             pareto_front=[(t.number, list(t.values)) for t in best] if self.spec.multi_objective else [],
             importances=self.importances, importance_note=self.importance_note,
             stopped_by=rule[0] if rule else "", stopped_detail=rule[1] if rule else "",
-            best_test=self.test_score(head), tie_note=self.ties(head))
+            best_test=self.test_score(head), tie_note=self.ties(head), final=self.final)
 
     def ties(self, head) -> str:
         if self.spec.multi_objective or head is None:
@@ -297,7 +301,7 @@ class StudyReporter:
         if self.spec.multi_objective or not run_id or not metric.startswith("val_"):
             return None
         name = "test_" + metric.removeprefix("val_")
-        value = logged_summary(Run.of(run_id, self.spec.name).metrics(), name)
+        value = logged_summary(Run.of(run_id, self.spec.experiment).metrics(), name)
         return None if value is None else (name, value)
 
     def log_best_model(self) -> None:
@@ -307,14 +311,21 @@ class StudyReporter:
         tab with pruned and poor trials. K-fold trials have a model per fold, none of them the trial's.
         """
         best = self.best_trials()
-        if self.spec.multi_objective or self.spec.folds > 1 or not self.spec.base.track.log_model or not best:
+        if self.spec.multi_objective or not self.spec.base.track.log_model or not best:
             return
-        run_id = best[0].user_attrs.get("mlflow_run_id", "")
+        if self.final:  # the final phase ran: its chosen configuration's median-seed run (study.final)
+            chosen = self.final["chosen"]
+            run_id, model_name = chosen["run_id"], f"{self.spec.name}-final-trial-{chosen['trial']:03d}"
+        elif self.spec.folds > 1:
+            return
+        else:
+            run_id, model_name = best[0].user_attrs.get("mlflow_run_id", ""), f"{self.spec.name}-trial-" \
+                f"{best[0].number:03d}"
         if not run_id or self.parent.tags().get(BEST_MODEL_TAG) == run_id:
             return
         # the study's results stand without it, but not through an outage
         with best_effort("the best trial's model was not logged in MLflow's format"):
-            log_served_model_of(run_id, self.spec.name, f"{self.spec.name}-trial-{best[0].number:03d}")
+            log_served_model_of(run_id, self.spec.experiment, model_name)
             self.parent.set_tags({BEST_MODEL_TAG: run_id})
 
     def log_plots(self) -> None:

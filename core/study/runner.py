@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import gc
+import json
 import logging
 import multiprocessing
 import os
@@ -44,6 +45,8 @@ from core.signals import (
     stop_if_warned,
 )
 from core.study import default_storage
+from core.study.final import ARTIFACT as FINAL_ARTIFACT
+from core.study.final import plan_tag, run_final
 from core.study.heartbeat import beating
 from core.study.report import StudyOutcome, StudyReporter
 from core.study.spec import StudySpec, make_pruner, make_sampler
@@ -58,7 +61,6 @@ log = logging.getLogger(__name__)
 
 FAILURES_IN_A_ROW = 10  # a study stops when its last this-many trials all failed
 OUTAGE_EXIT = 3  # a worker's exit code when a server stayed down (as the CLI's for OutageError)
-
 
 def run_study(spec: StudySpec, storage: str | None = None, workers: int = 1,
               progress: bool = False, gpus: list[str] | None = None,
@@ -76,7 +78,6 @@ def run_study(spec: StudySpec, storage: str | None = None, workers: int = 1,
         outages.raise_outage_behind(error)
         raise
 
-
 def _run_study(spec: StudySpec, storage: str, workers: int, progress: bool, gpus: list[str] | None,
                warm_starts: list[WarmStart] | None) -> StudyOutcome:
     if workers < 1:
@@ -89,15 +90,8 @@ def _run_study(spec: StudySpec, storage: str, workers: int, progress: bool, gpus
     sweep_stale_runs()  # every experiment's, as at any command's start: 16 ms for 400 runs
     # e.g. `make run` again, or a study its target or patience rule stopped: say so rather than "resume" nothing
     done = count_trials(study)[0] >= spec.trials or stopped_by(spec, study) is not None
-    if done:
-        reporter = StudyReporter(spec, study, storage, study.user_attrs.get("mlflow_parent_run_id", ""))
-        if not reporter.report_unfinished():
-            outcome = reporter.outcome()
-            outcome.already_done = True
-            outcome.report_page = existing_page(spec.name)
-            return outcome
-        # else its final report was cut short (a full disk): made again below, with no trial to run
-
+    if done and (outcome := _already_done(spec, study, storage)) is not None:
+        return outcome
     _say_what_is_queued(study, spec, [] if done else (warm_starts or []))
     reporter = StudyReporter(spec, study, storage)
     try:
@@ -108,6 +102,8 @@ def _run_study(spec: StudySpec, storage: str, workers: int, progress: bool, gpus
                 interrupted = False
             else:
                 interrupted = _run_workers(spec, storage, parent_run_id, workers, gpus)
+            if spec.final and not interrupted:  # search -> final phase -> report (study.final)
+                reporter.final = run_final(spec, study, parent)
             outcome = reporter.final_report()  # plots and the best model take seconds: a stop here ends KILLED too
             outcome.report_page = reporter.write_page()  # last: it shows what the steps before logged
             outcome.interrupted = interrupted
@@ -122,19 +118,17 @@ def _run_study(spec: StudySpec, storage: str, workers: int, progress: bool, gpus
         raise interrupt from None
     return outcome
 
-
 def create_study(spec: StudySpec, storage: str) -> optuna.Study:
     """The study in its storage, made (or loaded) once, before any worker starts, its objectives checked and
     named; MLflow's schema and the study's experiment likewise."""
     check_storage(storage)
-    open_store(spec.name)
+    open_store(spec.experiment)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(study_name=spec.name, storage=open_storage(storage), load_if_exists=True,
                                 directions=spec.directions, sampler=make_sampler(spec, 0), pruner=make_pruner(spec))
     _check_same_objective(study, spec)
     name_objectives(study, spec)
     return study
-
 
 def create_for_workers(spec: StudySpec, storage: str) -> str:
     """For workers started elsewhere (a cluster's job array): the study and its parent run made once, here, so
@@ -149,6 +143,27 @@ def create_for_workers(spec: StudySpec, storage: str) -> str:
                 reporter.started(parent)
     return study.user_attrs["mlflow_parent_run_id"]
 
+def _already_done(spec: StudySpec, study: optuna.Study, storage: str) -> StudyOutcome | None:
+    """The outcome of a study that has its trials, its report and its final phase; None when its final report or
+    final phase was cut short (a kill, a full disk): then they are made again, with no trial to run."""
+    reporter = StudyReporter(spec, study, storage, study.user_attrs.get("mlflow_parent_run_id", ""))
+    if reporter.report_unfinished() or final_missing(spec, reporter):
+        return None
+    outcome = reporter.outcome()
+    outcome.final = final_logged(reporter)
+    outcome.already_done = True
+    outcome.report_page = existing_page(spec.name)
+    return outcome
+
+def final_missing(spec: StudySpec, reporter: StudyReporter) -> bool:
+    """The spec asks for a final phase its finished study has not run (with this plan): a rerun runs it."""
+    return bool(spec.final) and bool(reporter.parent_run_id) and \
+        reporter.parent.tags().get("final_plan") != plan_tag(spec)
+
+def final_logged(reporter: StudyReporter) -> dict | None:
+    """The final phase's result on the parent run, when it has one."""
+    text = reporter.parent.read_text(FINAL_ARTIFACT) if reporter.parent_run_id else None
+    return json.loads(text) if text else None
 
 def _say_what_is_queued(study: optuna.Study, spec: StudySpec, warm_starts: list[WarmStart]) -> None:
     """Log what a resumed study holds (the CLI shows INFO lines), then queue the warm starts it lacks."""
@@ -158,7 +173,6 @@ def _say_what_is_queued(study: optuna.Study, spec: StudySpec, warm_starts: list[
     queued = enqueue(study, warm_starts) if warm_starts else 0
     if queued:
         log.info("queued %d warm-start configurations as the first trials", queued)
-
 
 def resuming_note(study: optuna.Study, name: str) -> str:
     """What a resumed study holds ("resuming study X: 5 finished, trial 2 retried"); "" for a new study."""
@@ -174,13 +188,11 @@ def resuming_note(study: optuna.Study, name: str) -> str:
         note += f", trial{'s' if len(retried) > 1 else ''} {', '.join(retried)} retried"
     return note
 
-
 def _check_same_objective(study: optuna.Study, spec: StudySpec) -> None:
     directions = [d.name.lower() for d in study.directions]
     if directions != spec.directions:
         raise UserError(f"study {spec.name!r} exists with directions {directions}, not {spec.directions}; "
                         f"use another --name")
-
 
 def name_objectives(study: optuna.Study, spec: StudySpec) -> None:
     """The objectives' names (val_acc, ...) on the study, so optuna-dashboard's axes say them, not "Objective 0"."""
@@ -188,7 +200,6 @@ def name_objectives(study: optuna.Study, spec: StudySpec) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # stable since 3.2, still marked
             study.set_metric_names(list(spec.metrics))
-
 
 def _run_workers(spec: StudySpec, storage: str, parent_run_id: str, workers: int,
                  gpus: list[str] | None) -> bool:
@@ -223,7 +234,6 @@ def _run_workers(spec: StudySpec, storage: str, parent_run_id: str, workers: int
         log.warning("%s exited with code %s", process.name, process.exitcode)
     return bool(failed)
 
-
 def check_base(spec: StudySpec, workers: int) -> None:
     """The base config's data and model load, before anything is written. On the CPU: this process keeps no CUDA
     context and no data set on a GPU for the study's length (workers train; --gpus may leave GPU 0 out). The
@@ -236,13 +246,11 @@ def check_base(spec: StudySpec, workers: int) -> None:
     if workers > 1 or device_type(spec.base.device) != "cpu":  # workers load their own; one worker (this
         drop_cached_data()  # process) loads it again on its device
 
-
 def assign_gpus(workers: int, gpus: list[str]) -> list[str | None]:
     """The GPU of each worker, round robin; None for all (the process's own view) with fewer than two GPUs."""
     if len(gpus) < 2:
         return [None] * workers
     return [gpus[index % len(gpus)] for index in range(workers)]
-
 
 @dataclass(frozen=True)
 class Seat:
@@ -252,7 +260,6 @@ class Seat:
     threads: int
     gpu: str | None
     workers: int = 1  # the study's worker processes on this machine: each fit's auto threads take a share
-
 
 def _worker_entry(spec: StudySpec, storage: str, parent_run_id: str, seat: Seat,
                   outage_lines: multiprocessing.SimpleQueue) -> None:
@@ -275,7 +282,6 @@ def _worker_entry(spec: StudySpec, storage: str, parent_run_id: str, seat: Seat,
             raise
         raise SystemExit(exit_code(interrupt)) from None
 
-
 @contextlib.contextmanager
 def objects_so_far_frozen() -> Iterator[None]:
     """Leave what exists now (imports, the data set) out of the garbage collector's full passes while inside.
@@ -288,7 +294,6 @@ def objects_so_far_frozen() -> Iterator[None]:
         yield
     finally:
         gc.unfreeze()  # as a library call, the caller's objects are collected as usual afterwards
-
 
 def work(spec: StudySpec, storage: str, parent_run_id: str, worker: int, progress: bool = False) -> int:
     """One worker's loop: take a trial while the budget allows, run it, report it. Returns trials run."""
@@ -315,7 +320,6 @@ def work(spec: StudySpec, storage: str, parent_run_id: str, worker: int, progres
             bar.refresh()
     return ran
 
-
 def _next_trial(spec: StudySpec, study: optuna.Study, storage: str) -> optuna.Trial | None:
     """A new trial, or None once the finished and running trials fill the budget or a stopping rule holds."""
     with budget_lock(storage, spec.name):
@@ -338,14 +342,12 @@ def _next_trial(spec: StudySpec, study: optuna.Study, storage: str) -> optuna.Tr
         trial.set_user_attr("pid", os.getpid())
         return trial
 
-
 def count_trials(study: optuna.Study) -> tuple[int, int]:
     """(finished: complete or pruned, running) trials of the study."""
     states = optuna.trial.TrialState
     trials = study.get_trials(deepcopy=False, states=(states.COMPLETE, states.PRUNED, states.RUNNING))
     running = sum(1 for t in trials if t.state == states.RUNNING)
     return len(trials) - running, running
-
 
 def sweep_dead_trials(study: optuna.Study, storage: str) -> list[int]:
     """Fail the trials left RUNNING by dead workers of this host and queue their parameters again.
@@ -375,7 +377,6 @@ def sweep_dead_trials(study: optuna.Study, storage: str) -> list[int]:
     if swept:
         log.warning("trials %s were left RUNNING by dead workers: marked FAIL, parameters queued again", swept)
     return swept
-
 
 def fail_stale_trials(study: optuna.Study, storage: str) -> None:
     """On an RDB storage, fail the trials whose heartbeat stopped for the grace period and retry them once

@@ -72,6 +72,10 @@ STUDY_KEYS = {
     "budget.min_delta": Key("the improvement that budget.patience counts", default=0.0, values=at_least(0)),
     "seed": Key("seeds the sampler and, with each trial's number, the trial's run", shown_default="config's seed",
                 values=Range(0, MAX_SEED, says=f"must be a whole number in 0..{MAX_SEED}")),
+    "final.top": Key("after the search, train the best this-many configurations again on fresh seeds "
+                     "(--final-top overrides)", default=3, values=at_least(1)),
+    "final.seeds": Key("how many fresh seeds each of them trains with (--final-seeds overrides)", default=5,
+                       values=at_least(2)),
     "importance.evaluator": Key("parameter importance: ped_anova is fast and fine with few trials; fanova fits a "
                                 "random forest", default="ped_anova", choices=tuple(IMPORTANCE_EVALUATORS)),
 }
@@ -101,6 +105,14 @@ class StudySpec:
     target: float | None = None  # stop once the best value reaches it (study.stopping)
     patience: int | None = None  # stop after this many finished trials without improving by min_delta
     min_delta: float = default("budget.min_delta")
+    final: dict[str, int] | None = None  # {top, seeds}: the final phase on fresh seeds (study.final); None: none
+    mlflow_experiment: str = ""  # "" = the study's name; a nested estimate's fold studies share the estimate's
+    within_run: str = ""  # the run the study's parent run sits under (a nested estimate's outer-fold run)
+
+    @property
+    def experiment(self) -> str:
+        """The MLflow experiment of the study's runs."""
+        return self.mlflow_experiment or self.name
 
     @property
     def multi_objective(self) -> bool:
@@ -112,8 +124,10 @@ class StudySpec:
 
 
 def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = (), name: str | None = None,
-              trials: int | None = None, timeout: float | None = None) -> StudySpec:
-    """Read and check a study spec; every problem is one ConfigError before anything is created."""
+              trials: int | None = None, timeout: float | None = None,
+              final: dict[str, int | None] | None = None) -> StudySpec:
+    """Read and check a study spec; every problem is one ConfigError before anything is created. `final`: the
+    command line's --final-top / --final-seeds (None where not given), over the spec's `final:` section."""
     document = read_yaml(path)
     unknown = set(document) - set(SECTIONS)
     if unknown:
@@ -132,8 +146,12 @@ def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = (), nam
         timeout=timeout if timeout is not None else _seconds(path, budget.get("timeout")),
         seed=whole_number(path, "seed", document.get("seed", base.seed)), path=str(path),
         importance=_importance(path, document.get("importance")), target=budget.get("target"),
-        patience=budget.get("patience"), min_delta=budget.get("min_delta", default("budget.min_delta")))
+        patience=budget.get("patience"), min_delta=budget.get("min_delta", default("budget.min_delta")),
+        final=_final(path, document.get("final"), final or {}))
     _check(path, spec)
+    if spec.final and spec.multi_objective:
+        raise ConfigError(f"{path}: final (--final-top, --final-seeds) ranks configurations on one objective; "
+                          f"a multi-objective study has none")
     if spec.multi_objective and (spec.target is not None or spec.patience is not None):
         raise ConfigError(f"{path}: budget.target and budget.patience need a single objective")
     if spec.multi_objective and spec.pruner["name"] != "none":
@@ -215,6 +233,22 @@ def _budget(path, budget: Any) -> dict[str, Any]:
     if not STUDY_KEYS["budget.min_delta"].values.holds(budget.get("min_delta", default("budget.min_delta"))):
         raise ConfigError(f"{path}: budget.min_delta must be 0 or more")
     return budget
+
+
+def _final(path, section: Any, given: dict[str, int | None]) -> dict[str, int] | None:
+    """The final phase's {top, seeds}: the spec's `final:` with the command line's values over it; None when
+    neither asks for it."""
+    if section is not None and (not isinstance(section, dict) or set(section) - {"top", "seeds"}):
+        raise ConfigError(f"{path}: `final:` takes top and seeds, e.g. final: {{top: 3, seeds: 5}}, got {section!r}")
+    given = {key: value for key, value in given.items() if value is not None}
+    if section is None and not given:
+        return None
+    final = {key: default(f"final.{key}") for key in ("top", "seeds")} | (section or {}) | given
+    for key, value in final.items():
+        declared = STUDY_KEYS[f"final.{key}"].values
+        if isinstance(value, bool) or not isinstance(value, int) or not declared.holds(value):
+            raise ConfigError(f"final.{key}={shorten(str(value))}: {declared.says} (a whole number)")
+    return final
 
 
 def _importance(path, value: Any) -> dict[str, Any]:

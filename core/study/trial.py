@@ -68,7 +68,7 @@ def _name_the_state(spec: StudySpec, trial: optuna.Trial, place: Place, outcome:
     run_id = trial.user_attrs.get("mlflow_run_id")
     renamed = finished_run_name(place.name, outcome)
     if run_id and renamed != place.name:
-        Run.of(run_id, spec.name).rename(renamed)
+        Run.of(run_id, spec.experiment).rename(renamed)
 
 
 def trial_config(spec: StudySpec, trial: optuna.Trial) -> tuple[Config, Resume | None]:
@@ -86,7 +86,7 @@ def trial_place(spec: StudySpec, trial: optuna.Trial, config: Config, parent_run
     tags = {"study": spec.name, "trial_number": str(trial.number), "seed": str(config.seed)}
     if trial.user_attrs.get("warm_start_from"):  # queued from another study, a run, or --enqueue
         tags["warm_start_from"] = trial.user_attrs["warm_start_from"]
-    return Place(spec.name, trial_run_name(trial.number, trial.params), parent_run_id, tags, live_env=spec.name)
+    return Place(spec.experiment, trial_run_name(trial.number, trial.params), parent_run_id, tags, live_env=spec.name)
 
 
 def _stop_on_outage(study: optuna.Study, trial: optuna.Trial, error: Exception) -> None:

@@ -58,6 +58,14 @@ CASES = {
                                                                                          "high": 1}})],
     "zero trials": lambda d: ["study", spec_with(d), "--trials", "0"],
     "non-numeric trials": lambda d: ["study", spec_with(d), "--trials", "ten"],
+    "final top of 0": lambda d: ["study", spec_with(d), "--final-top", "0"],
+    "one final seed": lambda d: ["study", spec_with(d, final={"top": 2, "seeds": 1})],
+    "unknown final key": lambda d: ["study", spec_with(d, final={"best": 2})],
+    "final of several objectives": lambda d: ["study", spec_with(d, objective={
+        "metrics": ["val_acc", "parameters"], "directions": ["maximize", "minimize"]}), "--final-top", "2"],
+    "one outer fold": lambda d: ["study", spec_with(d), "--outer-folds", "1"],
+    "more outer folds than samples": lambda d: ["study", spec_with(d), "--outer-folds", "500"],
+    "outer folds of a K-fold study": lambda d: ["study", spec_with(d), "--outer-folds", "3", "split.kind=kfold"],
     "unknown verb": lambda d: ["fly"],
     "port out of range": lambda d: ["ui", "--port", "70000"],
 }
