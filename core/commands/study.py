@@ -12,10 +12,9 @@ from core.study import default_storage
 
 HELP = "run (or resume) an Optuna hyperparameter study; every trial is an MLflow run"
 OVERRIDES = "overrides"  # key=value items after the options join these
-EXAMPLES = ["python -m core study studies/digits_mlp.yaml",
-            "python -m core study studies/digits_mlp.yaml --trials 10 --workers 2 train.epochs=5",
-            "python -m core study studies/digits_mlp.yaml --name digits-b --warm-start digits_mlp --warm-start-top 3",
-            "python -m core study studies/digits_mlp.yaml --final-top 3 --final-seeds 5",
+EXAMPLES = ["python -m core study studies/digits_mlp.yaml --trials 10 --workers 2 train.epochs=5",
+            "python -m core study studies/digits_mlp.yaml --name digits-b --warm-start digits_mlp --final-top 3 "
+            "--final-seeds 5",
             "python -m core study studies/digits_mlp.yaml --outer-folds 3 --trials 10"]
 
 
