@@ -114,6 +114,7 @@ def test_nested_estimate_runs_a_study_per_outer_fold_and_scores_its_selection_on
         assert row["outer"] == best_run.data.metrics["summary/test_acc"]  # scored on the held-out outer fold
         assert best_run.data.params["split.outer_fold"] == str(row["fold"])
     assert math.isclose(result["outer"]["mean"], sum(row["outer"] for row in result["folds"]) / 2)
+    assert outcome.report_page.endswith("tiny.html") and "Nested estimate tiny" in open(outcome.report_page).read()
 
     again = run_nested(spec, 2, storage=storage)  # finished fold studies are reused: nothing trained
     assert again.parent_run_id == outcome.parent_run_id and again.result == result
