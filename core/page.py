@@ -82,7 +82,8 @@ TEMPLATE = jinja2.Environment(autoescape=True).from_string("""<!DOCTYPE html>
 script-src 'unsafe-inline' 'unsafe-eval'">
 <style>
 body { font-family: system-ui, sans-serif; max-width: 1200px; margin: 1.5em auto; padding: 0 1em; color: #222; }
-table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.9em; }
+table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.9em; display: block; max-width: 100%;
+  overflow-x: auto; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; }
 th { background: #f3f3f3; } pre { background: #f6f6f6; padding: 0.8em; overflow-x: auto; font-size: 0.85em; }
 figure { margin: 1em 0; } summary { cursor: pointer; color: #555; }

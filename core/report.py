@@ -4,6 +4,7 @@ residuals, config YAML."""
 from __future__ import annotations
 
 import math
+import textwrap
 
 import matplotlib
 
@@ -103,9 +104,10 @@ def remedy_curves(folds: dict, baseline: str = "baseline", metric: str = "acc") 
     if metric == "acc":  # the first epochs' climb would squash the plateau
         axes.flat[0].set_ylim(max(0.0, min(*floors, 1.0) - 0.02), 1.005)
     axes.flat[0].legend(fontsize="x-small", loc="best")
-    figure.suptitle(f"mean over folds: validation (solid, band: one std) and train (dashed, running) {metric}; "
-                    f"grey: {baseline}\nfolds that stopped early leave the mean; the first epochs may start below "
-                    "the axis", fontsize="medium")
+    caption = (f"mean over folds: validation (solid, band: one std) and train (dashed, running) {metric}; "
+               f"grey: {baseline}; folds that stopped early leave the mean; the first epochs may start below the axis")
+    # wrapped to the figure's width: one panel is 3.4 inches, and a longer line is cut off on both sides
+    figure.suptitle(textwrap.fill(caption, width=int(14 * 3.4 * columns)), fontsize="medium")
     figure.tight_layout()
     return figure
 
@@ -142,8 +144,8 @@ def fold_box_plot(folds: dict, baseline: str = "baseline", metric: str = "acc") 
         diff_axis.axhline(0, color="0.4", linewidth=1)
     gap_axis.boxplot([[r.gap for r in folds[n]] for n in names], tick_labels=names)
     val_axis.set(title=f"validation {metric} per fold", ylabel=metric)
-    diff_axis.set(title=f"validation {metric} - {baseline}'s, same fold")
-    gap_axis.set(title="generalization gap per fold (how much better on training than validation)")
+    diff_axis.set(title=f"validation {metric} - {baseline}'s\n(same fold)")
+    gap_axis.set(title="generalization gap per fold\n(how much better on training than validation)")
     for axis in (val_axis, diff_axis, gap_axis):
         axis.tick_params(axis="x", rotation=45)
         axis.grid(alpha=0.3)

@@ -57,9 +57,29 @@ def study(tmp_path, capsys) -> dict:
 
 
 def log_fixtures(parent_id: str, trials: list[str]) -> None:
+    """final.json on the study's parent; nested.json on an older nested estimate's run of the same name (the study
+    stays the newest: `report NAME` writes its page, with the nested section)."""
+    client = mlflow_client()
     parent = Run.of(parent_id, NAME)
     parent.log_text(json.dumps(final_json(trials)), "final/final.json")
-    parent.log_text(json.dumps(nested_json(trials)), "nested/nested.json")
+    started = client.get_run(parent_id).info.start_time - 60_000
+    estimate = client.create_run(client.get_experiment_by_name(NAME).experiment_id, start_time=started,
+                                 run_name=f"nested {NAME} 3 outer folds", tags={"kind": "nested", "study": NAME})
+    client.log_text(estimate.info.run_id, json.dumps(nested_json(trials)), "nested/nested.json")
+    client.set_terminated(estimate.info.run_id, "FINISHED")
+
+
+@pytest.fixture
+def nested(tmp_path, capsys) -> dict:
+    """A tiny nested estimate (2 outer folds, 2 trials each) run through the CLI: its closing summary, its run and
+    nested.json."""
+    config = {**TINY_CONFIG, "train": {"epochs": 1, "batch_size": 32}}
+    spec = tiny_study_spec(tmp_path, name=NAME, trials=2, config=config)
+    assert main(["study", str(spec), "--outer-folds", "2"]) == 0
+    printed = capsys.readouterr().out
+    (run_id,) = [run.info.run_id for run in all_runs(NAME) if run.data.tags.get("kind") == "nested"]
+    result = json.loads(Run.of(run_id, NAME).read_text("nested/nested.json"))
+    return {"printed": printed, "spec": spec, "run": run_id, "result": result}
 
 
 def test_the_study_writes_its_page_and_report_remakes_it_with_the_final_and_nested_sections(study, capsys):
@@ -84,6 +104,37 @@ def test_the_study_writes_its_page_and_report_remakes_it_with_the_final_and_nest
     assert HOSTILE not in html and "&lt;img src=x onerror=alert(1)&gt;" in html
     assert HOSTILE not in markdown and "&lt;img src=x onerror=alert(1)&gt;" in markdown  # text in a viewer too
     assert "http://" not in html.split("<script>")[0] and "src=\"http" not in html
+
+
+def test_a_nested_estimate_writes_its_page_and_a_later_study_of_its_name_shows_it_too(nested, capsys):
+    from core.study.spread import shown
+
+    page = Path("mlruns/reports/page_study.html").resolve()
+    assert f"report page:                  {page}  (python -m core report 'page study' --open)" in nested["printed"]
+    result = nested["result"]
+    scores = [f"{fold['outer']:.4f}" for fold in result["folds"]] + [shown(result["outer"])]  # each fold's, the mean
+    assert len(result["folds"]) == 2 and None not in [fold["outer"] for fold in result["folds"]]
+    html, markdown = page.read_text(), page.with_suffix(".md").read_text()
+    assert "<title>Nested estimate page study</title>" in html
+    for text in (html, markdown):
+        assert "Summary: nested estimate" in text and "outer_folds: 2" in text
+        assert "The whole study ran inside each of 2 outer folds" in text  # the nested section
+        assert all(score in text for score in scores), scores
+        assert all(fold["study"] in text for fold in result["folds"])  # each fold's study and selected trial
+    assert "Outer scores" in html and "Optimisation history of each outer fold" in html
+    assert {"report/page_study.html", "report/page_study.md"} <= set(artifact_paths(nested["run"], "report"))
+
+    assert main(["report", NAME]) == 0  # the newest of that name: the estimate (its fold studies are not NAME's)
+    assert capsys.readouterr().out.splitlines()[0] == str(page)
+    assert "<title>Nested estimate page study</title>" in page.read_text()
+
+    assert main(["study", str(nested["spec"])]) == 0  # a plain study of the same name, after it
+    assert f"report page:             {page}" in capsys.readouterr().out
+    assert main(["report", NAME]) == 0
+    for text in (page.read_text(), page.with_suffix(".md").read_text()):
+        assert "Study page study" in text and "Optimisation history" in text  # the study's own page ...
+        assert "The whole study ran inside each of 2 outer folds" in text  # ... with the estimate's section
+        assert all(score in text for score in scores)
 
 
 def test_report_of_an_unknown_name_is_one_line_and_writes_nothing(tmp_path, capsys):
@@ -164,3 +215,13 @@ def test_the_comparison_page_renders_offline_in_chromium(tmp_path, chromium_path
     assert shown["tables"] == 2 and "Holm" in shown["text"]  # the comparison's table and the sweep's
     assert "<script" not in page_file.read_text()  # PNG figures only: no plotly.js
     print(f"comparison page: {page_file.stat().st_size / 1e6:.2f} MB")
+
+
+@pytest.mark.browser
+def test_the_nested_page_renders_offline_in_chromium(nested, chromium_path, artifacts_dir):
+    page_file = Path("mlruns/reports/page_study.html").resolve()
+    shown = offline_render(chromium_path, page_file, artifacts_dir / "nested_page.png",
+                           "document.querySelectorAll('.plot .main-svg').length >= 2")
+    assert shown["refused"] == [] and all(url.startswith("file:") for url in shown["requests"])
+    assert len(shown["traces"]) == 2 and all(shown["traces"])  # the outer scores, each fold study's history
+    assert shown["tables"] == 1 and "Nested estimate" in shown["text"] and "NaN" not in shown["text"]

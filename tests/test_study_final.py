@@ -16,7 +16,7 @@ from core.study.final import fresh_seeds, median_run
 from core.study.report import BEST_MODEL_TAG
 from core.study.runner import run_study
 from core.study.spec import load_spec, trial_seed
-from core.study.spread import spread
+from core.study.spread import shown, spread
 from tests.helpers import TINY_CONFIG, all_runs, load_study, tiny_study_spec
 
 ONE_EPOCH = {**TINY_CONFIG, "train": {**TINY_CONFIG["train"], "epochs": 1}}
@@ -82,6 +82,9 @@ def test_final_phase_trains_the_best_configurations_on_fresh_seeds_and_serves_th
     assert chosen["trial"] == rows[0]["trial"] and chosen["run_id"] == median_run(rows[0]["runs"], True)["run_id"]
     parent = Run.of(outcome.parent_run_id, "tiny").tags()
     assert parent[BEST_MODEL_TAG] == chosen["run_id"]  # the study serves the chosen median-seed run
+    note = parent["mlflow.note.content"]  # the parent's note says what the final phase chose and serves
+    assert "**Final phase:**" in note and f"chosen trial {chosen['trial']}" in note and chosen["run_id"] in note
+    assert f"val_acc {shown(rows[0]['val'])}" in note
 
     again = run_study(spec, storage=str(tmp_path / "optuna.journal"))  # done: nothing trained, the same result
     assert again.already_done and again.final == final
@@ -111,6 +114,7 @@ def test_nested_estimate_runs_a_study_per_outer_fold_and_scores_its_selection_on
         assert row["outer"] == best_run.data.metrics["summary/test_acc"]  # scored on the held-out outer fold
         assert best_run.data.params["split.outer_fold"] == str(row["fold"])
     assert math.isclose(result["outer"]["mean"], sum(row["outer"] for row in result["folds"]) / 2)
+    assert outcome.report_page.endswith("tiny.html") and "Nested estimate tiny" in open(outcome.report_page).read()
 
     again = run_nested(spec, 2, storage=storage)  # finished fold studies are reused: nothing trained
     assert again.parent_run_id == outcome.parent_run_id and again.result == result

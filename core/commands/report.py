@@ -1,4 +1,5 @@
-"""`python -m core report NAME [--open]`: the report page of a study or a comparison, written from the store."""
+"""`python -m core report NAME [--open]`: the report page of a study, a nested estimate or a comparison, written
+from the store (the newest of them by that name)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,19 @@ EXAMPLES = ["python -m core report digits_mlp", "python -m core report digits_ml
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("name", metavar="NAME", help="a study's name, or a comparison's (its MLflow experiment)")
+    parser.add_argument("name", metavar="NAME",
+                        help="a study's name (its nested estimate's too), or a comparison's: its MLflow experiment")
     parser.add_argument("--open", action="store_true", help="open the page in the web browser as well")
 
 
+# The page of each kind of group run (core.runs.logged.GROUP_KINDS): (module, function(name, run_id) -> path)
+WRITERS = {"study": ("core.study.page", "write_study_report"), "nested": ("core.study.page", "write_nested_report"),
+           "comparison": ("core.compare_page", "write_comparison_report")}
+
+
 def main(args: argparse.Namespace) -> int:
+    import importlib
+
     from core.hostile_values import check_printable
     from core.runs.logged import newest_group
 
@@ -24,14 +33,8 @@ def main(args: argparse.Namespace) -> int:
     found = newest_group(args.name)
     if found is None:
         raise UserError(f"no study or comparison named {args.name!r} in this store (python -m core ui lists them)")
-    if found.tags.get("kind") == "study":
-        from core.study.page import write_study_report
-
-        path = write_study_report(args.name, found.id)
-    else:
-        from core.compare_page import write_comparison_report
-
-        path = write_comparison_report(args.name, found.id)
+    module, function = WRITERS[found.tags["kind"]]
+    path = getattr(importlib.import_module(module), function)(args.name, found.id)
     print(path)
     print(f"  {path.with_suffix('.md')} (the same in Markdown); both logged on run {found.id}")
     if args.open:

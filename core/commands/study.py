@@ -112,6 +112,9 @@ def print_nested(outcome) -> None:
           f"95% t-interval")
     print(f"  nested estimate's parent run: {outcome.parent_run_id}")
     print(f"  Optuna storage:               {outcome.storage}")
+    if outcome.report_page:
+        print(f"  report page:                  {outcome.report_page}  "
+              f"(python -m core report {shlex.quote(outcome.name)} --open)")
 
 
 def print_final(final: dict) -> None:

@@ -185,20 +185,24 @@ def logged_fit(run_id: str) -> LoggedFit:
 
 # Reading back what a study or comparison logged on its parent run (its report page is made from it).
 
-GROUP_KINDS = ("study", "comparison")
+GROUP_KINDS = ("study", "comparison", "nested")  # the parent run of a study, a comparison, a nested estimate
 
 
-def newest_group(name: str) -> Found | None:
-    """The newest parent run of the study or comparison named `name` (its MLflow experiment), else None; a store or
-    experiment that is not there is None too, and nothing is created."""
+def newest_group(name: str, kinds: tuple[str, ...] = GROUP_KINDS) -> Found | None:
+    """The newest parent run, of one of `kinds`, of the study, comparison or nested estimate named `name` (its
+    MLflow experiment), else None; a store or experiment that is not there is None too, and nothing is created.
+    A nested estimate's fold studies sit in its experiment under their own names (`NAME-outer-0-of-3`, their tag
+    `study`): they are not NAME's."""
     mlflow_store.require_store()
     client = mlflow_store.client()
     experiment = client.get_experiment_by_name(name)
     if experiment is None or experiment.lifecycle_stage == "deleted":
         return None
-    found = [run for kind in GROUP_KINDS
-             for run in client.search_runs([experiment.experiment_id], f"tags.kind = '{kind}'", max_results=1,
-                                           order_by=["attributes.start_time DESC"])]
+    found = []
+    for kind in kinds:
+        runs = client.search_runs([experiment.experiment_id], f"tags.kind = '{kind}'", max_results=1000,
+                                  order_by=["attributes.start_time DESC"])
+        found += [run for run in runs if run.data.tags.get("study", name) == name][:1]
     if not found:
         return None
     run = max(found, key=lambda run: run.info.start_time)

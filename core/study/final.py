@@ -14,6 +14,7 @@ Resumable: a run that FINISHED is found under the parent by its name and read ba
 from __future__ import annotations
 
 import json
+import logging
 import math
 from dataclasses import dataclass
 
@@ -21,9 +22,12 @@ import optuna
 
 from core.config import MAX_SEED, Config
 from core.runs import FitHooks, FoldPlan, Run, fit_folds
+from core.runs.logged import finished_children
 from core.study.space import sample
 from core.study.spec import StudySpec, result_key
 from core.study.spread import spread
+
+log = logging.getLogger(__name__)
 
 ARTIFACT = "final/final.json"
 TAG = "final"  # on each final run: "true"; the parent gets final_chosen_run_id when the phase is done
@@ -82,6 +86,10 @@ def run_final(spec: StudySpec, study: optuna.Study, parent: Run) -> dict | None:
                                    "test": _finite(tracked.result.metrics.get(test_metric(spec)))}
         return True
 
+    done = finished_children(spec.experiment, parent.id)
+    left = sum(plan.place.name not in done for plan in plans)
+    log.info("final phase: %d configurations x %d fresh seeds, %d runs to train%s", len(configurations), count, left,
+             f" ({len(plans) - left} finished before)" if left < len(plans) else "")
     fit_folds(plans, FitHooks(served_model=False), record, reuse=True)
     result = summarize(spec, configurations, seeds, [values[plan.place.name] for plan in plans])
     parent.log_text(json.dumps(result, indent=1), ARTIFACT)

@@ -7,7 +7,8 @@ same storage, and its selected (best) trial's model is scored on the held-out fo
 test part in that study's runs (so the score is the trial's own summary/test_<metric>). The F scores, their mean
 and 95% t-interval are the estimate. One parent run; each fold study's parent run is its child, with the fold's
 trials under it. Resumable: finished fold studies are reused as they are, an unfinished one goes on.
-`nested/nested.json` on the parent run holds the result (the report page reads it).
+`nested/nested.json` on the parent run holds the result, its note the summary; last, the estimate's report page
+(core/study/page.py) is written to mlruns/reports/<name>.html and logged on the parent run.
 """
 
 from __future__ import annotations
@@ -18,17 +19,19 @@ from dataclasses import dataclass, replace
 
 from core.config import MAX_SEED
 from core.errors import ConfigError, UserError
-from core.runs import Place, open_run
+from core.outages import best_effort
+from core.runs import Place, Run, open_run
 from core.runs.logged import runs_tagged
-from core.runs.run import sweep_stale_runs
+from core.runs.run import NOTE_TAG, sweep_stale_runs
+from core.study import page
 from core.study.final import test_metric
 from core.study.runner import check_base, run_study
 from core.study.spec import StudySpec
-from core.study.spread import spread
+from core.study.spread import shown, spread
 from core.study.storage import check_storage
 
-ARTIFACT = "nested/nested.json"
-KIND = "nested"  # the parent run's kind tag
+ARTIFACT = page.NESTED_ARTIFACT  # what the report page reads
+KIND = page.NESTED_KIND  # the parent run's kind tag
 
 
 @dataclass
@@ -39,6 +42,7 @@ class NestedOutcome:
     trials: int  # the budget of each fold's study
     result: dict  # nested.json's content
     interrupted: bool = False
+    report_page: str = ""  # mlruns/reports/<name>.html, "" when it could not be written
 
 
 def check_nested(spec: StudySpec, folds: int) -> None:
@@ -72,7 +76,8 @@ def run_nested(spec: StudySpec, folds: int, storage: str, workers: int = 1,
     check_base(fold_spec(spec, 0, folds), workers)  # the outer split and the data, before any run exists
     check_storage(storage)
     sweep_stale_runs([spec.experiment])  # a killed estimate's parent is FAILED now, and goes on below
-    with open_run(_parent_place(spec, folds)) as parent:
+    with open_run(_parent_place(spec, folds, storage)) as parent:
+        parent.log_text(page.spec_yaml(spec, outer_folds=folds), page.SPEC_ARTIFACT)
         rows, interrupted = [], False
         for fold in range(folds):
             outcome = run_study(fold_spec(spec, fold, folds, parent.id), storage, workers, progress=True, gpus=gpus)
@@ -81,20 +86,43 @@ def run_nested(spec: StudySpec, folds: int, storage: str, workers: int = 1,
                 interrupted = True
                 break
         result = _result(spec, folds, rows)
-        parent.log_text(json.dumps(result, indent=1), ARTIFACT)
-        if result["outer"]["mean"] is not None:
-            parent.log_values({f"nested/{result['outer_metric']}_mean": result["outer"]["mean"]}, len(rows))
+        report_page = _log_result(spec, parent, result)
         if interrupted:
             parent.conclude("", "FAILED")
-    return NestedOutcome(spec.name, storage, parent.id, spec.trials, result, interrupted)
+    return NestedOutcome(spec.name, storage, parent.id, spec.trials, result, interrupted, report_page)
 
 
-def _parent_place(spec: StudySpec, folds: int) -> Place:
+def _log_result(spec: StudySpec, parent: Run, result: dict) -> str:
+    """nested.json, the mean as a metric, the note, and last the report page (its path; "" when it could not be
+    written: the estimate stands without it, but not through an outage)."""
+    parent.log_text(json.dumps(result, indent=1), ARTIFACT)
+    if result["outer"]["mean"] is not None:
+        parent.log_values({f"nested/{result['outer_metric']}_mean": result["outer"]["mean"]}, len(result["folds"]))
+    parent.set_tags({NOTE_TAG: note(spec, result)})
+    with best_effort("the nested estimate's report page was not written"):
+        return str(page.write_nested_report(spec.name, parent.id))
+    return ""
+
+
+def note(spec: StudySpec, result: dict) -> str:
+    """The estimate's run's description (MLflow's note; the report page's summary)."""
+    done = len(result["folds"])
+    lines = [f"## Nested estimate `{spec.name}`", "",
+             f"Objective: {result['direction']} {result['metric']} in each outer fold's study; the selected "
+             f"configuration scored by {result['outer_metric']} on the fold's held-out part  ",
+             f"Outer folds: {done} of {result['outer_folds']} done, {spec.trials} trials each (sampler "
+             f"{spec.sampler['name']}, pruner {spec.pruner['name']})", "",
+             f"**Estimate: {result['outer_metric']} {shown(result['outer'])}** (mean ± std [95% t-interval] over "
+             "outer folds)"]
+    return "\n".join(lines)
+
+
+def _parent_place(spec: StudySpec, folds: int, storage: str) -> Place:
     """The estimate's parent run: the newest one of this study and fold count goes on, else a new one."""
     same = [run for run in runs_tagged(spec.experiment, "kind", KIND)
             if run.tags.get("study") == spec.name and run.tags.get("outer_folds") == str(folds)]
     tags = {"kind": KIND, "study": spec.name, "outer_folds": str(folds), "budget_trials": str(spec.trials),
-            "objective": f"{spec.metrics[0]}:{spec.directions[0]}"}
+            "objective": f"{spec.metrics[0]}:{spec.directions[0]}", "storage": storage}
     return Place(spec.experiment, f"nested {spec.name} {folds} outer folds", tags=tags,
                  reopen=same[0].id if same else "")
 

@@ -30,6 +30,7 @@ from core.runs.logged import log_served_model_of
 from core.runs.run import NOTE_TAG, active
 from core.study import page, plots
 from core.study.spec import StudySpec, make_importance_evaluator, result_key
+from core.study.spread import shown
 from core.study.stopping import stopped_by
 from core.tracking.visdom_sink import make_visdom_tracker
 
@@ -220,7 +221,7 @@ class StudyReporter:
                 "running": sum(t.state == states.RUNNING for t in trials)}
 
     def summary_markdown(self, top: int = 10) -> str:
-        """The parent run's description: best value, trial counts, the top trials."""
+        """The parent run's description: best value, trial counts, the final phase's result, the top trials."""
         counts = self.counts()
         lines = [f"## Study `{self.spec.name}`", "",
                  f"Objective: {', '.join(f'{d} {m}' for m, d in zip(self.spec.metrics, self.spec.directions))}  ",
@@ -237,6 +238,8 @@ class StudyReporter:
         if not self.spec.multi_objective:
             lines.append(f"**Best value: {best[0].value:.4f}** (trial {best[0].number})")
             lines.append("")
+        if self.final:
+            lines += [final_note(self.final), ""]
         complete = self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
         if self.spec.multi_objective:
             ranked = best
@@ -372,6 +375,17 @@ class StudyReporter:
                 plt.close(png_figure)
                 self.parent.log_artifact(png, plots.FOLDER)
         return made
+
+
+def final_note(final: dict) -> str:
+    """The final phase's result in one line of the note: the chosen configuration's mean ± std over the fresh
+    seeds on validation (and test), and the run that serves it."""
+    chosen = final["chosen"]
+    row = next(row for row in final["configurations"] if row["rank"] == chosen["rank"])
+    return (f"**Final phase:** the best {len(final['configurations'])} configurations on {len(final['seeds'])} fresh "
+            f"seeds, ranked by {final['ranked_by']}; chosen trial {chosen['trial']}: {final['metric']} "
+            f"{shown(row['val'])}, {final['test_metric']} {shown(row['test'])}; served by run `{chosen['run_id']}` "
+            f"({chosen['why']}, seed {chosen['seed']})")
 
 
 def tie_note(complete: list, best, metric: str) -> str:

@@ -52,6 +52,9 @@ def test_killed_final_phase_trains_only_what_is_missing(tmp_path):
     resumed = run_cli("study", spec)
     assert resumed.returncode == 0, resumed.stderr
     assert "final phase: the best 2 configurations on 3 fresh seeds" in resumed.stdout
+    left = RUNS - len(finished)  # said before it trains (a killed one trains again)
+    assert f"final phase: 2 configurations x 3 fresh seeds, {left} runs to train ({len(finished)} finished before)" \
+        in resumed.stderr
     runs = all_runs("tiny")
     assert not [run for run in runs if run.info.status == "RUNNING"]
     assert len([run for run in runs if "trial_number" in run.data.tags]) == len(trials_before)  # no search again
