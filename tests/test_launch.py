@@ -52,7 +52,9 @@ def test_dry_run_prints_a_requeueable_job_array_with_the_warning_signal(tmp_path
         assert line in out.splitlines()
     assert out.startswith("#!/bin/bash\n")
     worker = next(line for line in out.splitlines() if line.startswith("srun "))
-    assert f"core study {spec} train.epochs=2 train.checkpoint=true --storage {POSTGRES_URL}" in worker
+    assert f"core study {spec} train.epochs=2 train.checkpoint=true --name dry" in worker
+    assert "--storage" not in worker and "postgresql" not in worker  # a password on a command line: seen in ps
+    assert f"export CORE_STUDY_STORAGE={POSTGRES_URL}" in out.splitlines()
     assert "--trials 9" in worker and "--workers 1" in worker
     assert 'scontrol requeue "${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}"' in out
 
@@ -74,7 +76,9 @@ def test_kubernetes_manifest_passes_the_schemas(tmp_path, capsys):
     pod = workers["template"]["spec"]
     assert pod["restartPolicy"] == "OnFailure"
     command = pod["containers"][0]["command"]
-    assert command[command.index("--storage") + 1] == "$(CORE_STUDY_STORAGE)"  # from the Secret, not the manifest
+    assert "--storage" not in command  # the worker reads CORE_STUDY_STORAGE, which the Secret fills
+    assert {"name": "CORE_STUDY_STORAGE", "valueFrom": {"secretKeyRef": {"name": "k8s-study-storage", "key": "url"}}} \
+        in pod["containers"][0]["env"]
     assert "postgresql://me:pw@db/studies" not in str(pod) and objects[0]["stringData"]["url"] in out
     assert objects[1]["spec"]["template"]["spec"]["containers"][0]["command"][-1] == "--create-only"
 
@@ -84,13 +88,17 @@ def test_kubernetes_needs_an_image(tmp_path, capsys):
     assert code == 2 and "--image" in err and not out
 
 
-def test_create_only_makes_the_study_and_its_parent_once(tmp_path, capsys):
-    """What launch does before workers start (and each Kubernetes worker's init container): twice is once."""
+@pytest.mark.parametrize("given", ["option", "environment"])
+def test_create_only_makes_the_study_and_its_parent_once(tmp_path, capsys, monkeypatch, given):
+    """What launch does before workers start (and each Kubernetes worker's init container): twice is once. A
+    launched worker has its storage in CORE_STUDY_STORAGE, not as --storage."""
     from mlflow.tracking import MlflowClient
 
     spec, storage = tiny_study_spec(tmp_path, name="made"), str(tmp_path / "made.journal")
+    if given == "environment":
+        monkeypatch.setenv("CORE_STUDY_STORAGE", storage)
     for _ in range(2):
-        assert main(["study", str(spec), "--storage", storage, "--create-only"]) == 0
+        assert main(["study", str(spec), *(["--storage", storage] if given == "option" else []), "--create-only"]) == 0
     study = optuna.load_study(study_name="made", storage=optuna.storages.JournalStorage(
         optuna.storages.journal.JournalFileBackend(storage)))
     assert not study.trials

@@ -47,8 +47,8 @@ def add_study_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, help="start no new trial after this many seconds")
     parser.add_argument("--workers", type=int, default=1, help="worker processes on this machine (default 1)")
     parser.add_argument("--storage", default=None,
-                        help="Optuna storage: a journal file, sqlite:///..., or postgresql://... "
-                             "(default: optuna.journal in the nearest mlruns/ from here up)")
+                        help="Optuna storage: a journal file, sqlite:///..., or postgresql://... (default: "
+                             "$CORE_STUDY_STORAGE, else optuna.journal in the nearest mlruns/ from here up)")
     parser.add_argument("--name", help="study name (default: the spec's name)")
     parser.add_argument("--gpus", type=gpu_list, metavar="0,1,...",
                         help="with --workers: the GPUs to give the workers, round robin (default: every visible one); "

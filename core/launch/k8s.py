@@ -9,14 +9,12 @@ once, never a second parent run.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import re
 
 import yaml
 
 from core.launch.shared import Workers, passed_on
-
-STORAGE_VARIABLE = "CORE_STUDY_STORAGE"  # the container's variable the Secret fills; $(...) in the command
+from core.study import STORAGE_VARIABLE
 
 
 def manifest(workers: Workers, image: str) -> str:
@@ -25,9 +23,8 @@ def manifest(workers: Workers, image: str) -> str:
     secret = f"{name}-storage"
     env = [{"name": STORAGE_VARIABLE, "valueFrom": {"secretKeyRef": {"name": secret, "key": "url"}}},
            *({"name": key, "value": value} for key, value in passed_on().items())]
-    referenced = dataclasses.replace(workers, storage=f"$({STORAGE_VARIABLE})")  # Kubernetes fills it in
-    create = container("create-study", image, [*referenced.command("python"), "--create-only"], env)
-    work = container("worker", image, referenced.command("python"), env)
+    create = container("create-study", image, [*workers.command("python"), "--create-only"], env)
+    work = container("worker", image, workers.command("python"), env)
     objects = [
         {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": secret}, "type": "Opaque",
          "stringData": {"url": workers.storage}},

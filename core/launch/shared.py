@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.errors import UserError
+from core.study import STORAGE_VARIABLE
 
 # file systems that other machines see too: a journal file there is shared (flock works on NFSv4, Lustre, GPFS)
 NETWORK_FILE_SYSTEMS = {"nfs", "nfs4", "lustre", "gpfs", "beegfs", "cifs", "smb3", "ceph", "fuse.glusterfs",
@@ -31,9 +32,9 @@ class Workers:
 
     def command(self, python: str) -> list[str]:
         """One worker: `core study` on the study made before, one process, checkpoints on (a stopped trial
-        resumes from its last epoch)."""
+        resumes from its last epoch); its storage comes from STORAGE_VARIABLE (environment())."""
         line = [python, "-m", "core", "study", self.spec, *self.overrides, "train.checkpoint=true",
-                "--storage", self.storage, "--name", self.name, "--workers", "1"]
+                "--name", self.name, "--workers", "1"]
         return line + (["--trials", str(self.trials)] if self.trials is not None else []) + self.options
 
     def shell(self, python: str) -> str:
@@ -77,3 +78,8 @@ def file_system(folder: Path) -> str:
 def passed_on() -> dict[str, str]:
     """The variables of PASSED_ON this shell has: set again in each worker's environment."""
     return {name: os.environ[name] for name in PASSED_ON if os.environ.get(name)}
+
+
+def environment(workers: Workers) -> dict[str, str]:
+    """Each worker's environment: the storage, and what this shell passes on."""
+    return {STORAGE_VARIABLE: workers.storage, **passed_on()}

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.errors import UserError
-from core.launch.shared import Workers, passed_on
+from core.launch.shared import Workers, environment
 from core.signals import WARNING_SIGNAL
 
 WARNING_SECONDS = 120  # SLURM's timer fires up to ~30 s late: room for that and one epoch
@@ -61,7 +61,8 @@ def batch_script(workers: Workers, resources: Resources, python: str, folder: Pa
              f"#SBATCH --output={shlex.quote(str(folder / 'slurm-%A_%a.out'))}",
              "",
              f"# One worker of study {workers.name}; each task of the array runs one, sharing the study's storage.",
-             *(f"export {name}={shlex.quote(value)}" for name, value in passed_on().items()),
+             "# the storage (read by core study) and where runs go: in the environment, not on command lines",
+             *(f"export {name}={shlex.quote(value)}" for name, value in environment(workers).items()),
              " ".join(step) + " " + workers.shell(python),
              "code=$?",
              f"# {WARNED_EXIT}: stopped on SLURM's warning signal (time limit, preemption), its trial queued to resume",

@@ -26,11 +26,19 @@ package pulls in Optuna and torch, which the CLI imports only once a command run
 DEFAULT_STORAGE = "mlruns/optuna.journal"  # as shown; default_storage() is the file in the nearest mlruns/
 
 
+# a storage URL from the environment: a launched worker's (core.launch), never on its command line where a
+# password in the URL would be readable by every user of the node (ps, /proc/PID/cmdline)
+STORAGE_VARIABLE = "CORE_STUDY_STORAGE"
+
+
 def default_storage() -> str:
-    """The journal file in the nearest mlruns/ from the current folder up (core.store_dir), as a path."""
+    """$CORE_STUDY_STORAGE, else the journal file in the nearest mlruns/ from the current folder up
+    (core.store_dir), as a path."""
+    import os
+
     from core.store_dir import store_dir
 
-    return str(store_dir() / "optuna.journal")
+    return os.environ.get(STORAGE_VARIABLE) or str(store_dir() / "optuna.journal")
 
 
 _EXPORTS = {"load_spec": "core.study.spec", "trial_seed": "core.study.spec", "StudySpec": "core.study.spec",
