@@ -107,7 +107,7 @@ def log_user_code(record: MLflowTracker, config: Config) -> None:
 def data_source(config: Config) -> str:
     """Where the data came from, for MLflow's Datasets column."""
     data = config.data
-    if data.name == "npz":
+    if data.name in ("npz", "npy"):
         return str(Path(data.path).resolve())
     if data.name == "image_folder" or data.name in ON_DISK:
         return str(Path(data.root).resolve())
@@ -136,11 +136,11 @@ def log_outcome(record: MLflowTracker, prepared: Prepared, result: FitResult, mo
 
 def log_figures(record: Tracker, prepared: Prepared, result: FitResult) -> None:
     """Learning curves (the loss and the task's main metric), then the task's own figures of the test part."""
-    data, task = prepared.data, prepared.task
+    task = prepared.task
     record.log_figure(report.learning_curves(result.history, run_label(prepared.config), task.names.epoch[0]),
                       "learning_curves.png")
-    predictions = predict(result.model, data.test_x, prepared.normalize, task).cpu().numpy()
-    for filename, figure in task.figures(data.test_y.cpu().numpy(), predictions).items():
+    predictions = predict(result.model, prepared.test, prepared.normalize, task).cpu().numpy()
+    for filename, figure in task.figures(prepared.test.targets().numpy(), predictions).items():
         record.log_figure(figure, filename)
 
 
