@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from core import disk
-from core.errors import OutageError
+from core.errors import OutageError, UserError
 from core.store_dir import make_folder, store_dir
 
 log = logging.getLogger(__name__)
@@ -55,15 +55,30 @@ def cached(key: str, what: str, build: Build) -> tuple[Arrays, str]:
     found = _open(folder)
     if found is not None:
         return found
+    created = [path for path in (store_dir(), cache_root()) if not path.exists()]
     make_folder(cache_root())
-    with _key_lock(cache_root() / f"{key}.lock"):
-        found = _open(folder)  # another process may have built it while this one waited
-        if found is None:
-            _build(folder, what, build)
-            found = _open(folder)
+    lock = cache_root() / f"{key}.lock"
+    try:
+        with _key_lock(lock):
+            found = _open(folder)  # another process may have built it while this one waited
+            if found is None:
+                _build(folder, what, build)
+                found = _open(folder)
+    except UserError:  # bad input (a missing or undecodable file) leaves no trace: nothing was cached
+        _remove_unused(lock, created)
+        raise
     if found is None:
         raise OSError(f"the cache {folder} was built but cannot be read back")
     return found
+
+
+def _remove_unused(lock: Path, created: list[Path]) -> None:
+    """The key's lock file, and the folders this call created when they are empty again. Safe against a process
+    waiting on the same key: its files are the same (the key says so), so it fails the same way."""
+    lock.unlink(missing_ok=True)
+    for folder in reversed(created):
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
 
 def _build(folder: Path, what: str, build: Build) -> None:
