@@ -126,7 +126,9 @@ class Streamed:
         self.loader = torch.utils.data.DataLoader(
             _Rows(x, y), sampler=self.order, batch_size=None, num_workers=workers,
             pin_memory=device.type == "cuda", persistent_workers=workers > 0,
-            prefetch_factor=4 if workers > 0 else None)
+            prefetch_factor=4 if workers > 0 else None,
+            generator=torch.Generator())  # its own: else each epoch's iterator draws a seed from the global
+        # RNG, which dropout draws from, and a streamed run's dropout masks would differ from an in-memory run's
 
     def batches(self, order: torch.Tensor, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         self.order.batches = list(order.cpu().split(batch_size))

@@ -83,6 +83,8 @@ def log_inputs(record: MLflowTracker, prepared: Prepared, place: Place) -> None:
     record.set_tags(provenance.run_tags(config, data.fingerprint, prepared.device))  # torch_threads: prepare's choice
     if prepared.threads.why:
         record.set_tags({"torch_threads_from": prepared.threads.why})  # train.threads, OMP_NUM_THREADS, small model...
+    # where the set trained from (data.in_memory=auto decides per machine): the device, or streamed batches
+    record.set_tags({"data_batches": "streamed" if data.streamed else "in memory"})
     log_user_code(record, config)
     record.log_text(report.config_yaml(config), CONFIG_ARTIFACT)
     record.log_dataset(data.name, data.fingerprint, data_source(config),
