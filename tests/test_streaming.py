@@ -84,8 +84,7 @@ def write_npy(folder: Path, with_test: bool, samples: int = 240) -> None:
 
 
 @pytest.mark.parametrize("with_test", [True, False])
-def test_npy_folders_are_memory_mapped_and_train(tmp_path, monkeypatch, with_test):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlruns/mlflow.db")  # the cache: under it
+def test_npy_folders_are_memory_mapped_and_train(tmp_path, with_test):
     write_npy(tmp_path / "arrays", with_test)
     overrides = {"data.name": "npy", "data.path": str(tmp_path / "arrays"), "model.hidden": [16],
                  "data.memory_budget": 1e-6, "train.epochs": 8}
