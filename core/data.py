@@ -99,7 +99,7 @@ def _load(config: DataConfig) -> Dataset:
         # A fixed seed: every run and trial on this config sees the same subset.
         keep = _stratified_subset(dataset.train_y, config.train_size, seed=0)
         dataset.train_x, dataset.train_y = dataset.train_x[keep], dataset.train_y[keep]
-    if config.resize:
+    if config.resize and config.name != "image_folder":  # an image folder is decoded at that size
         if not dataset.is_image:
             raise DataError(f"data.resize={config.resize} applies to images, and {config.name} holds signals")
         dataset.train_x = resize_images(dataset.train_x, config.resize)
@@ -535,7 +535,8 @@ def _same_length(name: str, x_name: str, x: np.ndarray, y_name: str, y: np.ndarr
 
 def load_image_folder(config: DataConfig) -> Dataset:
     """`data.root`: one folder per class of image files (torchvision's ImageFolder layout), and optionally
-    `test/` with the same class folders. Images take the first image's size (or data.resize, applied after).
+    `test/` with the same class folders. Images are decoded at data.resize x data.resize, or else at the first
+    image's size (others resized to it, bilinearly).
     Decoded in parallel, once per machine into the cache (data.cache), or into memory."""
     root = Path(config.root)
     if not root.is_dir():
@@ -551,6 +552,7 @@ def load_image_folder(config: DataConfig) -> Dataset:
 
     def build(folder: Path | None) -> tuple[dict[str, np.ndarray], str]:
         mode, size = image_folder.image_format(train_files[0][0])
+        size = (config.resize, config.resize) if config.resize else size  # decoded at the size it trains at
         shape = image_folder.sample_shape(mode, size)
         arrays = {}
         for part, files in (("train", train_files), ("test", test_files)):
@@ -561,8 +563,8 @@ def load_image_folder(config: DataConfig) -> Dataset:
         return arrays, fingerprint(*(arrays[part] for part in data_cache.PARTS))
 
     files = [path for path, _ in train_files + test_files]
-    return _decoded_once(config, "image_folder", what, (str(root.resolve()), files, [_stamp(f) for f in files]),
-                         build)
+    return _decoded_once(config, "image_folder", what,
+                         (str(root.resolve()), files, [_stamp(f) for f in files], config.resize), build)
 
 
 def _built_in_once(config: DataConfig) -> Dataset:

@@ -161,3 +161,21 @@ def test_augment_is_a_list_checked_and_searchable(tmp_path):
     vectors = tiny_config(**{"data.shape": [8], "train.augment": "[flip]"})
     with pytest.raises(ConfigError, match="applies to images"):
         fit(vectors)
+
+
+def test_an_image_folder_is_decoded_once_at_the_size_it_trains_at(tmp_path, isolated_store):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for label in range(2):
+        (tmp_path / "pictures" / f"c{label}").mkdir(parents=True)
+        for index, (width, height) in enumerate([(40, 30), (17, 23), (32, 32), (9, 50), (64, 48)]):
+            pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "pictures" / f"c{label}" / f"{index}.png")
+    config = tiny_config(**{"data.name": "image_folder", "data.root": str(tmp_path / "pictures"),
+                            "data.resize": 6, "data.test_fraction": 0.2}).data
+    data = load_dataset(config)
+    assert data.train_x.shape == (8, 3, 6, 6) and data.test_x.shape == (2, 3, 6, 6)
+    (entry,) = (isolated_store / "cache").glob("*/train_x.npy")
+    assert entry.stat().st_size < 8 * 3 * 6 * 6 + 200  # the small images and a header, not 64x48 ones
+    assert Path(mapped_file(data.train_x)) == entry
