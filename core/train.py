@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -305,6 +305,7 @@ class Prepared:
     task: Task
     step: Step | None = None
     threads: Threads = Threads(0, "")  # torch's intra-op threads as prepare chose them, and why
+    test_rows: np.ndarray | None = None  # rows of the training set that are the test part (split_rows)
 
     def part(self, indices: np.ndarray) -> Part:
         """The training set's samples at `indices` (the training or validation part), gathered when read."""
@@ -312,6 +313,9 @@ class Prepared:
 
     @property
     def test(self) -> Part:
+        """The test part: the data set's own, or a nested estimate's held-out rows of the training set."""
+        if self.test_rows is not None:
+            return self.part(self.test_rows)
         return Part(self.data.test_x, self.data.test_y)
 
 
@@ -347,11 +351,11 @@ def prepare(config: Config) -> Prepared:
     seed_everything(config.seed, config.train.deterministic)
     data = load_dataset(tasks.data_config(config), device)
     task = tasks.for_run(config, data.train_y, data.test_y)
-    if config.split.outer_k:
-        data = outer_part(data, task, config.split)
+    rows, test_rows = split_rows(data, task, config.split)
     split_seed = config.split.seed if config.split.seed >= 0 else config.seed
-    train_idx, val_idx = make_split(len(data.train_y), task.strata(data.train_y.cpu().numpy()), config.split,
+    train_idx, val_idx = make_split(len(rows), task.strata(data.train_y.cpu().numpy()[rows]), config.split,
                                     split_seed)
+    train_idx, val_idx = rows[train_idx], rows[val_idx]  # rows of the stored training set
     channels_last = device.type == "cuda" and len(data.input_shape) == 3
     model = build_on_device(config, data, task.outputs, device, channels_last)
     check_deterministic(model, device, config.train.deterministic)
@@ -365,18 +369,20 @@ def prepare(config: Config) -> Prepared:
         check_forward(model, first_two, task.outputs, config.model.name)
     check_augment(config, data)
     prepared = Prepared(config, device, data, train_idx, val_idx, model, normalize, task,
-                        user_code.load(config.train.step, "train.step") if config.train.step else None, chosen)
+                        user_code.load(config.train.step, "train.step") if config.train.step else None, chosen,
+                        test_rows)
     check_user_parts(prepared)
     return prepared
 
 
-def outer_part(data: Dataset, task: Task, split: SplitConfig) -> Dataset:
-    """A nested estimate's outer fold (split.outer_*): its training part is what the run splits and trains on,
-    and its held-out part takes the place of the test part (the data set's own test part is left alone)."""
-    inner, held_out = outer_split(len(data.train_y), task.strata(data.train_y.cpu().numpy()), split)
-    pick = lambda tensor, rows: tensor[torch.as_tensor(rows, device=tensor.device)]  # noqa: E731
-    return replace(data, train_x=pick(data.train_x, inner), train_y=pick(data.train_y, inner),
-                   test_x=pick(data.train_x, held_out), test_y=pick(data.train_y, held_out))
+def split_rows(data: Dataset, task: Task, split: SplitConfig) -> tuple[np.ndarray, np.ndarray | None]:
+    """The stored training set's rows this run splits into training and validation parts, and the rows that
+    take the test part's place (None: the data set's own test part). A nested estimate's outer fold
+    (split.outer_*) holds some rows out of the training set as its test part; rows, not copies, so a streamed
+    set stays where it is."""
+    if not split.outer_k:
+        return np.arange(len(data.train_y)), None
+    return outer_split(len(data.train_y), task.strata(data.train_y.cpu().numpy()), split)
 
 
 def check_augment(config: Config, data: Dataset) -> None:

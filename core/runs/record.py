@@ -88,7 +88,8 @@ def log_inputs(record: MLflowTracker, prepared: Prepared, place: Place) -> None:
     log_user_code(record, config)
     record.log_text(report.config_yaml(config), CONFIG_ARTIFACT)
     record.log_dataset(data.name, data.fingerprint, data_source(config),
-                       {"train_samples": len(data.train_y), "test_samples": len(data.test_y),
+                       {"train_samples": len(prepared.train_idx) + len(prepared.val_idx),
+                        "test_samples": len(prepared.test),
                         "sample_shape": list(data.input_shape), "outputs": prepared.task.outputs})
     record.log_text(json.dumps(prepared.task.record(), indent=1), TASK_ARTIFACT)
 
