@@ -56,8 +56,8 @@ def configs(draw):
     values["split.outer_fold"] = draw(st.integers(0, max(values["split.outer_k"] - 1, 0)))
     if values["data.name"] not in names.ON_DISK:
         values["data.download"] = False  # only the on-disk sets download; its own tests are in test_download.py
-    if values["data.name"] == "npz" and not values["data.path"]:
-        values["data.path"] = "x.npz"
+    if values["data.name"] in ("npz", "npy") and not values["data.path"]:
+        values["data.path"] = "x.npz" if values["data.name"] == "npz" else "arrays"
     task = names.task_names(values["task"])  # the loss and the built-in extra metrics are the task's
     values["train.loss"] = draw(st.sampled_from(["auto", *task.losses, "experiments.yours:loss"]))
     values["track.metrics"] = [m for m in values["track.metrics"] if m in task.extra or ":" in m]
