@@ -44,7 +44,7 @@ def hand_written_seconds(config: Config, epochs: int) -> float:
     run = prepare(config)
     model, data, normalize = run.model, run.data, run.normalize
     train = torch.as_tensor(run.train_idx, device="cuda")
-    val_x, val_y = run.part(run.val_idx)
+    val_x, val_y = run.part(run.val_idx).gather(run.device)
     optimizer = torch.optim.SGD(model.parameters(), lr=config.optim.lr, fused=True)
     size, times = config.train.batch_size, []
     for _ in range(epochs):

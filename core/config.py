@@ -36,6 +36,7 @@ MAX_NAME = 200  # MLflow refuses experiment names over 500 characters; study and
 ON_DISK = tuple(names.ON_DISK)
 BUILT_IN_MODELS = when("model.name", *names.MODELS)  # the user's own builder takes model.args only
 SYNTHETIC = when("data.name", "synthetic")
+AUGMENTATIONS = ("none", "shift", "flip", "crop")  # none adds nothing: older runs logged train.augment=none
 
 # Each key is declared once, here (core/schema.py): its default, description, allowed values and when it is used.
 
@@ -46,8 +47,21 @@ class DataConfig:
                         choices=names.DATASETS, reference="loader")
     root: str = setting("data", "where mnist / fashion_mnist / cifar10 files live; image_folder: the folder of class "
                         "folders", used_when=when("data.name", *ON_DISK, "image_folder"))
-    path: str = setting("", "npz: the .npz file (arrays x_train, y_train, optionally x_test, y_test)",
-                        used_when=when("data.name", "npz"))
+    path: str = setting("", "npz: the .npz file (arrays x_train, y_train, optionally x_test, y_test); npy: the "
+                        "folder of x_train.npy, y_train.npy (optionally x_test.npy, y_test.npy), memory-mapped",
+                        used_when=when("data.name", "npz", "npy"))
+    cache: bool = setting(True, "decode files once per machine into mlruns/cache/ and memory-map them there "
+                          "(image_folder, mnist, fashion_mnist, cifar10; npy's test part when cut out)",
+                          used_when=when("data.name", *ON_DISK, "image_folder", "npy"))
+    in_memory: str = setting("auto", "the whole set on the training device (true), or batches streamed to it by a "
+                             "background loader (false); auto = in memory when it fits data.memory_budget",
+                             choices=("auto", "true", "false"))
+    memory_budget: float = setting(0.0, "in_memory=auto: GiB the decoded set may take on the device; 0 = half the "
+                                   "RAM (CPU) or half the GPU's memory (CUDA)", values=at_least(0.0),
+                                   used_when=when("data.in_memory", "auto"))
+    loader_workers: int = setting(-1, "streamed sets: the loader's worker processes; -1 = auto (0 on the CPU, "
+                                  "where gathering in the training process measured fastest; 2 for CUDA)",
+                                  values=at_least(-1), used_when=unless("data.in_memory", "true"))
     download: bool = setting(False, "mnist, fashion_mnist, cifar10: fetch missing files (checksums verified) into root",
                              used_when=when("data.name", *ON_DISK))
     mirror: str = setting("", "with download: another host to fetch from, e.g. http://mirror.example.org/mnist/",
@@ -146,10 +160,14 @@ class TrainConfig:
     epochs: int = setting(20, "most epochs to train (early stopping or pruning may end sooner)", values=at_least(1))
     batch_size: int = setting(64, "samples per optimizer step", values=at_least(1))
     deterministic: bool = setting(False, "torch.use_deterministic_algorithms")
-    augment: str = setting("none", "shift = random shifts of the training batches' images (not validation or test), "
-                           "seeded", choices=("none", "shift"))
-    shift: int = setting(2, "augment=shift: largest shift in pixels", values=at_least(0),
-                         used_when=unless("train.augment", "none"))
+    augment: list[str] = setting([], "the training batches' image augmentation (not validation or test), batched "
+                                 "on the device and seeded, applied in this order: shift (random shifts, zeros "
+                                 "in), flip (horizontal, half the images), crop (random crop of the image padded "
+                                 "by reflection); e.g. [flip, crop]; none = []", choices=AUGMENTATIONS)
+    shift: int = setting(2, "augment has shift: largest shift in pixels", values=at_least(0),
+                         used_when=when("train.augment", "shift"))
+    crop_padding: int = setting(4, "augment has crop: the reflection padding, so the largest offset, in pixels",
+                                values=at_least(1), used_when=when("train.augment", "crop"))
     compile: bool = setting(False, "torch.compile the model (CUDA); Dynamo is reset for each fit; compiling is "
                                     "summary/compile_seconds, left out of epoch/epoch_seconds")
     checkpoint: bool = setting(False, "a checkpoint after every epoch (mlruns/checkpoints/<run_id>.pt), for train "
@@ -236,6 +254,8 @@ class Config:
     def set(self, key: str, value: Any) -> None:
         """Set one dotted key, converting `value` to the field's type (open sections: parsed as YAML)."""
         owner, name, kind = _resolve(self, key)
+        if isinstance(value, bool) and kind is str and "true" in getattr(declarations().get(key), "choices", ()):
+            value = str(value).lower()  # YAML reads `data.in_memory: true` as a bool; the key's choices are text
         if isinstance(owner, dict):
             owner[name] = _open_value(key, value)
         else:
@@ -276,6 +296,9 @@ class Config:
                                   f"the built-in {section.name!r} takes none")
         if self.data.download and self.data.name not in names.ON_DISK:
             raise ConfigError(f"data.download applies to {', '.join(names.ON_DISK)}, not data.name={self.data.name}")
+        if self.data.name == "npy" and not self.data.path:
+            raise ConfigError("data.name=npy needs data.path=FOLDER (x_train.npy, y_train.npy[, x_test.npy, "
+                              "y_test.npy])")
         if self.data.name == "npz" and not self.data.path:
             raise ConfigError("data.name=npz needs data.path=FILE.npz (arrays x_train, y_train[, x_test, y_test])")
         self._check_task_parts()

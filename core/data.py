@@ -24,10 +24,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from core import user_code
+from core import data_cache, image_folder, user_code
 from core.config import DataConfig
 from core.errors import DataError
 from core.names import ON_DISK
+from core.streaming import Part, in_memory
 
 
 @dataclass
@@ -38,6 +39,7 @@ class Dataset:
     test_x: torch.Tensor
     test_y: torch.Tensor
     fingerprint: str  # sha256 of the tensors, before any subset
+    streamed: bool = False  # left where it was loaded (host memory, the cache's files): batches stream to the device
 
     @property
     def num_classes(self) -> int:
@@ -61,28 +63,43 @@ class Dataset:
         return Dataset(self.name, move(self.train_x), move(self.train_y), move(self.test_x),
                        move(self.test_y), self.fingerprint)
 
+    @property
+    def nbytes(self) -> int:
+        return sum(tensor.nbytes for tensor in (self.train_x, self.train_y, self.test_x, self.test_y))
+
 
 def load_dataset(config: DataConfig, device: torch.device | str = "cpu") -> Dataset:
-    """Load `config.name`, apply `train_size` and `resize`, and put it on `device`.
+    """Load `config.name`, apply `train_size` and `resize`, and put it on `device`, or leave it where it was
+    loaded to be streamed (data.in_memory, core/streaming.py).
 
-    Kept in memory per process, so the trials of a study load their data once.
+    Kept per process, so the trials of a study load their data once.
     """
     key = (repr(sorted(vars(config).items())), _files_stamp(config), str(device))
     if key not in _CACHE:
         _CACHE.clear()  # one data set at a time: they can be large
-        _CACHE[key] = _load(config).to(device)
+        dataset = _load(config)
+        if in_memory(config, dataset.nbytes, torch.device(device)):
+            _CACHE[key] = dataset.to(device)
+        else:
+            dataset.streamed = True
+            _CACHE[key] = dataset
     return _CACHE[key]
 
 
 def _load(config: DataConfig) -> Dataset:
     if config.download:
         download(config)
-    dataset = load_user_data(config) if user_code.is_reference(config.name) else DATASETS[config.name](config)
+    if user_code.is_reference(config.name):
+        dataset = load_user_data(config)
+    elif config.name in ON_DISK and config.cache:
+        dataset = _built_in_once(config)
+    else:
+        dataset = DATASETS[config.name](config)
     if config.train_size and config.train_size < len(dataset.train_y):
         # A fixed seed: every run and trial on this config sees the same subset.
         keep = _stratified_subset(dataset.train_y, config.train_size, seed=0)
         dataset.train_x, dataset.train_y = dataset.train_x[keep], dataset.train_y[keep]
-    if config.resize:
+    if config.resize and config.name != "image_folder":  # an image folder is decoded at that size
         if not dataset.is_image:
             raise DataError(f"data.resize={config.resize} applies to images, and {config.name} holds signals")
         dataset.train_x = resize_images(dataset.train_x, config.resize)
@@ -131,11 +148,15 @@ def _files_under(folder: Path) -> list[str]:
             for name in sorted(names)]
 
 
-def fingerprint(*tensors: torch.Tensor) -> str:
+def fingerprint(*arrays: torch.Tensor | np.ndarray, chunk_bytes: int = 64 << 20) -> str:
+    """A hash of the arrays' shapes and bytes, read in chunks (a memory-mapped set is never copied whole)."""
     digest = hashlib.sha256()
-    for tensor in tensors:
-        digest.update(str(tuple(tensor.shape)).encode())
-        digest.update(tensor.contiguous().cpu().numpy().tobytes())
+    for array in arrays:
+        array = array.cpu().numpy() if isinstance(array, torch.Tensor) else array
+        digest.update(str(tuple(array.shape)).encode())
+        rows = max(1, chunk_bytes // max(1, array[:1].nbytes))
+        for start in range(0, len(array), rows):
+            digest.update(memoryview(np.ascontiguousarray(array[start:start + rows])).cast("B"))
     return digest.hexdigest()[:16]
 
 
@@ -149,23 +170,30 @@ def resize_images(images: torch.Tensor, size: int, chunk: int = 4096) -> torch.T
     return out
 
 
-def channel_stats(x: torch.Tensor, chunk_values: int = 2**24) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and std of `x` (N, C, ...) as floats shaped for broadcasting.
+def channel_stats(x: torch.Tensor | Part, chunk_values: int = 2**24,
+                  device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std of `x` (N, C, ...) as floats shaped for broadcasting: a tensor, or a Part of a
+    stored set (gathered a chunk at a time onto `device`: a streamed set is read once, never copied whole).
 
     In chunks of samples, so that at most one chunk is ever a float copy (the whole training part of a large
     set as float, several times over, does not fit beside it on a GPU); sums in float64, so that the chunks'
     order costs no precision: the mean first, then the squared deviations from it (no cancellation)."""
-    chunk = max(1, chunk_values // max(1, x[:1].numel()))  # samples per chunk: 128 MiB of float64 at most
-    chunks = [x[start:start + chunk] for start in range(0, len(x), chunk)]
-    per_channel = lambda part: part.transpose(0, 1).reshape(x.shape[1], -1).double()  # noqa: E731
-    count = x.numel() // x.shape[1]
-    total = sum(per_channel(part).sum(dim=1) for part in chunks)
+    stored = x.x if isinstance(x, Part) else x
+    rows = max(1, chunk_values // max(1, stored[:1].numel()))  # samples per chunk: 128 MiB of float64 at most
+    if isinstance(x, Part):
+        chunks = lambda: (xb for xb, _ in x.chunks(rows, device or stored.device))  # noqa: E731
+    else:
+        chunks = lambda: (x[start:start + rows] for start in range(0, len(x), rows))  # noqa: E731
+    channels = stored.shape[1]
+    per_channel = lambda part: part.transpose(0, 1).reshape(channels, -1).double()  # noqa: E731
+    count = len(x) * (stored[:1].numel() // channels)
+    total = sum(per_channel(part).sum(dim=1) for part in chunks())
     mean = total / count
-    squares = sum(((per_channel(part) - mean[:, None]) ** 2).sum(dim=1) for part in chunks)
+    squares = sum(((per_channel(part) - mean[:, None]) ** 2).sum(dim=1) for part in chunks())
     std = (squares / max(count - 1, 1)).sqrt()
-    if x.dtype == torch.uint8:
+    if stored.dtype == torch.uint8:
         mean, std = mean / 255.0, std / 255.0
-    shape = (1, -1) + (1,) * (x.dim() - 2)
+    shape = (1, -1) + (1,) * (stored.dim() - 2)
     return mean.float().view(shape), std.float().clamp_min(1e-6).view(shape)
 
 
@@ -327,8 +355,14 @@ def _read_cifar_batch(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _with_fixed_test_part(name: str, x: torch.Tensor, y: torch.Tensor, test_fraction: float) -> Dataset:
+    train_idx, test_idx = fixed_test_indices(name, y, test_fraction)
+    parts = x[train_idx], y[train_idx], x[test_idx], y[test_idx]
+    return Dataset(name, *parts, fingerprint(*parts))
+
+
+def fixed_test_indices(name: str, y: torch.Tensor, test_fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Sets with no test split of their own get a fixed one (seed 0): stratified for class labels, unless a class
-    is too rare to be in both parts."""
+    is too rare to be in both parts. Sorted indices of the training and test parts."""
     from sklearn.model_selection import train_test_split
 
     n_test = int(np.ceil(test_fraction * len(y)))
@@ -339,9 +373,7 @@ def _with_fixed_test_part(name: str, x: torch.Tensor, y: torch.Tensor, test_frac
     except ValueError as error:  # e.g. too few samples for the test fraction
         raise DataError(f"{name}: cannot keep a test part of {test_fraction} of {len(y)} samples: "
                         f"{_first_line(error)}") from None
-    train_idx, test_idx = torch.from_numpy(np.sort(train_idx)), torch.from_numpy(np.sort(test_idx))
-    parts = x[train_idx], y[train_idx], x[test_idx], y[test_idx]
-    return Dataset(name, *parts, fingerprint(*parts))
+    return torch.from_numpy(np.sort(train_idx)), torch.from_numpy(np.sort(test_idx))
 
 
 def _stratifiable(y: torch.Tensor, *part_sizes: int) -> bool:
@@ -383,6 +415,46 @@ def load_npz(config: DataConfig) -> Dataset:
                        test_fraction=config.test_fraction)
 
 
+NPY_FILES = ("x_train", "y_train", "x_test", "y_test")
+
+
+def load_npy(config: DataConfig) -> Dataset:
+    """`data.path`: a folder of x_train.npy, y_train.npy and optionally x_test.npy, y_test.npy, memory-mapped
+    (never read whole into memory; object arrays, which would unpickle, are refused). Without a test part, the
+    fixed one is cut out once into the cache (data.cache), not in memory."""
+    folder = Path(config.path)
+    if not folder.is_dir():
+        raise DataError(f"npy: no folder {folder} (data.path)")
+    present = {name: folder / f"{name}.npy" for name in NPY_FILES if (folder / f"{name}.npy").is_file()}
+    missing = [f"{name}.npy" for name in ("x_train", "y_train") if name not in present]
+    if missing:
+        raise DataError(f"npy: {folder} has no {' or '.join(missing)}")
+    if ("x_test" in present) != ("y_test" in present):
+        raise DataError(f"npy: {folder} has only one of x_test.npy and y_test.npy; give both or neither")
+    arrays = {}
+    for name, path in present.items():
+        try:
+            arrays[name] = np.load(path, mmap_mode="c", allow_pickle=False)
+        except Exception as error:  # a truncated header, an object array (pickles): one line
+            raise DataError(f"npy: cannot map {path}: {_first_line(error)}") from None
+    if "x_test" in arrays or not config.cache:
+        return from_arrays("npy", *arrays.values(), test_fraction=config.test_fraction)
+
+    def build(staging: Path | None) -> tuple[dict[str, np.ndarray], str]:
+        x, y = _checked_part("npy", "train", arrays["x_train"], arrays["y_train"])
+        train_idx, test_idx = fixed_test_indices("npy", torch.from_numpy(y), config.test_fraction)
+        parts = {}
+        for part, source, index in zip(data_cache.PARTS, (x, y, x, y), (train_idx, train_idx, test_idx, test_idx)):
+            index = index.numpy()
+            parts[part] = _new_array(staging, part, source.dtype, (len(index), *source.shape[1:]))
+            for start in range(0, len(index), 4096):  # rows in order, a chunk at a time
+                parts[part][start:start + 4096] = source[index[start:start + 4096]]
+        return parts, fingerprint(*(parts[part] for part in data_cache.PARTS))
+
+    return _decoded_once(config, "npy", f"the test part of npy {folder}", [_stamp(str(p)) for p in present.values()],
+                         build)
+
+
 def load_user_data(config: DataConfig) -> Dataset:
     """`data.name=module:function`: the function, called with `data.args`, returns (x, y) or
     (x_train, y_train, x_test, y_test) as NumPy arrays or tensors."""
@@ -402,12 +474,10 @@ def from_arrays(name: str, x_train, y_train, x_test=None, y_test=None, test_frac
     """A Dataset from the user's arrays: uint8 images (N, H, W) or (N, C, H, W), or float samples of any
     shape (vectors, signals); targets: class labels, real values (N,) or (N, D), or a (N, C) 0/1 label matrix.
     Without a test part, a fixed one is made (stratified for class labels)."""
-    x_train, y_train = _samples(name, "x_train", x_train), _targets(name, "y_train", y_train)
-    _same_length(name, "x_train", x_train, "y_train", y_train)
+    x_train, y_train = _checked_part(name, "train", x_train, y_train)
     if x_test is None:
         return _with_fixed_test_part(name, torch.from_numpy(x_train), torch.from_numpy(y_train), test_fraction)
-    x_test, y_test = _samples(name, "x_test", x_test), _targets(name, "y_test", y_test)
-    _same_length(name, "x_test", x_test, "y_test", y_test)
+    x_test, y_test = _checked_part(name, "test", x_test, y_test)
     if x_test.shape[1:] != x_train.shape[1:] or x_test.dtype != x_train.dtype:
         raise DataError(f"{name}: x_test samples are {x_test.dtype} {list(x_test.shape[1:])}, "
                         f"x_train's {x_train.dtype} {list(x_train.shape[1:])}")
@@ -420,6 +490,12 @@ def from_arrays(name: str, x_train, y_train, x_test=None, y_test=None, test_frac
     return Dataset(name, *parts, fingerprint(*parts))
 
 
+def _checked_part(name: str, part: str, x, y) -> tuple[np.ndarray, np.ndarray]:
+    x, y = _samples(name, f"x_{part}", x), _targets(name, f"y_{part}", y)
+    _same_length(name, f"x_{part}", x, f"y_{part}", y)
+    return x, y
+
+
 def _samples(name: str, what: str, x) -> np.ndarray:
     x = np.asarray(x.cpu() if isinstance(x, torch.Tensor) else x)
     if x.ndim < 2 or len(x) == 0:
@@ -428,8 +504,9 @@ def _samples(name: str, what: str, x) -> np.ndarray:
         return np.ascontiguousarray(x[:, None] if x.ndim == 3 else x)  # images get their channel axis
     if not np.issubdtype(x.dtype, np.number) and x.dtype != np.bool_:
         raise DataError(f"{name}: {what} must be numbers, got {x.dtype}")
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    if not np.isfinite(x).all():
+    x = np.ascontiguousarray(x, dtype=np.float32)  # no copy of float32 samples (a memory-mapped file stays one)
+    rows = max(1, (64 << 20) // max(1, x[:1].nbytes))
+    if not all(np.isfinite(x[start:start + rows]).all() for start in range(0, len(x), rows)):
         raise DataError(f"{name}: {what} holds NaN or infinite values")
     return x
 
@@ -458,56 +535,74 @@ def _same_length(name: str, x_name: str, x: np.ndarray, y_name: str, y: np.ndarr
 
 def load_image_folder(config: DataConfig) -> Dataset:
     """`data.root`: one folder per class of image files (torchvision's ImageFolder layout), and optionally
-    `test/` with the same class folders. Images take the first image's size (or data.resize, applied after)."""
+    `test/` with the same class folders. Images are decoded at data.resize x data.resize, or else at the first
+    image's size (others resized to it, bilinearly).
+    Decoded in parallel, once per machine into the cache (data.cache), or into memory."""
     root = Path(config.root)
     if not root.is_dir():
         raise DataError(f"image_folder: no folder {root} (data.root)")
     classes = sorted(entry.name for entry in root.iterdir() if entry.is_dir() and entry.name != "test")
-    train_files = _image_files(root, classes)
-    test_files = _image_files(root / "test", classes) if (root / "test").is_dir() else []
-    images = _read_images([path for path, _ in train_files + test_files])
-    labels = np.asarray([label for _, label in train_files + test_files], dtype=np.int64)
-    n = len(train_files)
-    if not test_files:
-        return from_arrays("image_folder", images, labels, test_fraction=config.test_fraction)
-    return from_arrays("image_folder", images[:n], labels[:n], images[n:], labels[n:])
+    train_files = image_folder.image_files(root, classes, _files_under)
+    test_files = image_folder.image_files(root / "test", classes, _files_under) if (root / "test").is_dir() else []
+    if not test_files:  # the fixed test part, chosen from the labels before anything is decoded
+        labels = torch.as_tensor([label for _, label in train_files])
+        train_idx, test_idx = fixed_test_indices("image_folder", labels, config.test_fraction)
+        train_files, test_files = [train_files[i] for i in train_idx], [train_files[i] for i in test_idx]
+    what = f"{len(train_files) + len(test_files):,} images of image_folder {root}"
+
+    def build(folder: Path | None) -> tuple[dict[str, np.ndarray], str]:
+        mode, size = image_folder.image_format(train_files[0][0])
+        size = (config.resize, config.resize) if config.resize else size  # decoded at the size it trains at
+        shape = image_folder.sample_shape(mode, size)
+        arrays = {}
+        for part, files in (("train", train_files), ("test", test_files)):
+            arrays[f"{part}_x"] = _new_array(folder, f"{part}_x", np.uint8, (len(files), *shape))
+            image_folder.decode_into(arrays[f"{part}_x"], [path for path, _ in files], mode, size)
+            arrays[f"{part}_y"] = _new_array(folder, f"{part}_y", np.int64, (len(files),))
+            arrays[f"{part}_y"][:] = [label for _, label in files]
+        return arrays, fingerprint(*(arrays[part] for part in data_cache.PARTS))
+
+    files = [path for path, _ in train_files + test_files]
+    return _decoded_once(config, "image_folder", what,
+                         (str(root.resolve()), files, [_stamp(f) for f in files], config.resize), build)
 
 
-def _image_files(folder: Path, classes: list[str]) -> list[tuple[str, int]]:
-    """(path, class index) of every image under folder/<class>/, by torchvision's rules (extensions, order)."""
-    from torchvision.datasets.folder import IMG_EXTENSIONS
+def _built_in_once(config: DataConfig) -> Dataset:
+    """mnist, fashion_mnist, cifar10 read from their files once into the cache, then mapped."""
+    def build(folder: Path | None) -> tuple[dict[str, np.ndarray], str]:
+        dataset = DATASETS[config.name](config)
+        arrays = {}
+        for part in data_cache.PARTS:
+            values = getattr(dataset, part).numpy()
+            arrays[part] = _new_array(folder, part, values.dtype, values.shape)
+            arrays[part][:] = values
+        return arrays, dataset.fingerprint
 
-    unknown = sorted(entry.name for entry in folder.iterdir() if entry.is_dir() and entry.name not in classes)
-    if folder.name == "test" and unknown:
-        raise DataError(f"image_folder: {folder} has class folders the training part lacks: {', '.join(unknown)}")
-    if not classes:
-        raise DataError(f"image_folder: {folder} has no class folders (expected {folder}/<class>/<image file>)")
-    files = [(path, index) for index, name in enumerate(classes) if (folder / name).is_dir()
-             for path in _files_under(folder / name) if path.lower().endswith(IMG_EXTENSIONS)]
-    if not files:
-        raise DataError(f"image_folder: no image files ({', '.join(IMG_EXTENSIONS)}) in the class folders of "
-                        f"{folder}")
-    return files
+    return _decoded_once(config, config.name, f"{config.name} in {config.root}", _files_stamp(config), build)
 
 
-def _read_images(paths: list[str]) -> np.ndarray:
-    """uint8 images (N, H, W) for greyscale or (N, 3, H, W), all at the first image's mode and size."""
-    from PIL import Image
+def _new_array(folder: Path | None, part: str, dtype, shape: tuple[int, ...]) -> np.ndarray:
+    """An array for a part being built: a file in the cache's staging folder, or memory (no cache)."""
+    return data_cache.new_array(folder, part, dtype, shape) if folder is not None else np.empty(shape, dtype)
 
-    arrays, mode, size = [], "", (0, 0)
-    for path in paths:
-        try:
-            with Image.open(path) as image:
-                if not mode:
-                    mode, size = ("L" if image.mode in ("1", "L", "I;16", "I") else "RGB"), image.size
-                image = image.convert(mode)
-                if image.size != size:
-                    image = image.resize(size, Image.Resampling.BILINEAR)
-                arrays.append(np.asarray(image, dtype=np.uint8))
-        except (OSError, Image.DecompressionBombError) as error:
-            raise DataError(f"image_folder: cannot read {path}: {_first_line(error)}") from None
-    images = np.stack(arrays)
-    return images if mode == "L" else images.transpose(0, 3, 1, 2)
+
+def _decoded_once(config: DataConfig, name: str, what: str, source: object,
+                  build: Callable[[Path | None], tuple[dict[str, np.ndarray], str]]) -> Dataset:
+    """The set `build` makes, from the decode-once cache (built on first use) or, with data.cache=false, made
+    in memory now. `source` is everything the contents depend on (files, their sizes and times)."""
+    if not config.cache:
+        arrays, digest = build(None)
+    else:
+        def build_into(folder: Path) -> str:
+            arrays, digest = build(folder)
+            for array in arrays.values():
+                array.flush()
+            return digest
+
+        key = data_cache.key_of(name, source, config.test_fraction)
+        arrays, digest = data_cache.cached(key, what, build_into)
+    parts = [torch.from_numpy(arrays[part]) for part in data_cache.PARTS]
+    return Dataset(name, *parts, digest)
 
 
 def _first_line(error: Exception) -> str:
@@ -521,5 +616,6 @@ DATASETS: dict[str, Callable[[DataConfig], Dataset]] = {
     "cifar10": load_cifar10,
     "synthetic": load_synthetic,
     "npz": load_npz,
+    "npy": load_npy,
     "image_folder": load_image_folder,
 }

@@ -16,7 +16,7 @@ MODELS = ("mlp", "quickstart", "seed_net", "lenet5", "small_cnn", "alexnet_cifar
 HIDDEN = {"mlp": [200, 200], "quickstart": [512, 512], "seed_net": [512, 64], "lenet5": [120, 84], "small_cnn": [],
           "alexnet_cifar": [4096, 1024], "vgg_small": [256], "resnet_small": [], "conv1d": [64]}
 FULLY_CONNECTED = ("mlp", "quickstart")  # no convolutions: model.channels is not theirs
-DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "synthetic", "npz", "image_folder")
+DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "synthetic", "npz", "npy", "image_folder")
 
 
 class Optimizer(NamedTuple):

@@ -160,8 +160,7 @@ def evaluate_logged_model(run_id: str, allow_code_change: bool = False,
     logged device type unless `device` says otherwise."""
     run, prepared = load_logged_weights(run_id, allow_code_change, device=device)
     deterministic_reruns()
-    data = prepared.data
-    now = evaluate(prepared.model, data.test_x, data.test_y, prepared.normalize, prepared.task)
+    now = evaluate(prepared.model, prepared.test, prepared.normalize, prepared.task)
     now = {f"test_{name}": value for name, value in now.items()}
     logged = {key: logged_summary(run.data.metrics, key) for key in now}
     logged = {key: math.nan if value is None else value for key, value in logged.items()}

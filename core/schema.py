@@ -68,7 +68,9 @@ class When:
 
     def __call__(self, flat: dict[str, Any]) -> bool:
         """Whether the key is used, given every key's value (Config.to_flat())."""
-        return (flat[self.key] in self.values) != self.unless
+        value = flat[self.key]
+        found = any(item in self.values for item in value) if isinstance(value, list) else value in self.values
+        return found != self.unless
 
     def __str__(self) -> str:
         shown = " | ".join(str(value).lower() if isinstance(value, bool) else str(value) for value in self.values)

@@ -45,7 +45,7 @@ def serving_model(prepared: Prepared, network: nn.Module) -> ServingModel:
 
 def raw_example(prepared: Prepared) -> np.ndarray:
     """A few test samples as the data set stores them: the logged model's input example."""
-    return prepared.data.test_x[:4].cpu().numpy()
+    return prepared.test.rows(0, 4, torch.device("cpu"))[0].numpy()
 
 
 def signature(prepared: Prepared) -> ModelSignature:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from core.errors import ConfigError, DataError, UserError
 from core.models import build_model, check_deterministic, check_forward, count_parameters, forward_flops
 from core.regularizers import EarlyStopping, L1Penalty, parameter_groups
 from core.splits import make_split, outer_split
+from core.streaming import OnDevice, Part, Streamed, loader_workers
 from core.tasks import Loss, StepContext, Task
 from core.threads import Threads, apply_threads
 from core.tracking.base import NullTracker, Tracker
@@ -85,6 +86,11 @@ class Normalizer:
         self.shift = -mean / std
         self.channels_last = channels_last
 
+    @property
+    def device(self) -> torch.device:
+        """The device it normalises on: the training device."""
+        return self.shift.device
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         # one float copy in the model's memory format (in-place ops keep it); copy=True even for float input: x
         # may be a view of the stored data (evaluate slices it)
@@ -109,25 +115,63 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 
 
 def shift_images(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
-    """Random translations by up to `max_shift` pixels, one per image, done batched on the device."""
+    """Random translations by up to `max_shift` pixels, one per image, zeros shifted in; batched on the device."""
     if max_shift == 0 or x.dim() != 4:
         return x
-    n, _, h, w = x.shape
     padded = nn.functional.pad(x, (max_shift,) * 4)
-    dy = torch.randint(0, 2 * max_shift + 1, (n, 1), device=x.device, generator=generator)
-    dx = torch.randint(0, 2 * max_shift + 1, (n, 1), device=x.device, generator=generator)
-    rows = (torch.arange(h, device=x.device) + dy)[:, :, None]  # (n, h, 1)
-    cols = (torch.arange(w, device=x.device) + dx)[:, None, :]  # (n, 1, w)
-    batch = torch.arange(n, device=x.device)[:, None, None]
-    return padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)
+    rows, cols = _offsets(x, 2 * max_shift, generator)
+    return _pick(padded, rows, cols)
+
+
+def flip_images(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Each image mirrored left to right with probability 1/2; batched on the device."""
+    if x.dim() != 4:
+        return x
+    flip = torch.rand(len(x), device=x.device, generator=generator) < 0.5
+    return torch.where(flip[:, None, None, None], x.flip(3), x)
+
+
+def crop_images(x: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
+    """A random crop of each image, at its own size, from the image padded by `padding` pixels of reflection
+    (torchvision's RandomCrop(size, padding, padding_mode="reflect")); batched on the device, any dtype."""
+    if padding == 0 or x.dim() != 4:
+        return x
+    rows, cols = _offsets(x, 2 * padding, generator)
+    reflect = lambda index, size: torch.where(index >= size, 2 * (size - 1) - index, index)  # noqa: E731
+    return _pick(x, reflect((rows - padding).abs(), x.shape[2]), reflect((cols - padding).abs(), x.shape[3]))
+
+
+def _offsets(x: torch.Tensor, most: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per image, the rows (n, h) and columns (n, w) of a window moved by 0..most pixels down and right."""
+    n, _, h, w = x.shape
+    dy = torch.randint(0, most + 1, (n, 1), device=x.device, generator=generator)
+    dx = torch.randint(0, most + 1, (n, 1), device=x.device, generator=generator)
+    return torch.arange(h, device=x.device) + dy, torch.arange(w, device=x.device) + dx
+
+
+def _pick(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """x's pixels at each image's rows and columns: one gather for the whole batch."""
+    batch = torch.arange(len(x), device=x.device)[:, None, None]
+    return x.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+
+
+def augment_images(x: torch.Tensor, augment: tuple[str, ...], shift: int, crop_padding: int,
+                   generator: torch.Generator) -> torch.Tensor:
+    """train.augment's transforms, in their fixed order (shift, flip, crop), drawn from the run's generator."""
+    if "shift" in augment:
+        x = shift_images(x, shift, generator)
+    if "flip" in augment:
+        x = flip_images(x, generator)
+    if "crop" in augment:
+        x = crop_images(x, crop_padding, generator)
+    return x
 
 
 @dataclass
 class EpochState:
     """What `train_one_epoch` needs besides the model; built once per fit."""
 
-    x: torch.Tensor
-    y: torch.Tensor
+    source: OnDevice | Streamed  # where the batches come from: slices on the device, or a loader
     indices: torch.Tensor  # training indices on the device
     batch_size: int
     normalize: Normalizer
@@ -138,7 +182,9 @@ class EpochState:
     l1: L1Penalty | None
     generator: torch.Generator
     autocast: bool
-    augment_shift: int
+    augment: tuple[str, ...]  # train.augment
+    shift: int
+    crop_padding: int
     flush_every: int
     on_flush: Callable[[list[float], int], None]  # (losses, first step); raises NonFiniteLoss
     step: int = 0  # global step counter
@@ -159,12 +205,9 @@ def train_one_epoch(model: nn.Module, state: EpochState) -> dict[str, float]:
     losses = torch.zeros(n_batches, device=device)
     tally = torch.zeros((), device=device)
     flushed = 0
-    for batch in range(n_batches):
-        index = order[batch * state.batch_size:(batch + 1) * state.batch_size]
-        xb = state.x.index_select(0, index)  # copies whole rows: several times faster than x[index]
-        if state.augment_shift:
-            xb = shift_images(xb, state.augment_shift, state.generator)
-        xb, yb = state.normalize(xb), state.y.index_select(0, index)
+    for batch, (xb, yb) in enumerate(state.source.batches(order, state.batch_size)):
+        xb = augment_images(xb, state.augment, state.shift, state.crop_padding, state.generator)
+        xb = state.normalize(xb)
         loss, outputs = train_step(model, xb, yb, state)
         total = loss + state.l1() if state.l1 is not None else loss
         state.optimizer.zero_grad(set_to_none=True)
@@ -202,33 +245,30 @@ def _what(value: Any) -> str:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, normalize: Normalizer, task: Task) -> dict[str, float]:
-    """The mean loss and the task's epoch metrics over (x, y), in eval mode, with one sync at the end.
+def evaluate(model: nn.Module, part: Part, normalize: Normalizer, task: Task) -> dict[str, float]:
+    """The mean loss and the task's epoch metrics over a part, in eval mode, with one sync at the end.
 
     In float32 (bf16 autocast is for training steps only): the served model runs in float32 too, so it gives
     what evaluate scored, on a GPU as on the CPU."""
     model.eval()
-    device, batch_size = x.device, EVAL_BATCH
+    device = normalize.device
     loss_sum = torch.zeros((), device=device)
     tally = torch.zeros((), device=device)
-    for start in range(0, len(y), batch_size):
-        xb, yb = normalize(x[start:start + batch_size]), y[start:start + batch_size]
-        outputs = model(xb).float()
+    for xb, yb in part.chunks(EVAL_BATCH, device):
+        outputs = model(normalize(xb)).float()
         loss_sum += task.criterion(outputs, task.model_targets(yb)).float() * len(yb)  # losses are batch means
         tally = tally + task.tally(outputs, yb)
-    return {"loss": loss_sum.item() / max(len(y), 1), **task.from_tally(tally, len(y))}
+    return {"loss": loss_sum.item() / max(len(part), 1), **task.from_tally(tally, len(part))}
 
 
 @torch.no_grad()
-def predict(model: nn.Module, x: torch.Tensor, normalize: Normalizer, task: Task,
+def predict(model: nn.Module, part: Part, normalize: Normalizer, task: Task,
             batch_size: int = EVAL_BATCH) -> torch.Tensor:
     """The task's predictions (class probabilities, values in the targets' units, label probabilities), in eval
     mode and float32 as `evaluate` and the served model, so all three see the same outputs."""
     model.eval()
-    head = task.head().to(x.device)
-    chunks = []
-    for start in range(0, len(x), batch_size):
-        chunks.append(head(model(normalize(x[start:start + batch_size])).float()))
+    head = task.head().to(normalize.device)
+    chunks = [head(model(normalize(xb)).float()) for xb, _ in part.chunks(batch_size, normalize.device)]
     return torch.cat(chunks)
 
 
@@ -265,11 +305,18 @@ class Prepared:
     task: Task
     step: Step | None = None
     threads: Threads = Threads(0, "")  # torch's intra-op threads as prepare chose them, and why
+    test_rows: np.ndarray | None = None  # rows of the training set that are the test part (split_rows)
 
-    def part(self, indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """(x, y) of the training set's samples at `indices` (the training or validation part)."""
-        index = torch.as_tensor(indices, device=self.device)
-        return self.data.train_x[index], self.data.train_y[index]
+    def part(self, indices: np.ndarray) -> Part:
+        """The training set's samples at `indices` (the training or validation part), gathered when read."""
+        return Part(self.data.train_x, self.data.train_y, torch.as_tensor(indices, device=self.data.train_x.device))
+
+    @property
+    def test(self) -> Part:
+        """The test part: the data set's own, or a nested estimate's held-out rows of the training set."""
+        if self.test_rows is not None:
+            return self.part(self.test_rows)
+        return Part(self.data.test_x, self.data.test_y)
 
 
 def build_on_device(config: Config, data: Dataset, outputs: int, device: torch.device,
@@ -304,34 +351,49 @@ def prepare(config: Config) -> Prepared:
     seed_everything(config.seed, config.train.deterministic)
     data = load_dataset(tasks.data_config(config), device)
     task = tasks.for_run(config, data.train_y, data.test_y)
-    if config.split.outer_k:
-        data = outer_part(data, task, config.split)
+    rows, test_rows = split_rows(data, task, config.split)
     split_seed = config.split.seed if config.split.seed >= 0 else config.seed
-    train_idx, val_idx = make_split(len(data.train_y), task.strata(data.train_y.cpu().numpy()), config.split,
+    train_idx, val_idx = make_split(len(rows), task.strata(data.train_y.cpu().numpy()[rows]), config.split,
                                     split_seed)
+    train_idx, val_idx = rows[train_idx], rows[val_idx]  # rows of the stored training set
     channels_last = device.type == "cuda" and len(data.input_shape) == 3
     model = build_on_device(config, data, task.outputs, device, channels_last)
     check_deterministic(model, device, config.train.deterministic)
-    train_part = data.train_x[torch.as_tensor(train_idx, device=device)]
-    task.fit(data.train_y[torch.as_tensor(train_idx, device=device)])  # target statistics: training part only
-    mean, std = channel_stats(train_part)  # from the training part only; per feature for vectors (N, D)
+    train_part = Part(data.train_x, data.train_y, torch.as_tensor(train_idx, device=data.train_x.device))
+    task.fit(train_part.y.index_select(0, train_part.index).to(device))  # target statistics: training part only
+    mean, std = channel_stats(train_part, device=device)  # training part only; per feature for vectors (N, D)
     normalize = Normalizer(mean, std, data.is_image, channels_last)
-    chosen = apply_threads(config.train.threads, forward_flops(model, normalize(train_part[:1])))  # before any step
+    first_two = normalize(Part(data.train_x, data.train_y, train_part.index[:2]).gather(device)[0])
+    chosen = apply_threads(config.train.threads, forward_flops(model, first_two[:1]))  # before any step
     if user_code.is_reference(config.model.name):
-        check_forward(model, normalize(train_part[:2]), task.outputs, config.model.name)
+        check_forward(model, first_two, task.outputs, config.model.name)
+    check_augment(config, data)
     prepared = Prepared(config, device, data, train_idx, val_idx, model, normalize, task,
-                        user_code.load(config.train.step, "train.step") if config.train.step else None, chosen)
+                        user_code.load(config.train.step, "train.step") if config.train.step else None, chosen,
+                        test_rows)
     check_user_parts(prepared)
     return prepared
 
 
-def outer_part(data: Dataset, task: Task, split: SplitConfig) -> Dataset:
-    """A nested estimate's outer fold (split.outer_*): its training part is what the run splits and trains on,
-    and its held-out part takes the place of the test part (the data set's own test part is left alone)."""
-    inner, held_out = outer_split(len(data.train_y), task.strata(data.train_y.cpu().numpy()), split)
-    pick = lambda tensor, rows: tensor[torch.as_tensor(rows, device=tensor.device)]  # noqa: E731
-    return replace(data, train_x=pick(data.train_x, inner), train_y=pick(data.train_y, inner),
-                   test_x=pick(data.train_x, held_out), test_y=pick(data.train_y, held_out))
+def split_rows(data: Dataset, task: Task, split: SplitConfig) -> tuple[np.ndarray, np.ndarray | None]:
+    """The stored training set's rows this run splits into training and validation parts, and the rows that
+    take the test part's place (None: the data set's own test part). A nested estimate's outer fold
+    (split.outer_*) holds some rows out of the training set as its test part; rows, not copies, so a streamed
+    set stays where it is."""
+    if not split.outer_k:
+        return np.arange(len(data.train_y)), None
+    return outer_split(len(data.train_y), task.strata(data.train_y.cpu().numpy()), split)
+
+
+def check_augment(config: Config, data: Dataset) -> None:
+    """Augmentation is for images, and a crop's reflection needs a border narrower than the image."""
+    augment = [name for name in config.train.augment if name != "none"]
+    if augment and not data.is_image:
+        raise ConfigError(f"train.augment={augment} applies to images, and {config.data.name} holds "
+                          f"{'signals' if data.train_x.dim() > 2 else 'vectors'}")
+    if "crop" in augment and config.train.crop_padding >= min(data.input_shape[1:]):
+        raise ConfigError(f"train.crop_padding={config.train.crop_padding}: must be smaller than the images "
+                          f"({'x'.join(map(str, data.input_shape[1:]))}) for a reflection")
 
 
 def check_user_parts(prepared: Prepared) -> None:
@@ -340,7 +402,7 @@ def check_user_parts(prepared: Prepared) -> None:
     config, model = prepared.config, prepared.model
     if not (user_code.is_reference(config.train.loss) or prepared.step or config.track.metrics):
         return
-    x, y = prepared.part(prepared.train_idx[:2])
+    x, y = prepared.part(prepared.train_idx[:2]).gather(prepared.device)
     inputs, targets = prepared.normalize(x), prepared.task.model_targets(y)
     with torch.random.fork_rng(devices=[torch.cuda.current_device()] if prepared.device.type == "cuda" else []):
         if user_code.is_reference(config.train.loss):
@@ -349,9 +411,10 @@ def check_user_parts(prepared: Prepared) -> None:
         if prepared.step is not None:
             tasks.check_step(prepared.step, model, inputs, targets, prepared.task.criterion, config.train.step)
     if config.track.metrics:  # enough samples for a metric that needs several classes
-        x, y = prepared.part(prepared.train_idx[:max(16, 2 * prepared.task.outputs)])
-        predictions = predict(model, x, prepared.normalize, prepared.task).cpu().numpy()
-        run_metrics.check(config.track.metrics, prepared.task, y.cpu().numpy(), predictions)
+        part = prepared.part(prepared.train_idx[:max(16, 2 * prepared.task.outputs)])
+        predictions = predict(model, part, prepared.normalize, prepared.task).cpu().numpy()
+        run_metrics.check(config.track.metrics, prepared.task, part.gather(prepared.device)[1].cpu().numpy(),
+                          predictions)
 
 
 class LossWatch:
@@ -370,13 +433,16 @@ class LossWatch:
 
 def epoch_state(prepared: Prepared, optimizer: torch.optim.Optimizer, on_flush: LossWatch) -> EpochState:
     config, device, model = prepared.config, prepared.device, prepared.model
+    data = prepared.data
+    source = Streamed(data.train_x, data.train_y, device, loader_workers(config.data, device)) if data.streamed \
+        else OnDevice(data.train_x, data.train_y)
     return EpochState(
-        x=prepared.data.train_x, y=prepared.data.train_y, indices=torch.as_tensor(prepared.train_idx, device=device),
+        source=source, indices=torch.as_tensor(prepared.train_idx, device=device),
         batch_size=config.train.batch_size, normalize=prepared.normalize, optimizer=optimizer, task=prepared.task,
         loss_fn=prepared.task.criterion, step_fn=prepared.step, step_name=config.train.step,
         l1=L1Penalty(model, config.reg.l1) if config.reg.l1 > 0 else None,
         generator=torch.Generator(device=device).manual_seed(config.seed + 1), autocast=device.type == "cuda",
-        augment_shift=config.train.shift if config.train.augment == "shift" else 0,
+        augment=tuple(config.train.augment), shift=config.train.shift, crop_padding=config.train.crop_padding,
         flush_every=config.track.flush_every, on_flush=on_flush)
 
 
@@ -391,13 +457,21 @@ def fit(what: Config | Prepared, tracker: Tracker | None = None, should_stop: Sh
     """
     tracker = tracker or NullTracker()
     prepared = what if isinstance(what, Prepared) else prepare(what)
+    loop = TrainingLoop.start(prepared, LossWatch(tracker), resume_from)
+    try:
+        return _fit(prepared, loop, tracker, should_stop, progress, checkpoint_path)
+    finally:
+        loop.state.source.close()  # a streamed set's loader workers end with the fit
+
+
+def _fit(prepared: Prepared, loop: TrainingLoop, tracker: Tracker, should_stop: ShouldStop | None,
+         progress: bool, checkpoint_path: Path | None) -> FitResult:
     config, model = prepared.config, prepared.model
     started = time.perf_counter()
-    watch = LossWatch(tracker)
-    loop = TrainingLoop.start(prepared, watch, resume_from)
+    watch = loop.state.on_flush
     compiler = Compiler(model, config.train.compile)  # Dynamo reset for this fit; its compile time kept apart
     compiled = compiler.module
-    val_x, val_y = prepared.part(prepared.val_idx)
+    val = prepared.part(prepared.val_idx)
     history, stopper, state = loop.history, loop.stopper, loop.state
     stop = Stop()
     with tqdm(range(loop.first_epoch, config.train.epochs), desc=run_label(config), unit="epoch",
@@ -405,7 +479,7 @@ def fit(what: Config | Prepared, tracker: Tracker | None = None, should_stop: Sh
         for epoch in epochs:
             watch.epoch = state.epoch = epoch
             try:
-                metrics = train_and_validate(compiled, state, val_x, val_y)
+                metrics = train_and_validate(compiled, state, val)
                 metrics["epoch_seconds"] -= compiler.seconds_since_last_asked()  # kept as summary/compile_seconds
                 history.append(metrics)
                 tracker.log_metrics(metrics, step=epoch)
@@ -473,14 +547,13 @@ class TrainingLoop:
         self.first_epoch = int(saved["epoch"]) + 1
 
 
-def train_and_validate(model: nn.Module, state: EpochState, val_x: torch.Tensor,
-                       val_y: torch.Tensor) -> dict[str, float] | None:
+def train_and_validate(model: nn.Module, state: EpochState, val: Part) -> dict[str, float] | None:
     """One epoch's training and validation metrics; NonFiniteLoss when a training loss is not finite."""
     tick = time.perf_counter()
     lr = state.optimizer.param_groups[0]["lr"]
     trained = train_one_epoch(model, state)
-    val = evaluate(model, val_x, val_y, state.normalize, state.task)
-    return {**trained, **{f"val_{name}": value for name, value in val.items()}, "lr": lr,
+    scores = evaluate(model, val, state.normalize, state.task)
+    return {**trained, **{f"val_{name}": value for name, value in scores.items()}, "lr": lr,
             "epoch_seconds": time.perf_counter() - tick}
 
 
@@ -521,8 +594,8 @@ def final_metrics(model: nn.Module, prepared: Prepared, best_epoch: int, history
     and test; then the task's scores beyond the epoch's (r2, macro F1, mAP) and track.metrics."""
     task = prepared.task
     chosen = history[best_epoch] if prepared.config.early_stop.patience > 0 and best_epoch >= 0 else history[-1]
-    train = evaluate(model, *prepared.part(prepared.train_idx), prepared.normalize, task)
-    test = evaluate(model, prepared.data.test_x, prepared.data.test_y, prepared.normalize, task)
+    train = evaluate(model, prepared.part(prepared.train_idx), prepared.normalize, task)
+    test = evaluate(model, prepared.test, prepared.normalize, task)
     val = {key.removeprefix("val_"): value for key, value in chosen.items() if key.startswith("val_")}
     values = {f"{prefix}{name}": value for prefix, scores in (("final_train_", train), ("final_val_", val),
                                                               ("test_", test)) for name, value in scores.items()}
@@ -538,11 +611,11 @@ def prediction_scores(model: nn.Module, prepared: Prepared) -> dict[str, float]:
     if not beyond_epoch and not extra:
         return {}
     parts = {"final_train_": prepared.part(prepared.train_idx), "final_val_": prepared.part(prepared.val_idx),
-             "test_": (prepared.data.test_x, prepared.data.test_y)}
+             "test_": prepared.test}
     values: dict[str, float] = {}
-    for prefix, (x, y) in parts.items():
-        predictions = predict(model, x, prepared.normalize, task)
-        truth, predicted = y.cpu().numpy(), predictions.cpu().numpy()
+    for prefix, part in parts.items():
+        predictions = predict(model, part, prepared.normalize, task)
+        truth, predicted = part.targets().numpy(), predictions.cpu().numpy()
         values.update({prefix + name: value for name, value in task.final_scores(truth, predicted).items()})
         if prefix != "final_train_":
             values.update(run_metrics.score(extra, truth, predicted, prefix, task))

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from core.config import Config
-from core.train import EpochState, fit, prepare, train_one_epoch
+from core.tracking.base import NullTracker
+from core.train import LossWatch, epoch_state, fit, prepare, train_one_epoch
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
@@ -33,18 +34,13 @@ def test_data_model_and_optimizer_live_on_the_gpu():
 
 
 def test_no_host_sync_per_step():
-    from torch import nn
-
     from core.train import make_optimizer
 
     config = gpu_config(**{"track.flush_every": 10_000, "train.batch_size": 32})
     run = prepare(config)
     optimizer = make_optimizer(run.model, config, run.device)
     assert optimizer.defaults.get("fused")
-    state = EpochState(x=run.data.train_x, y=run.data.train_y, indices=torch.as_tensor(run.train_idx, device="cuda"),
-                       batch_size=32, normalize=run.normalize, optimizer=optimizer, loss_fn=nn.CrossEntropyLoss(),
-                       l1=None, generator=torch.Generator(device="cuda").manual_seed(0), autocast=True,
-                       augment_shift=0, flush_every=10_000, on_flush=lambda values, first: True)
+    state = epoch_state(run, optimizer, LossWatch(NullTracker()))
     train_one_epoch(run.model, state)  # warm-up
     torch.cuda.set_sync_debug_mode("warn")
     try:
@@ -155,6 +151,6 @@ def test_predictions_agree_with_test_acc():
 
     result = fit(gpu_config(**{"train.epochs": 1}))
     run = prepare(gpu_config(**{"train.epochs": 1}))
-    predicted = predict(result.model, run.data.test_x, run.normalize, run.task).argmax(dim=1)
+    predicted = predict(result.model, run.test, run.normalize, run.task).argmax(dim=1)
     accuracy = (predicted == run.data.test_y).float().mean().item()
     assert accuracy == result.metrics["test_acc"]

@@ -42,7 +42,7 @@ def test_the_served_best_model_takes_raw_inputs_and_predicts_what_evaluate_does(
     (logged,) = mlflow_client().search_logged_models([mlflow_client().get_experiment_by_name("serve").experiment_id]
                                                      ).to_list()
     _, prepared = load_logged_weights(outcome.best_run_id)  # what evaluate loads: weights + the run's normaliser
-    expected = predict(prepared.model, prepared.data.test_x, prepared.normalize, prepared.task).cpu().numpy()
+    expected = predict(prepared.model, prepared.test, prepared.normalize, prepared.task).cpu().numpy()
     raw = prepared.data.test_x.cpu().numpy()
     assert raw.dtype == np.uint8  # as the data set stores them: 0-255 pixels, not normalised floats
 

@@ -264,7 +264,7 @@ def test_the_default_space_gives_hidden_widths_to_the_mlp_only():
               "optim.weight_decay": 1e-4, "model.dropout": 0.1, "train.batch_size": 64}
     mlp = sample(spec.params, optuna.trial.FixedTrial({**values, "model.name": "mlp"}), spec.base)
     cnn = sample(spec.params, optuna.trial.FixedTrial({**values, "model.name": "small_cnn"}), spec.base)
-    assert mlp.model.hidden == [48, 48] and cnn.model.hidden == [] and cnn.train.augment == "shift"
+    assert mlp.model.hidden == [48, 48] and cnn.model.hidden == [] and cnn.train.augment == ["shift"]
     linear = [m for m in build_model(cnn.model, (1, 8, 8), 10).modules() if isinstance(m, nn.Linear)]
     assert [(m.in_features, m.out_features) for m in linear] == [(64 * 2 * 2, 10)]  # [32, 64] convs, 8 -> 4 -> 2
 

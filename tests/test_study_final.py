@@ -123,6 +123,7 @@ def test_nested_estimate_runs_a_study_per_outer_fold_and_scores_its_selection_on
 
 def test_held_out_outer_fold_stands_for_the_test_part_and_folds_partition_the_training_part():
     import numpy as np
+    import torch
 
     from core.train import prepare
     from tests.helpers import tiny_config
@@ -130,8 +131,11 @@ def test_held_out_outer_fold_stands_for_the_test_part_and_folds_partition_the_tr
     held = []
     for fold in range(3):
         prepared = prepare(tiny_config(**{"split.outer_k": 3, "split.outer_fold": fold, "split.outer_seed": 4}))
-        held.append(prepared.data.test_x.flatten(1).numpy())
-        assert len(prepared.data.train_y) + len(prepared.data.test_y) == 160  # the synthetic set's training part
+        test_x, _ = prepared.test.gather(torch.device("cpu"))
+        held.append(test_x.flatten(1).numpy())
+        searched = np.concatenate([prepared.train_idx, prepared.val_idx])
+        assert len(searched) + len(prepared.test) == 160  # the synthetic set's training part
+        assert not set(searched) & set(prepared.test_rows)  # the search never sees its held-out rows
     rows = np.concatenate(held)
     assert len(np.unique(rows, axis=0)) == 160  # the held-out parts are disjoint and cover the training part
 

@@ -113,7 +113,7 @@ def test_regression_standardises_with_the_training_part_and_answers_in_the_targe
     for key in ("final_val_rmse", "final_val_r2", "test_rmse", "test_mae", "test_r2", "final_train_rmse"):
         assert key in result.metrics, key
     truth = prepared.data.test_y.numpy()
-    predicted = predict(result.model, prepared.data.test_x, prepared.normalize, prepared.task).numpy()[:, 0]
+    predicted = predict(result.model, prepared.test, prepared.normalize, prepared.task).numpy()[:, 0]
     rmse = float(np.sqrt(np.mean((predicted - truth) ** 2)))
     assert rmse == pytest.approx(result.metrics["test_rmse"], rel=1e-4)  # metrics in the targets' own units
     assert rmse < truth.std()  # it learnt something: better than predicting the mean
@@ -138,7 +138,7 @@ def test_multilabel_trains_and_predicts_one_probability_per_label():
     for key in ("final_val_micro_f1", "final_val_macro_f1", "final_val_map", "test_subset_acc", "test_map"):
         assert 0 <= result.metrics[key] <= 1, key
     assert result.metrics["test_micro_f1"] > 0.6
-    probabilities = predict(result.model, prepared.data.test_x, prepared.normalize, prepared.task)
+    probabilities = predict(result.model, prepared.test, prepared.normalize, prepared.task)
     assert probabilities.shape == (len(prepared.data.test_x), 4)
     assert ((probabilities >= 0) & (probabilities <= 1)).all() and not torch.allclose(probabilities.sum(1),
                                                                                        torch.ones(1))

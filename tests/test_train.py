@@ -76,7 +76,7 @@ def test_early_stopping_through_fit_stops_and_restores():
     assert len(epochs.weights) == len(result.history)
     assert not same_weights(epochs.weights[-1], epochs.weights[result.best_epoch])
     assert same_weights(result.model.state_dict(), epochs.weights[result.best_epoch])
-    again = evaluate(result.model, *prepared.part(prepared.val_idx), prepared.normalize, prepared.task)
+    again = evaluate(result.model, prepared.part(prepared.val_idx), prepared.normalize, prepared.task)
     assert again["loss"] == pytest.approx(best["val_loss"], rel=1e-6, abs=1e-9) and again["acc"] == best["val_acc"]
 
 

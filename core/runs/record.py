@@ -83,10 +83,13 @@ def log_inputs(record: MLflowTracker, prepared: Prepared, place: Place) -> None:
     record.set_tags(provenance.run_tags(config, data.fingerprint, prepared.device))  # torch_threads: prepare's choice
     if prepared.threads.why:
         record.set_tags({"torch_threads_from": prepared.threads.why})  # train.threads, OMP_NUM_THREADS, small model...
+    # where the set trained from (data.in_memory=auto decides per machine): the device, or streamed batches
+    record.set_tags({"data_batches": "streamed" if data.streamed else "in memory"})
     log_user_code(record, config)
     record.log_text(report.config_yaml(config), CONFIG_ARTIFACT)
     record.log_dataset(data.name, data.fingerprint, data_source(config),
-                       {"train_samples": len(data.train_y), "test_samples": len(data.test_y),
+                       {"train_samples": len(prepared.train_idx) + len(prepared.val_idx),
+                        "test_samples": len(prepared.test),
                         "sample_shape": list(data.input_shape), "outputs": prepared.task.outputs})
     record.log_text(json.dumps(prepared.task.record(), indent=1), TASK_ARTIFACT)
 
@@ -107,7 +110,7 @@ def log_user_code(record: MLflowTracker, config: Config) -> None:
 def data_source(config: Config) -> str:
     """Where the data came from, for MLflow's Datasets column."""
     data = config.data
-    if data.name == "npz":
+    if data.name in ("npz", "npy"):
         return str(Path(data.path).resolve())
     if data.name == "image_folder" or data.name in ON_DISK:
         return str(Path(data.root).resolve())
@@ -136,11 +139,11 @@ def log_outcome(record: MLflowTracker, prepared: Prepared, result: FitResult, mo
 
 def log_figures(record: Tracker, prepared: Prepared, result: FitResult) -> None:
     """Learning curves (the loss and the task's main metric), then the task's own figures of the test part."""
-    data, task = prepared.data, prepared.task
+    task = prepared.task
     record.log_figure(report.learning_curves(result.history, run_label(prepared.config), task.names.epoch[0]),
                       "learning_curves.png")
-    predictions = predict(result.model, data.test_x, prepared.normalize, task).cpu().numpy()
-    for filename, figure in task.figures(data.test_y.cpu().numpy(), predictions).items():
+    predictions = predict(result.model, prepared.test, prepared.normalize, task).cpu().numpy()
+    for filename, figure in task.figures(prepared.test.targets().numpy(), predictions).items():
         record.log_figure(figure, filename)
 
 
