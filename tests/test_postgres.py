@@ -47,7 +47,8 @@ def mlflow_server(postgres, tmp_path):
 
 
 def test_two_workers_on_postgres_lose_and_duplicate_nothing(postgres, mlflow_server, tmp_path):
-    storage = f"{postgres}/optuna"
+    # a password the server does not ask for (trust): it must show in no run, page or printed line
+    storage = f"{postgres}/optuna".replace("postgres@", "postgres:hush-hush@")
     spec = tiny_study_spec(tmp_path, name="shared", trials=8)
     env = cli_env(MLFLOW_TRACKING_URI=mlflow_server)
     command = [sys.executable, "-m", "core", "study", str(spec), "--storage", storage]
@@ -58,8 +59,9 @@ def test_two_workers_on_postgres_lose_and_duplicate_nothing(postgres, mlflow_ser
     workers = [subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True) for _ in range(2)]
     for worker in workers:
-        _, stderr = worker.communicate(timeout=600)
+        stdout, stderr = worker.communicate(timeout=600)
         assert worker.returncode == 0, stderr
+        assert "hush-hush" not in stdout + stderr and "postgres:***@" in stdout
 
     trials = optuna.load_study(study_name="shared", storage=storage).trials
     assert Counter(t.state for t in trials) == {optuna.trial.TrialState.COMPLETE: 8}
@@ -74,3 +76,8 @@ def test_two_workers_on_postgres_lose_and_duplicate_nothing(postgres, mlflow_ser
     assert Counter(r.info.status for r in runs) == {"FINISHED": 9}
     assert sorted(int(r.data.tags["trial_number"]) for r in trial_runs) == list(range(8))
     assert {t.user_attrs["mlflow_run_id"] for t in trials} == {r.info.run_id for r in trial_runs}
+    assert not [r for r in runs if "hush-hush" in str(r.data.tags) + str(r.data.params)]
+    page = subprocess.run([sys.executable, "-m", "core", "report", "shared"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)  # reopens the storage its run logged
+    assert page.returncode == 0, page.stderr
+    assert "hush-hush" not in (tmp_path / "mlruns" / "reports" / "shared.html").read_text()

@@ -59,3 +59,15 @@ def test_an_answer_of_the_database_is_one_line_on_the_command_line(tmp_path, mon
     code = main(["study", str(tiny_study_spec(tmp_path))])
     lines = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and lines == ["error: the storage's database answered: canceling statement due to lock timeout"]
+
+
+def test_a_storage_password_is_never_logged_and_a_logged_url_opens_without_it():
+    from core.study.storage import as_logged, logged_to_open, remember
+
+    url = "postgresql://me:s3cret@db.example.org:5433/optuna"
+    assert as_logged(url) == "postgresql://me:***@db.example.org:5433/optuna"
+    assert as_logged("mlruns/optuna.journal") == "mlruns/optuna.journal"
+    # another process (report, a page): the password from PGPASSWORD or ~/.pgpass, not "***"
+    assert logged_to_open(as_logged(url)) == "postgresql://me@db.example.org:5433/optuna"
+    remember(url)  # this process was given it (the study itself, report --storage)
+    assert logged_to_open(as_logged(url)) == url

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -79,12 +80,13 @@ def _slurm(args: argparse.Namespace, workers, spec) -> int:
         return 0
     slurm.check(script)  # the cluster's answer first: a refused job leaves no study behind
     from core.study.runner import create_for_workers
+    from core.study.storage import as_logged
 
     parent = create_for_workers(spec, args.storage)
     job = slurm.submit(script)
     print(f"submitted job array {job}: {args.tasks} workers of study {spec.name} (parent run {parent})")
     print(f"  watch:   squeue -j {job}    (logs: slurm-{job}_<task>.out here)")
-    print(f"  trials:  python -m core dashboard --storage {args.storage}")
+    print(f"  trials:  python -m core dashboard --storage {shlex.quote(as_logged(args.storage))}")
     print("  runs:    python -m core ui")
     print(f"  cancel:  scancel {job}    (the next launch or `core study` on this storage resumes the study)")
     return 0

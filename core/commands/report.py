@@ -16,6 +16,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name", metavar="NAME",
                         help="a study's name (its nested estimate's too), or a comparison's: its MLflow experiment")
     parser.add_argument("--open", action="store_true", help="open the page in the web browser as well")
+    parser.add_argument("--storage", metavar="URL",
+                        help="the study's Optuna storage with its password, when the server asks for one that "
+                             "PGPASSWORD or ~/.pgpass do not give (runs keep the URL with the password hidden)")
 
 
 # The page of each kind of group run (core.runs.logged.GROUP_KINDS): (module, function(name, run_id) -> path)
@@ -30,6 +33,10 @@ def main(args: argparse.Namespace) -> int:
     from core.runs.logged import newest_group
 
     check_printable("NAME", args.name)
+    if args.storage:
+        from core.study.storage import remember
+
+        remember(args.storage)  # the page opens the URL its run logged: this one stands for it
     found = newest_group(args.name)
     if found is None:
         raise UserError(f"no study or comparison named {args.name!r} in this store (python -m core ui lists them)")

@@ -72,10 +72,11 @@ def main(args: argparse.Namespace) -> int:
     signals.install_signal_handlers()
     if args.create_only:
         from core.study.runner import create_for_workers
+        from core.study.storage import as_logged
 
         parent = create_for_workers(spec, args.storage)
-        print(f"study {spec.name} is in {args.storage} (parent run {parent}); its workers: the same command "
-              "without --create-only")
+        print(f"study {spec.name} is in {as_logged(args.storage)} (parent run {parent}); its workers: the same "
+              "command without --create-only")
         return 0
     print_visdom_url(spec.base.track, spec.name)
     outcome = run_study(spec, storage=args.storage, workers=args.workers, progress=True, gpus=args.gpus,
@@ -99,6 +100,7 @@ def _nested(spec, args: argparse.Namespace) -> int:
 
 def print_nested(outcome) -> None:
     from core.study.spread import shown
+    from core.study.storage import as_logged
 
     result = outcome.result
     print(f"nested estimate of study {outcome.name}: {result['outer_folds']} outer folds, {outcome.trials} trials "
@@ -111,7 +113,7 @@ def print_nested(outcome) -> None:
     print(f"  estimate of \"run this study and take its best\": {result['outer_metric']} {shown(result['outer'])}, "
           f"95% t-interval")
     print(f"  nested estimate's parent run: {outcome.parent_run_id}")
-    print(f"  Optuna storage:               {outcome.storage}")
+    print(f"  Optuna storage:               {as_logged(outcome.storage)}")
     if outcome.report_page:
         print(f"  report page:                  {outcome.report_page}  "
               f"(python -m core report {shlex.quote(outcome.name)} --open)")
@@ -140,6 +142,8 @@ def gpu_list(text: str) -> list[str]:
 
 
 def print_outcome(outcome, metrics: list[str], visdom_url: str) -> None:
+    from core.study.storage import as_logged
+
     if outcome.already_done and outcome.stopped_by:
         print(f"study {outcome.name} was stopped by its {outcome.stopped_by} rule ({outcome.stopped_detail}): "
               "nothing was run.")
@@ -172,7 +176,7 @@ def print_outcome(outcome, metrics: list[str], visdom_url: str) -> None:
     if outcome.stopped_by and not outcome.already_done:
         print(f"  stopped by the {outcome.stopped_by} rule: {outcome.stopped_detail}")
     print(f"  study's parent run:      {outcome.parent_run_id}")
-    print(f"  Optuna storage:          {outcome.storage}")
+    print(f"  Optuna storage:          {as_logged(outcome.storage)}")
     if outcome.report_page:
         again = f"python -m core report {shlex.quote(outcome.name)} --open"
         print(f"  report page:             {outcome.report_page}  ({again})")

@@ -28,7 +28,7 @@ from core.study.final import test_metric
 from core.study.runner import check_base, run_study
 from core.study.spec import StudySpec
 from core.study.spread import shown, spread
-from core.study.storage import check_storage
+from core.study.storage import as_logged, check_storage
 
 ARTIFACT = page.NESTED_ARTIFACT  # what the report page reads
 KIND = page.NESTED_KIND  # the parent run's kind tag
@@ -122,7 +122,7 @@ def _parent_place(spec: StudySpec, folds: int, storage: str) -> Place:
     same = [run for run in runs_tagged(spec.experiment, "kind", KIND)
             if run.tags.get("study") == spec.name and run.tags.get("outer_folds") == str(folds)]
     tags = {"kind": KIND, "study": spec.name, "outer_folds": str(folds), "budget_trials": str(spec.trials),
-            "objective": f"{spec.metrics[0]}:{spec.directions[0]}", "storage": storage}
+            "objective": f"{spec.metrics[0]}:{spec.directions[0]}", "storage": as_logged(storage)}
     return Place(spec.experiment, f"nested {spec.name} {folds} outer folds", tags=tags,
                  reopen=same[0].id if same else "")
 

@@ -31,7 +31,7 @@ from core.runs import Run
 from core.runs.logged import artifact_bytes, logged_fit, logged_params, newest_group
 from core.runs.run import NOTE_TAG
 from core.study.spec import StudySpec
-from core.study.storage import open_storage
+from core.study.storage import logged_to_open, open_storage
 
 SPEC_ARTIFACT = "spec.yaml"
 FINAL_ARTIFACT, NESTED_ARTIFACT = "final/final.json", "nested/nested.json"  # written by the final phase, nested
@@ -80,7 +80,8 @@ def _write(name: str, title: str, blocks: list[Text | Figure], run: Run) -> Path
 def study_blocks(name: str, parent: Run) -> list[Text | Figure]:
     tags = parent.tags()
     try:
-        study = optuna.load_study(study_name=tags.get("study", name), storage=open_storage(tags["storage"]))
+        storage = open_storage(logged_to_open(tags["storage"]))
+        study = optuna.load_study(study_name=tags.get("study", name), storage=storage)
     except KeyError:  # a relative storage path, read from another folder than the study's
         raise UserError(f"study {name!r} is not in its storage {tags['storage']} as seen from here: "
                         "run this from the folder the study ran in") from None
@@ -211,7 +212,7 @@ def fold_studies(nested: dict[str, Any], storage: str) -> list[optuna.Study]:
     """Each outer fold's study with a complete trial to draw, as far as its storage holds it as seen from here."""
     if not storage:
         return []
-    backend, studies = open_storage(storage), []
+    backend, studies = open_storage(logged_to_open(storage)), []
     for fold in nested["folds"]:
         try:
             study = optuna.load_study(study_name=fold["study"], storage=backend)

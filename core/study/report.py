@@ -32,6 +32,7 @@ from core.study import page, plots
 from core.study.spec import StudySpec, make_importance_evaluator, result_key
 from core.study.spread import shown
 from core.study.stopping import stopped_by
+from core.study.storage import as_logged
 from core.tracking.visdom_sink import make_visdom_tracker
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,7 @@ class StudyReporter:
     # ---- the parent run's life (opened by the runner: core.runs.open_run) ---------------
     def parent_place(self) -> Place:
         """The study's parent run: reopened when the study resumes (and its run is still there), else new."""
-        tags = {"study": self.spec.name, "kind": "study", "storage": self.storage,
+        tags = {"study": self.spec.name, "kind": "study", "storage": as_logged(self.storage),
                 "objective": ",".join(f"{m}:{d}" for m, d in zip(self.spec.metrics, self.spec.directions))}
         if self.spec.within_run:  # a nested estimate's fold study: its parent is the outer fold's run
             tags["within"] = self.spec.within_run

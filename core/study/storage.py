@@ -134,6 +134,7 @@ def _sqlalchemy_url(url: str) -> str:
 
 def open_storage(url: str) -> BaseStorage:
     """The Optuna storage object for `url` (creates the schema or file on first use)."""
+    remember(url)
     if is_rdb(url):
         sqlite = Path(url[len("sqlite:///"):]) if url.startswith("sqlite:///") else None
         if sqlite is not None:
@@ -246,8 +247,35 @@ class CommitUnknown(Exception):
     """A create's commit was sent, its answer lost, and the server still runs that transaction: ask again."""
 
 
+HIDDEN = "***"  # sqlalchemy's mark for a password left out of a URL
+_opened: dict[str, str] = {}  # the URLs this process opened, by their logged form (a page reopens them)
+
+
 def _shown(url: str) -> str:
     return sqlalchemy.engine.make_url(_sqlalchemy_url(url)).render_as_string(hide_password=True)
+
+
+def as_logged(url: str) -> str:
+    """The storage URL as a run's tag or a printed line keeps it: a server URL's password hidden, for whoever
+    reads the store (or a shared log file) is not owed the database's password."""
+    return _shown(url) if is_rdb(url) else url
+
+
+def logged_to_open(logged: str) -> str:
+    """The URL to open a storage a run logged (as_logged): as this process opened it, else without the hidden
+    password, which PostgreSQL's client then takes from PGPASSWORD or ~/.pgpass."""
+    if logged in _opened or not is_rdb(logged):
+        return _opened.get(logged, logged)
+    url = sqlalchemy.engine.make_url(_sqlalchemy_url(logged))
+    if url.password == HIDDEN:  # (URL.set cannot unset: None there means "unchanged")
+        url = sqlalchemy.engine.URL.create(url.drivername, url.username, None, url.host, url.port, url.database,
+                                           url.query)
+    return url.render_as_string(hide_password=False)
+
+
+def remember(url: str) -> None:
+    """A storage URL given to this process (`report --storage`, a study's own): what logged_to_open answers."""
+    _opened[as_logged(url)] = url
 
 
 CONFLICT_TRIES = 5  # a deadlock or serialization failure is tried again this often, at once, then raised
