@@ -14,7 +14,7 @@ import time
 from benchmarks.table import markdown, save
 
 MODULES = ["benchmarks.trainer", "benchmarks.tracking_overhead", "benchmarks.study", "benchmarks.regression",
-           "benchmarks.threads", "benchmarks.gpu"]
+           "benchmarks.threads", "benchmarks.data", "benchmarks.gpu"]
 
 
 def main() -> None:

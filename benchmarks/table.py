@@ -20,6 +20,7 @@ class Row:
     goal: str
     ok: bool
     detail: str = ""
+    memory: str = ""  # memory measured, where a row has it: a column of its own, blank for the other rows
 
 
 def machine() -> str:
@@ -35,10 +36,13 @@ def machine() -> str:
 
 
 def markdown(rows: list[Row], title: str) -> str:
+    memory = any(row.memory for row in rows)  # the column only in a table with such a row
     lines = [f"### {title}", "", f"Machine: {machine()}", "",
-             "| figure | ratio | goal | met | measured |", "|---|---|---|---|---|"]
+             "| figure | ratio | goal | met | measured |" + (" memory |" if memory else ""),
+             "|---|---|---|---|---|" + ("---|" if memory else "")]
     for row in rows:
-        lines.append(f"| {row.name} | {row.ratio:.2f} | {row.goal} | {'yes' if row.ok else 'NO'} | {row.detail} |")
+        lines.append(f"| {row.name} | {row.ratio:.2f} | {row.goal} | {'yes' if row.ok else 'NO'} | {row.detail} |"
+                     + (f" {row.memory} |" if memory else ""))
     return "\n".join(lines)
 
 
