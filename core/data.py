@@ -16,7 +16,7 @@ import os
 import pickle
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -119,6 +119,8 @@ def _files_stamp(config: DataConfig) -> str:
     """Sizes and modification times of a set's files: a changed file is loaded again."""
     if config.name == "npz":
         files = [Path(config.path)]
+    elif config.name == "npy":
+        files = [Path(config.path) / f"{name}.npy" for name in NPY_FILES]
     elif config.name == "image_folder":
         return repr([_stamp(path) for path in _files_under(Path(config.root))]) if Path(config.root).is_dir() else ""
     elif config.name in ON_DISK:
@@ -170,32 +172,49 @@ def resize_images(images: torch.Tensor, size: int, chunk: int = 4096) -> torch.T
     return out
 
 
-def channel_stats(x: torch.Tensor | Part, chunk_values: int = 2**24,
+def channel_stats(x: torch.Tensor | Part, chunk_values: int = 2**22,
                   device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel mean and std of `x` (N, C, ...) as floats shaped for broadcasting: a tensor, or a Part of a
     stored set (gathered a chunk at a time onto `device`: a streamed set is read once, never copied whole).
 
-    In chunks of samples, so that at most one chunk is ever a float copy (the whole training part of a large
-    set as float, several times over, does not fit beside it on a GPU); sums in float64, so that the chunks'
-    order costs no precision: the mean first, then the squared deviations from it (no cancellation)."""
+    In chunks of samples, so that at most one chunk is ever a wider copy (the whole training part of a large set
+    as float, several times over, does not fit beside it on a GPU, nor in a streamed run's memory). uint8 images
+    in one pass of exact integer sums; floats in float64, the mean first, then the squared deviations from it
+    (no cancellation, and the chunks' order costs no precision)."""
     stored = x.x if isinstance(x, Part) else x
-    rows = max(1, chunk_values // max(1, stored[:1].numel()))  # samples per chunk: 128 MiB of float64 at most
-    if isinstance(x, Part):
-        chunks = lambda: (xb for xb, _ in x.chunks(rows, device or stored.device))  # noqa: E731
-    else:
-        chunks = lambda: (x[start:start + rows] for start in range(0, len(x), rows))  # noqa: E731
     channels = stored.shape[1]
-    per_channel = lambda part: part.transpose(0, 1).reshape(channels, -1).double()  # noqa: E731
+    rows = max(1, chunk_values // max(1, stored[:1].numel()))  # samples per chunk: 32 MiB of 64-bit values
+
+    def chunks() -> Iterator[torch.Tensor]:  # each (rows, C, values per channel)
+        if isinstance(x, Part):
+            parts = (xb for xb, _ in x.chunks(rows, device or stored.device))
+        else:
+            parts = (x[start:start + rows] for start in range(0, len(x), rows))
+        return (part.reshape(len(part), channels, -1) for part in parts)
+
     count = len(x) * (stored[:1].numel() // channels)
-    total = sum(per_channel(part).sum(dim=1) for part in chunks())
-    mean = total / count
-    squares = sum(((per_channel(part) - mean[:, None]) ** 2).sum(dim=1) for part in chunks())
-    std = (squares / max(count - 1, 1)).sqrt()
     if stored.dtype == torch.uint8:
-        mean, std = mean / 255.0, std / 255.0
+        mean, std = _exact_uint8_stats(chunks(), channels, count)
+    else:
+        mean = sum(part.double().sum(dim=(0, 2)) for part in chunks()) / count
+        squares = sum(part.double().sub_(mean[None, :, None]).square_().sum(dim=(0, 2)) for part in chunks())
+        std = (squares / max(count - 1, 1)).sqrt()
     shape = (1, -1) + (1,) * (stored.dim() - 2)
     return mean.float().view(shape), std.float().clamp_min(1e-6).view(shape)
 
+
+def _exact_uint8_stats(chunks: Iterator[torch.Tensor], channels: int, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and sample std of uint8 values, scaled to 0..1, from sums and sums of squares kept as exact integers
+    (int64 per chunk, Python's integers across them): one pass, and no rounding before the final division."""
+    total, squares = [0] * channels, [0] * channels
+    for part in chunks:
+        values = part.long()
+        total = [t + s for t, s in zip(total, values.sum(dim=(0, 2)).tolist())]
+        squares = [q + s for q, s in zip(squares, values.square_().sum(dim=(0, 2)).tolist())]
+    mean = [t / count for t in total]
+    variance = [(count * q - t * t) / (count * max(count - 1, 1)) for t, q in zip(total, squares)]
+    return (torch.tensor(mean, dtype=torch.float64) / 255.0,
+            torch.tensor(variance, dtype=torch.float64).sqrt() / 255.0)
 
 # ---- loaders ---------------------------------------------------------------
 

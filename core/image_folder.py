@@ -19,12 +19,13 @@ from core.errors import DataError
 
 CHUNK = 256  # files per task of a decoding worker
 PARALLEL_FROM = 2 * CHUNK  # fewer files are decoded in this process: starting workers costs more
+# torchvision's ImageFolder extensions (torchvision.datasets.folder.IMG_EXTENSIONS, which a test checks), kept
+# here: importing torchvision for them costs every command about 2 s
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 
 def image_files(folder: Path, classes: list[str], files_under: Callable[[Path], list[str]]) -> list[tuple[str, int]]:
     """(path, class index) of every image under folder/<class>/, by torchvision's rules (extensions, order)."""
-    from torchvision.datasets.folder import IMG_EXTENSIONS
-
     unknown = sorted(entry.name for entry in folder.iterdir() if entry.is_dir() and entry.name not in classes)
     if folder.name == "test" and unknown:
         raise DataError(f"image_folder: {folder} has class folders the training part lacks: {', '.join(unknown)}")

@@ -179,3 +179,20 @@ def test_an_image_folder_is_decoded_once_at_the_size_it_trains_at(tmp_path, isol
     (entry,) = (isolated_store / "cache").glob("*/train_x.npy")
     assert entry.stat().st_size < 8 * 3 * 6 * 6 + 200  # the small images and a header, not 64x48 ones
     assert Path(mapped_file(data.train_x)) == entry
+
+
+def test_image_folders_take_torchvisions_extensions():
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    from core import image_folder
+
+    assert image_folder.IMG_EXTENSIONS == IMG_EXTENSIONS
+
+
+def test_a_replaced_npy_file_is_loaded_again_in_the_same_process(tmp_path):
+    write_npy(tmp_path / "arrays", with_test=True)
+    config = tiny_config(**{"data.name": "npy", "data.path": str(tmp_path / "arrays")}).data
+    before = load_dataset(config).fingerprint
+    x = np.load(tmp_path / "arrays" / "x_train.npy")
+    np.save(tmp_path / "arrays" / "x_train.npy", x + 1)  # a study worker's next trial must see the new data
+    assert load_dataset(config).fingerprint != before
