@@ -196,3 +196,24 @@ def test_a_replaced_npy_file_is_loaded_again_in_the_same_process(tmp_path):
     x = np.load(tmp_path / "arrays" / "x_train.npy")
     np.save(tmp_path / "arrays" / "x_train.npy", x + 1)  # a study worker's next trial must see the new data
     assert load_dataset(config).fingerprint != before
+
+
+def test_a_damaged_cache_file_is_detected_and_rebuilt(tmp_path, isolated_store, caplog):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for label in range(2):
+        (tmp_path / "pictures" / f"c{label}").mkdir(parents=True)
+        for index in range(10):
+            pixels = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "pictures" / f"c{label}" / f"{index}.png")
+    config = tiny_config(**{"data.name": "image_folder", "data.root": str(tmp_path / "pictures")}).data
+    built = load_dataset(config).fingerprint
+    (damaged,) = (isolated_store / "cache").glob("*/train_x.npy")
+    with open(damaged, "r+b") as handle:
+        handle.truncate(damaged.stat().st_size // 2)
+    drop_cached_data()  # the next command
+    with caplog.at_level("INFO", logger="core.data_cache"):
+        rebuilt = load_dataset(config)
+    assert "damaged" in caplog.text and "once into the cache" in caplog.text
+    assert rebuilt.fingerprint == built and damaged.stat().st_size == rebuilt.train_x.nbytes + 128
