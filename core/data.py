@@ -216,6 +216,7 @@ def _exact_uint8_stats(chunks: Iterator[torch.Tensor], channels: int, count: int
     return (torch.tensor(mean, dtype=torch.float64) / 255.0,
             torch.tensor(variance, dtype=torch.float64).sqrt() / 255.0)
 
+
 # ---- loaders ---------------------------------------------------------------
 
 def load_digits(config: DataConfig) -> Dataset:
