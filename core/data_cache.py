@@ -169,14 +169,3 @@ def new_array(folder: Path, part: str, dtype: np.dtype | type, shape: tuple[int,
         os.close(handle)
     return array
 
-
-def save_arrays(folder: Path, arrays: dict[str, np.ndarray], chunk_bytes: int = 64 << 20) -> None:
-    """The four parts into the staging folder, in chunks: a memory-mapped source is never read whole into memory."""
-    for part in PARTS:
-        source = arrays[part]
-        target = new_array(folder, part, source.dtype, source.shape)
-        rows = max(1, chunk_bytes // max(1, source[:1].nbytes))
-        for start in range(0, len(source), rows):
-            target[start:start + rows] = source[start:start + rows]
-        target.flush()
-        del target
